@@ -1,0 +1,131 @@
+"""`frugal tour`: every capability's section, run on built-in data, gathered into one report.
+
+A section is any module in `scripts.commands` that defines
+
+    TOUR_ORDER = 10                       # sections run in ascending order
+    def tour_section(quick: bool, outdir: Path) -> TourSection
+
+`quick` is the default setting (the whole tour in at most five minutes on a 2-core CPU); `--full`
+runs larger settings. A section writes its plots into `outdir` and returns its figures; the tour
+writes `report.md`, `summary.json` (every section's figures) and one `<section>.json` each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from scripts import report
+
+
+@dataclasses.dataclass
+class TourSection:
+    title: str
+    figures: dict[str, Any]
+    markdown: str
+    summary: list[tuple[str, str]]  # (what, value) rows for the tour's summary table
+    plots: list[str] = dataclasses.field(default_factory=list)  # file names inside outdir
+
+
+def tour_modules() -> list:
+    from scripts.cli import command_modules
+
+    modules = [m for m in command_modules() if hasattr(m, "tour_section")]
+    return sorted(modules, key=lambda m: (getattr(m, "TOUR_ORDER", 100), m.__name__))
+
+
+def section_key(module) -> str:
+    return module.__name__.rsplit(".", 1)[-1]
+
+
+def run_tour(*, quick: bool = True, outdir: str | Path = "reports/tour", only: list[str] | None = None) -> dict:
+    from rich.console import Console
+
+    console = Console()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    modules = tour_modules()
+    if only:
+        known = {section_key(m) for m in modules}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise ValueError(f"--only: unknown section(s) {unknown}; available: {sorted(known)}")
+        modules = [m for m in modules if section_key(m) in only]
+
+    results: dict[str, dict] = {}
+    sections: list[tuple[str, TourSection | None, float, str | None]] = []
+    started = time.perf_counter()
+    for index, module in enumerate(modules, 1):
+        key = section_key(module)
+        console.rule(f"[bold]tour {index}/{len(modules)}: {key}")
+        t0 = time.perf_counter()
+        try:
+            section = module.tour_section(quick, outdir)
+            error = None
+        except Exception as err:  # one failing section must not hide the others' results
+            section, error = None, f"{type(err).__name__}: {err}"
+            console.print(f"[red]section {key} failed[/red]\n{traceback.format_exc()}")
+        seconds = time.perf_counter() - t0
+        sections.append((key, section, seconds, error))
+        results[key] = {
+            "title": section.title if section else key,
+            "seconds": seconds,
+            "error": error,
+            "figures": section.figures if section else None,
+        }
+        if section:
+            report.write_json(outdir / f"{key}.json", section.figures)
+
+    total = time.perf_counter() - started
+    summary = {
+        "mode": "quick" if quick else "full",
+        "total_seconds": total,
+        "machine": report.machine_description(),
+        "sections": results,
+    }
+    report.write_json(outdir / "summary.json", summary)
+    (outdir / "report.md").write_text(_markdown(summary, sections))
+
+    rows = []
+    for key, section, seconds, error in sections:
+        if section is None:
+            rows.append((key, "FAILED", error, f"{seconds:.1f}"))
+            continue
+        for i, (what, value) in enumerate(section.summary or [("done", "")]):
+            rows.append((key if i == 0 else "", what, value, f"{seconds:.1f}" if i == 0 else ""))
+    report.print_table(f"frugal tour ({summary['mode']}, {total:.0f} s)", ["section", "what", "value", "seconds"], rows)
+    console.print(f"report: {outdir / 'report.md'}  figures: {outdir / 'summary.json'}")
+    return summary
+
+
+def _markdown(summary: dict, sections) -> str:
+    machine = summary["machine"]
+    lines = [
+        "# frugal tour",
+        "",
+        f"Mode: {summary['mode']}; total {summary['total_seconds']:.1f} s; "
+        f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, JAX {machine['jax']} on {machine['backend']}.",
+        "",
+        "## Summary",
+        "",
+    ]
+    rows = []
+    for key, section, seconds, error in sections:
+        if section is None:
+            rows.append((key, "FAILED", error, f"{seconds:.1f}"))
+        else:
+            for i, (what, value) in enumerate(section.summary or [("done", "")]):
+                rows.append((key if i == 0 else "", what, value, f"{seconds:.1f}" if i == 0 else ""))
+    lines.append(report.markdown_table(["section", "what", "value", "seconds"], rows))
+    for key, section, seconds, error in sections:
+        lines += ["", f"## {section.title if section else key}", ""]
+        if section is None:
+            lines.append(f"Failed: `{error}`")
+            continue
+        lines.append(section.markdown.strip())
+        for plot in section.plots:
+            lines += ["", f"![{plot}]({plot})"]
+    return "\n".join(lines) + "\n"
