@@ -1,0 +1,212 @@
+"""The training harness: data parallelism (8 virtual devices, 2 processes), checkpoints, resume."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from models.resnet import cifar_resnet8
+from scripts.data import BatchSampler, load_digits
+from scripts.harness import (CheckpointError, Checkpointer, FitConfig, TrainState, Trainer, TrainerConfig,
+                             classification_step, data_parallel_mesh, fit_classifier, make_optimizer)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+class SmallCNN(nnx.Module):
+    """Conv + BatchNorm + ReLU + pooling + linear: cheap to compile, yet has batch statistics
+    (which must be reduced across devices) and non-parameter state."""
+
+    def __init__(self, width=4, rngs=None):
+        # No conv bias: BatchNorm cancels it, its gradient is rounding noise, and Adam would amplify
+        # that noise into differences between otherwise equal runs.
+        self.conv = nnx.Conv(1, width, (3, 3), use_bias=False, rngs=rngs)
+        self.norm = nnx.BatchNorm(width, rngs=rngs)
+        self.head = nnx.Linear(width, 10, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.norm(self.conv(x))).mean(axis=(1, 2)))
+
+
+def _trainer(digits, *, devices=1, steps=3, workdir=None, checkpoint_every=0, batch_size=32, schedule_steps=6,
+             width=4):
+    # The learning-rate schedule spans `schedule_steps`, so a run stopped early is a prefix of a longer one.
+    config = FitConfig(steps=schedule_steps, batch_size=batch_size, learning_rate=1e-2, warmup_steps=1)
+    model = SmallCNN(width, rngs=nnx.Rngs(0))
+    sampler = BatchSampler(len(digits.train_x), batch_size, seed=0)
+    trainer = Trainer(TrainState(model, make_optimizer(config)), classification_step(max_shift=1),
+                      config=TrainerConfig(num_steps=steps, log_every=1, progress=False,
+                                           checkpoint_every=checkpoint_every),
+                      mesh=data_parallel_mesh(devices), workdir=workdir)
+
+    def batch_at(step, rows):
+        idx = sampler.indices(step)[rows]
+        return {"image": digits.train_x[idx], "label": digits.train_y[idx]}
+
+    return trainer, batch_at, batch_size
+
+
+def _params(state) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(state.model, nnx.Param))]
+
+
+def test_eight_device_data_parallel_step_equals_single_device(digits):
+    assert len(jax.devices()) == 8, "conftest should provide 8 virtual CPU devices"
+    single, batch_at, bs = _trainer(digits, devices=1)
+    multi, _, _ = _trainer(digits, devices=8)
+    r1 = single.run(batch_at, bs)
+    r8 = multi.run(batch_at, bs)
+    np.testing.assert_allclose([h["loss"] for h in r8.history], [h["loss"] for h in r1.history], rtol=1e-5, atol=1e-5)
+    for a, b in zip(_params(r1.state), _params(r8.state)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    # The state really lives on all eight devices, the batch is split across them.
+    leaf = jax.tree.leaves(multi.arrays)[0]
+    assert len(leaf.sharding.device_set) == 8
+
+
+def test_batch_not_divisible_by_devices_is_refused(digits):
+    trainer, batch_at, _ = _trainer(digits, devices=8)
+    with pytest.raises(ValueError, match="batch_size=12 is not divisible by the 8 devices"):
+        trainer.run(batch_at, 12)
+
+
+def test_resume_in_process_equals_uninterrupted(digits, tmp_path):
+    straight, batch_at, bs = _trainer(digits, steps=6)
+    reference = straight.run(batch_at, bs)
+    first, _, _ = _trainer(digits, steps=4, workdir=tmp_path, checkpoint_every=2)
+    first.run(batch_at, bs)
+    second, _, _ = _trainer(digits, steps=6, workdir=tmp_path, checkpoint_every=2)
+    resumed = second.run(batch_at, bs)
+    assert resumed.start_step == 4
+    for a, b in zip(_params(reference.state), _params(resumed.state)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    # metrics.jsonl holds each step once, in order, across the two runs.
+    steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
+def test_corrupt_checkpoint_gives_clear_error(digits, tmp_path):
+    trainer, batch_at, bs = _trainer(digits, steps=2, workdir=tmp_path)
+    trainer.run(batch_at, bs)
+    step_dir = tmp_path / "checkpoints" / "2"
+    assert step_dir.is_dir()
+    for f in step_dir.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    again, _, _ = _trainer(digits, steps=4, workdir=tmp_path)
+    with pytest.raises(CheckpointError, match="cannot be restored"):
+        again.run(batch_at, bs)
+
+
+def test_checkpoint_from_other_model_is_refused(digits, tmp_path):
+    trainer, batch_at, bs = _trainer(digits, steps=1, workdir=tmp_path)
+    trainer.run(batch_at, bs)
+    other = TrainState(SmallCNN(8, rngs=nnx.Rngs(0)), optax.sgd(0.1))
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError):
+        ckpt.restore(1, nnx.state(other))
+
+
+def test_fit_classifier_learns_digits_and_leaves_input_untouched(digits):
+    model = cifar_resnet8(num_classes=10, in_channels=1, width=4, rngs=nnx.Rngs(0))
+    before = [np.asarray(x).copy() for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    result = fit_classifier(model, digits, steps=120, batch_size=64, progress=False)
+    assert result.test_accuracy > 0.7  # chance is 0.1; the tour checks the full recipe reaches >= 95%
+    after = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def _train_cmd(workdir, json_path):
+    return [sys.executable, "-m", "scripts.cli", "train", "--model", "cifar_resnet8", "--width", "4",
+            "--dataset", "digits", "--steps", "150", "--batch-size", "32", "--checkpoint-every", "10",
+            "--workdir", str(workdir), "--no-progress", "--json", str(json_path)]
+
+
+def _saved_steps(workdir: Path) -> list[int]:
+    # Finished checkpoints only: orbax writes "<step>.orbax-checkpoint-tmp" first and renames it.
+    folder = workdir / "checkpoints"
+    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
+
+
+def _final_params(workdir: Path, step: int) -> dict:
+    import orbax.checkpoint as ocp
+
+    restored = ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())
+    return dict(jax.tree_util.tree_leaves_with_path(restored["model"]))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    proc = subprocess.Popen(_train_cmd(killed, tmp_path / "k1.json"), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        steps = _saved_steps(killed)
+        if steps and max(steps) >= 20:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = max(_saved_steps(killed))
+    assert killed_at < 150
+
+    resumed = subprocess.run(_train_cmd(killed, tmp_path / "k2.json"), cwd=REPO, env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert json.loads((tmp_path / "k2.json").read_text())["resumed_from_step"] >= 20
+    uninterrupted = subprocess.run(_train_cmd(straight, tmp_path / "s.json"), cwd=REPO, env=env, capture_output=True)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr.decode()[-2000:]
+
+    a, b = _final_params(killed, 150), _final_params(straight, 150)
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=0, atol=1e-6, err_msg=str(key))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_the_whole_batch(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    worker = str(REPO / "tests" / "distributed_worker.py")
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, worker, str(tmp_path / f"p{i}.npz"), "2", str(i), str(port)],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    single = subprocess.run([sys.executable, worker, str(tmp_path / "single.npz"), "1", "0", "0"],
+                            cwd=REPO, env=env, capture_output=True)
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    assert single.returncode == 0, single.stderr.decode()[-3000:]
+    ref = np.load(tmp_path / "single.npz")
+    assert int(ref["devices"]) == 1
+    for i in range(2):
+        got = np.load(tmp_path / f"p{i}.npz")
+        assert int(got["devices"]) == 2
+        np.testing.assert_allclose(got["losses"], ref["losses"], rtol=1e-5, atol=1e-5)
+        for key in ref.files:
+            if key not in ("losses", "devices"):
+                np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-5, err_msg=key)
