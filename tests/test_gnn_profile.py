@@ -1,0 +1,101 @@
+"""The per-stage profiler, node-classification training, the PyG bench driver and the CLI wiring."""
+
+import json
+
+import numpy as np
+import pytest
+
+from scripts import graph_data
+from scripts.gnn_profile import ProfileConfig, findings, run, train_node_classifier
+from scripts.gnn_pyg_bench import SKIPPED, BenchConfig, find_pyg_python
+
+
+@pytest.mark.slow
+def test_profile_writes_consistent_report(tmp_path):
+    config = ProfileConfig(models=("gcn", "rgcn", "sage_lstm"), scale=0.05, features=8, heads=2, repeats=1,
+                           num_bases=2, train_models=(), train_steps=0, outdir=str(tmp_path))
+    figures = run(config)
+    for name in ("gnn_profile.json", "gnn_profile.md", "gnn_stage_breakdown.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "gnn_profile.json").read_text())
+    assert set(saved["models"]) == {"gcn", "rgcn", "sage_lstm"}
+    for kind, entry in figures["models"].items():
+        for mode in ("unfused", "fused"):
+            if mode not in entry:
+                continue
+            stages = entry[mode]["stages"]
+            assert sum(s["share"] for s in stages.values()) == pytest.approx(1.0)
+            assert stages["Gather"]["ms"] > 0 and stages["Gather"]["bytes"] > 0
+        if "fused" in entry:
+            assert entry["fused_max_abs_diff"] < 1e-4  # both Gathers compute the same layer
+            assert entry["fused"]["stages"]["Scatter"]["ms"] == 0  # fusion removes the message Scatter
+    assert "fused" not in figures["models"]["sage_lstm"]  # an LSTM is not a sparse product
+    assert figures["models"]["rgcn"]["dataset"] == "aifb"
+    assert figures["models"]["rgcn"]["unfused"]["stages"]["ApplyEdge"]["flops"] > 0
+    assert len(figures["findings"]) == 4 and "CPU" in figures["cpu_note"]
+
+
+def test_findings_logic_on_synthetic_numbers():
+    def entry(shares, extra=None):
+        stages = {s: {"share": v, "ms": 10 * v} for s, v in shares.items()}
+        dominant = max(shares, key=shares.get)
+        return {"unfused": {"stages": stages, "dominant": dominant, "total_ms": 10.0}, **(extra or {})}
+
+    models = {
+        "gat": entry({"Scatter": 0.1, "ApplyEdge": 0.1, "Gather": 0.6, "ApplyVertex": 0.2}),
+        "rgcn": entry({"Scatter": 0.1, "ApplyEdge": 0.3, "Gather": 0.2, "ApplyVertex": 0.4}),
+    }
+    result = {f["claim"].split()[0]: f["holds"] for f in findings(models)}
+    assert result == {"GAT": True, "RGCN": False}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gcn", "gat"])
+def test_training_beats_chance_on_builtin_citation_graph(kind):
+    data = graph_data.synthetic_graph("cora", scale=0.25, seed=1)
+    result = train_node_classifier(kind, data, steps=40, seed=0)
+    assert result["test_accuracy"] > result["chance_majority"] + 0.25, result
+    assert result["test_accuracy"] > 2.5 * result["chance_uniform"]
+
+
+def test_training_rejects_empty_masks():
+    data = graph_data.synthetic_graph("cora", scale=0.05)
+    empty = graph_data.GraphDataset(data.name, data.x, data.y, data.edge_index, np.zeros_like(data.train_mask),
+                                    data.val_mask, data.test_mask, data.num_classes)
+    with pytest.raises(ValueError, match="train and test masks"):
+        train_node_classifier("gcn", empty, steps=1)
+
+
+def test_configs_validate():
+    with pytest.raises(ValueError, match="not known"):
+        ProfileConfig(models=("gcn", "transformer"))
+    with pytest.raises(ValueError, match="divisible by heads"):
+        ProfileConfig(features=30, heads=8)
+    with pytest.raises(ValueError, match="relational_dataset"):
+        ProfileConfig(relational_dataset="cora")
+    with pytest.raises(ValueError, match="PyG comparison covers"):
+        BenchConfig(models=("gin",))
+    with pytest.raises(FileNotFoundError, match="pyg_python"):
+        find_pyg_python("/nonexistent/python")
+
+
+@pytest.mark.slow
+def test_bench_without_pyg_reports_skipped(tmp_path, monkeypatch):
+    monkeypatch.delenv("FRUGAL_PYG_PYTHON", raising=False)
+    if find_pyg_python() is not None:
+        pytest.skip("torch_geometric is importable here; the skip path cannot be exercised")
+    figures = __import__("scripts.gnn_pyg_bench", fromlist=["run"]).run(
+        BenchConfig(datasets=("citeseer",), models=("gcn",), repeats=1, outdir=str(tmp_path)))
+    assert figures["status"] == SKIPPED and "install the bench extra" in SKIPPED
+    row = figures["results"][0]
+    assert row["ours_fused_ms"] > 0 and "pyg_best_ms" not in row
+    assert "skipped" in (tmp_path / "gnn_bench.md").read_text()
+
+
+def test_cli_reports_user_errors(capsys):
+    from scripts.cli import main
+
+    assert main(["gnn", "bench", "--models", "gin"]) == 2
+    assert "PyG comparison covers" in capsys.readouterr().err
+    assert main(["gnn", "profile", "--models", "gcn", "--dataset", "reddit"]) == 2
+    assert "not known" in capsys.readouterr().err
