@@ -1,0 +1,525 @@
+"""Block-sparse flash attention for hybrid patterns (sliding window + dilation + global tokens), in Pallas.
+
+What the kernel does (FlashAttention-2 style, forward and backward):
+
+* Queries are cut into blocks of `block_q`; each program owns one query block of one (batch, head,
+  dilation class) row and runs an online softmax over key blocks. Its key loop is **bounded to the
+  band**: only key blocks that intersect [q - left, q + right] are visited, so the work is
+  O(n * (w + g)) instead of O(n^2).
+* Global columns: a separate small block of global keys/values is visited first by every query block.
+  Global rows: a second call of the same kernel with the global queries against all keys (no band).
+* Dilation by re-ordering: tokens are regrouped by their residue modulo the dilation; inside a class a
+  dilated window is a contiguous band, so the kernel never sees dilation. Per-head dilation runs one
+  call per group of heads.
+* Masks (padding, global tokens removed from the band, causal order) come in as small per-key vectors
+  and positions, never as n x n arrays.
+* `custom_vjp`: the forward saves the row log-sum-exp; the backward recomputes the probabilities in a dQ
+  kernel (same loop as the forward) and a dK/dV kernel (grid over key blocks, looping over the query
+  blocks whose band reaches them; for global keys, over every query block).
+
+Entry points: `hybrid_attention_pallas(...)` (layout (batch, seq, heads, head_dim)) and its pure-jnp
+reference `hybrid_attention_reference(...)`. On CPU the kernel only runs with `interpret=True` (slow,
+for tests); on GPU it lowers through Triton, on TPU through Mosaic. Nothing here imports the rest of the
+repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+NEG = -1e30  # finite "minus infinity": masked entries never make NaNs
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference.
+
+
+def reference_mask(seq_len: int, window: tuple[int, int], dilation: int, global_tokens: Sequence[int],
+                   causal: bool) -> np.ndarray:
+    """The (seq, seq) boolean mask of a 1-D hybrid pattern (numpy; for tests and small n)."""
+    left, right = window
+    i = np.arange(seq_len)[:, None]
+    j = np.arange(seq_len)[None, :]
+    delta = j - i
+    mask = (delta >= -left * dilation) & (delta <= right * dilation) & (delta % dilation == 0)
+    is_global = np.zeros(seq_len, bool)
+    is_global[list(global_tokens)] = True
+    mask |= is_global[:, None] | is_global[None, :]
+    if causal:
+        mask &= delta <= 0
+    return mask
+
+
+def hybrid_attention_reference(q, k, v, *, window, dilation=1, global_tokens=(), causal=False, key_mask=None,
+                               global_qkv=None, scale=None):
+    """Plain jnp masked attention with the same arguments as `hybrid_attention_pallas`."""
+    batch, seq_len, heads, head_dim = q.shape
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    dilations = _per_head(dilation, heads)
+    mask = np.stack([reference_mask(seq_len, window, d, global_tokens, causal) for d in dilations])
+    mask = jnp.asarray(mask)[None]
+    if key_mask is not None:
+        mask = mask & key_mask[:, None, None, :]
+
+    def attend(q, k, v, mask):
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
+        s = jnp.where(mask, s, NEG)
+        p = jnp.where(mask, jnp.exp(s - jax.lax.stop_gradient(s.max(-1, keepdims=True))), 0.0)
+        p = p / jnp.maximum(p.sum(-1, keepdims=True), 1e-30)
+        return jnp.einsum("bhqk,bkhd->bqhd", p, v)
+
+    out = attend(q, k, v, mask)
+    if global_qkv is not None and len(global_tokens):
+        rows = np.asarray(global_tokens)
+        q_g, k_g, v_g = global_qkv
+        q_rows = q_g[:, rows] if q_g.shape[1] == seq_len else q_g
+        out = out.at[:, rows].set(attend(q_rows, k_g, v_g, mask[:, :, rows]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels. Row vectors (lse, delta, query positions) are stored as (..., n, 1) and key vectors
+# (valid flags, positions) as (..., 1, n), which keeps every block shape legal on TPU and Triton.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    scale: float
+    left: int | None  # None: no band, every key block is visited
+    right: int | None
+    causal: bool
+    block_q: int
+    block_k: int
+    num_q: int  # padded query count
+    num_k: int  # padded key count
+    has_global: bool
+    interpret: bool
+    backend: str | None
+
+
+def _dot_t(a, b):
+    """a @ b.T in float32."""
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot(a, b):
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot_tn(a, b):
+    """a.T @ b in float32."""
+    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _key_range(st: _Static, q_block):
+    """Key blocks [lo, hi) that can hold a key in the band of query block `q_block`."""
+    num_blocks = st.num_k // st.block_k
+    if st.left is None:
+        return 0, num_blocks
+    first_q = q_block * st.block_q
+    # lax.div truncates toward zero; negative numerators are clamped to block 0 either way, and it
+    # avoids the `sign` that floor division lowers to (Mosaic TPU cannot lower that without a device).
+    lo = jnp.maximum(0, lax.div(first_q - st.left, st.block_k))
+    hi = jnp.minimum(num_blocks, lax.div(first_q + st.block_q - 1 + st.right, st.block_k) + 1)
+    return lo, hi
+
+
+def _query_range(st: _Static, k_block):
+    """Query blocks [lo, hi) whose band can reach key block `k_block`."""
+    num_blocks = st.num_q // st.block_q
+    if st.left is None:
+        return 0, num_blocks
+    first_k = k_block * st.block_k
+    lo = jnp.maximum(0, lax.div(first_k - st.right, st.block_q))
+    hi = jnp.minimum(num_blocks, lax.div(first_k + st.block_k - 1 + st.left, st.block_q) + 1)
+    return lo, hi
+
+
+def _mask(st: _Static, q_index, k_index, q_pos, k_pos, k_valid, banded: bool):
+    mask = k_valid > 0
+    if banded and st.left is not None:
+        delta = k_index[None, :] - q_index[:, None]
+        mask = mask & (delta >= -st.left) & (delta <= st.right)
+    if st.causal:
+        mask = mask & (k_pos <= q_pos)
+    return mask
+
+
+def _forward_kernel(*refs, st: _Static):
+    if st.has_global:
+        (q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, kg_ref, vg_ref, gval_ref, gpos_ref,
+         o_ref, lse_ref) = refs
+    else:
+        q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, o_ref, lse_ref = refs
+    q_block = pl.program_id(1)
+    q = q_ref[...]
+    q_pos = qpos_ref[...]  # (bq, 1)
+    q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
+
+    def update(carry, k, v, k_valid, k_pos, k_index, banded):
+        acc, m, l = carry
+        s = _dot_t(q, k) * st.scale
+        mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
+        s = jnp.where(mask, s, NEG)
+        m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
+        p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
+        correction = jnp.exp(m - m_new)
+        l = correction * l + jnp.sum(p, axis=1, keepdims=True)
+        acc = correction * acc + _dot(p.astype(v.dtype), v)
+        return acc, m_new, l
+
+    carry = (jnp.zeros(o_ref.shape, jnp.float32), jnp.full((st.block_q, 1), NEG, jnp.float32),
+             jnp.zeros((st.block_q, 1), jnp.float32))
+    if st.has_global:
+        carry = update(carry, kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, banded=False)
+
+    def body(k_block, carry):
+        keys = pl.ds(k_block * st.block_k, st.block_k)
+        k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
+        return update(carry, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index,
+                      banded=True)
+
+    lo, hi = _key_range(st, q_block)
+    acc, m, l = lax.fori_loop(lo, hi, body, carry)
+    seen = l > 0
+    o_ref[...] = (acc / jnp.where(seen, l, 1.0)).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), 0.0)
+
+
+def _dq_kernel(*refs, st: _Static):
+    if st.has_global:
+        (q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, kg_ref, vg_ref, gval_ref, gpos_ref,
+         do_ref, lse_ref, delta_ref, dq_ref) = refs
+    else:
+        q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dq_ref = refs
+    q_block = pl.program_id(1)
+    q, do, lse, delta, q_pos = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...], qpos_ref[...]
+    q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
+
+    def update(dq, k, v, k_valid, k_pos, k_index, banded):
+        s = _dot_t(q, k) * st.scale
+        mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
+        p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
+        ds = p * (_dot_t(do, v) - delta)
+        return dq + _dot(ds.astype(k.dtype), k) * st.scale
+
+    dq = jnp.zeros(dq_ref.shape, jnp.float32)
+    if st.has_global:
+        dq = update(dq, kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, banded=False)
+
+    def body(k_block, dq):
+        keys = pl.ds(k_block * st.block_k, st.block_k)
+        k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
+        return update(dq, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, True)
+
+    lo, hi = _key_range(st, q_block)
+    dq_ref[...] = lax.fori_loop(lo, hi, body, dq).astype(dq_ref.dtype)
+
+
+def _dkv_kernel(q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref,
+                *, st: _Static):
+    k_block = pl.program_id(1)
+    k, v, k_valid, k_pos = k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...]
+    k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
+
+    def body(q_block, carry):
+        dk, dv = carry
+        rows = pl.ds(q_block * st.block_q, st.block_q)
+        q, do, lse, delta, q_pos = q_ref[rows, :], do_ref[rows, :], lse_ref[rows, :], delta_ref[rows, :], \
+            qpos_ref[rows, :]
+        q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
+        s = _dot_t(q, k) * st.scale
+        mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, True)
+        p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
+        dv = dv + _dot_tn(p.astype(do.dtype), do)
+        ds = p * (_dot_t(do, v) - delta)
+        dk = dk + _dot_tn(ds.astype(q.dtype), q) * st.scale
+        return dk, dv
+
+    lo, hi = _query_range(st, k_block)
+    zeros = jnp.zeros(dk_ref.shape, jnp.float32)
+    dk, dv = lax.fori_loop(lo, hi, body, (zeros, jnp.zeros(dv_ref.shape, jnp.float32)))
+    dk_ref[...] = dk.astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# pallas_call wrappers. Arrays are (rows, n, d) with rows = batch * heads * dilation classes.
+
+
+def _compiler_params(backend):
+    if backend == "triton":
+        from jax.experimental.pallas import triton as plt
+
+        return plt.CompilerParams(num_warps=4, num_stages=2)
+    if backend == "mosaic_tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
+    return None
+
+
+def _full(shape):
+    """BlockSpec giving each program the whole (n, ...) slice of its row."""
+    return pl.BlockSpec((None,) + tuple(shape), lambda r, i: (r,) + (0,) * len(shape))
+
+
+def _blocked(block, width):
+    return pl.BlockSpec((None, block, width), lambda r, i: (r, i, 0))
+
+
+def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
+    return pl.pallas_call(functools.partial(kernel, st=st), grid=grid, in_specs=in_specs, out_specs=out_specs,
+                          out_shape=out_shape, interpret=st.interpret,
+                          compiler_params=_compiler_params(st.backend))(*args)
+
+
+def _forward_call(st: _Static, q, k, v, aux, glob):
+    rows, nq, d = q.shape
+    kval, kpos, qpos = aux
+    in_specs = [_blocked(st.block_q, d), _full(k.shape[1:]), _full(v.shape[1:]), _full(kval.shape[1:]),
+                _full(kpos.shape[1:]), _blocked(st.block_q, 1)]
+    args = [q, k, v, kval, kpos, qpos]
+    if st.has_global:
+        kg, vg, gval, gpos = glob
+        in_specs += [_full(kg.shape[1:]), _full(vg.shape[1:]), _full(gval.shape[1:]), _full(gpos.shape[1:])]
+        args += [kg, vg, gval, gpos]
+    out_shape = [jax.ShapeDtypeStruct((rows, nq, v.shape[-1]), q.dtype), jax.ShapeDtypeStruct((rows, nq, 1), jnp.float32)]
+    out_specs = [_blocked(st.block_q, v.shape[-1]), _blocked(st.block_q, 1)]
+    return _call(_forward_kernel, st, (rows, nq // st.block_q), in_specs, out_specs, out_shape, *args)
+
+
+def _dq_call(st, q, k, v, aux, glob, do, lse, delta):
+    rows, nq, d = q.shape
+    kval, kpos, qpos = aux
+    in_specs = [_blocked(st.block_q, d), _full(k.shape[1:]), _full(v.shape[1:]), _full(kval.shape[1:]),
+                _full(kpos.shape[1:]), _blocked(st.block_q, 1)]
+    args = [q, k, v, kval, kpos, qpos]
+    if st.has_global:
+        kg, vg, gval, gpos = glob
+        in_specs += [_full(kg.shape[1:]), _full(vg.shape[1:]), _full(gval.shape[1:]), _full(gpos.shape[1:])]
+        args += [kg, vg, gval, gpos]
+    in_specs += [_blocked(st.block_q, do.shape[-1]), _blocked(st.block_q, 1), _blocked(st.block_q, 1)]
+    args += [do, lse, delta]
+    return _call(_dq_kernel, st, (rows, nq // st.block_q), in_specs, _blocked(st.block_q, d),
+                 jax.ShapeDtypeStruct(q.shape, q.dtype), *args)
+
+
+def _dkv_call(st, q, k, v, kval, kpos, qpos, do, lse, delta):
+    """dK, dV for one key set (`k`, `v` with their valid flags and positions) against all queries `q`."""
+    rows, nk, d = k.shape
+    in_specs = [_full(q.shape[1:]), _blocked(st.block_k, d), _blocked(st.block_k, v.shape[-1]),
+                pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
+                pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
+                _full(qpos.shape[1:]), _full(do.shape[1:]), _full(lse.shape[1:]), _full(delta.shape[1:])]
+    out_specs = [_blocked(st.block_k, d), _blocked(st.block_k, v.shape[-1])]
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    return _call(_dkv_kernel, st, (rows, nk // st.block_k), in_specs, out_specs, out_shape,
+                 q, k, v, kval, kpos, qpos, do, lse, delta)
+
+
+def _zero_cotangent(x):
+    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+        return np.zeros(x.shape, jax.dtypes.float0)
+    return jnp.zeros_like(x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(st: _Static, q, k, v, aux, glob):
+    return _forward_call(st, q, k, v, aux, glob)[0]
+
+
+def _flash_fwd(st, q, k, v, aux, glob):
+    out, lse = _forward_call(st, q, k, v, aux, glob)
+    return out, (q, k, v, aux, glob, out, lse)
+
+
+def _flash_bwd(st, residuals, d_out):
+    q, k, v, aux, glob, out, lse = residuals
+    kval, kpos, qpos = aux
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    dq = _dq_call(st, q, k, v, aux, glob, d_out, lse, delta)
+    dk, dv = _dkv_call(st, q, k, v, kval, kpos, qpos, d_out, lse, delta)
+    d_glob = jax.tree.map(_zero_cotangent, glob)
+    if st.has_global:
+        kg, vg, gval, gpos = glob
+        st_g = dataclasses.replace(st, left=None, right=None, block_k=kg.shape[1], num_k=kg.shape[1])
+        dkg, dvg = _dkv_call(st_g, q, kg, vg, gval, gpos, qpos, d_out, lse, delta)
+        d_glob = (dkg, dvg) + tuple(_zero_cotangent(x) for x in glob[2:])
+    return dq, dk, dv, jax.tree.map(_zero_cotangent, aux), d_glob
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+# ------------------------------------------------------------------------------------------------
+# The public wrapper: dilation re-ordering, global rows and columns, padding.
+
+
+def _per_head(dilation, heads) -> tuple[int, ...]:
+    if isinstance(dilation, (tuple, list)):
+        return tuple(dilation) * heads if len(dilation) == 1 else tuple(dilation)
+    return (int(dilation),) * heads
+
+
+def _next_pow2(x: int, at_least: int = 16) -> int:
+    return max(at_least, 1 << (max(1, x) - 1).bit_length())
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _pad_axis(x, axis, size, value=0):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, pad, constant_values=value)
+
+
+def _local_part(q, k, v, key_mask, *, window, dilation, global_tokens, causal, scale, block, interpret, backend):
+    """Windowed + global-column attention for one head group; q, k, v (b, n, h, d) -> (b, n, h, d)."""
+    b, n, h, d = q.shape
+    cls_len = -(-n // dilation)
+    n_cls = _round_up(cls_len, block)
+    left, right = (min(w, cls_len) for w in window)
+
+    def to_rows(x):  # x (b, n, h, d)
+        x = _pad_axis(x, 1, cls_len * dilation).reshape(b, cls_len, dilation, h, x.shape[-1])
+        x = jnp.transpose(x, (0, 3, 2, 1, 4)).reshape(b * h * dilation, cls_len, x.shape[-1])
+        return _pad_axis(x, 1, n_cls)
+
+    position = np.arange(cls_len)[None, :] * dilation + np.arange(dilation)[:, None]  # (dil, c)
+    real = position < n
+    is_global = np.zeros(n, bool)
+    is_global[list(global_tokens)] = True
+    local_key = real & ~is_global[np.minimum(position, n - 1)]
+    valid = jnp.broadcast_to(jnp.asarray(local_key), (b, h, dilation, cls_len))
+    if key_mask is not None:
+        km = _pad_axis(key_mask, 1, cls_len * dilation, False).reshape(b, cls_len, dilation)
+        valid = valid & jnp.transpose(km, (0, 2, 1))[:, None]
+    rows = b * h * dilation
+    kval = _pad_axis(valid.reshape(rows, 1, cls_len).astype(jnp.float32), 2, n_cls)
+    pos = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (b, h, dilation, cls_len)).reshape(rows, cls_len)
+    pos = _pad_axis(pos, 1, n_cls, np.iinfo(np.int32).max // 2)
+    aux = (kval, pos[:, None, :], pos[:, :, None])
+
+    glob = None
+    if len(global_tokens):
+        g = len(global_tokens)
+        g_pad = _next_pow2(g, 16)
+        idx = np.asarray(global_tokens)
+
+        def global_rows(x):  # (b, n, h, d) -> (rows, g_pad, d)
+            x = jnp.transpose(x[:, idx], (0, 2, 1, 3))[:, :, None]
+            x = jnp.broadcast_to(x, (b, h, dilation, g, x.shape[-1])).reshape(rows, g, x.shape[-1])
+            return _pad_axis(x, 1, g_pad)
+
+        gval = jnp.ones((b, g), bool) if key_mask is None else key_mask[:, idx]
+        gval = jnp.broadcast_to(gval[:, None, None, :], (b, h, dilation, g)).reshape(rows, 1, g)
+        gval = _pad_axis(gval.astype(jnp.float32), 2, g_pad)
+        gpos = _pad_axis(jnp.broadcast_to(jnp.asarray(idx, jnp.int32), (rows, 1, g)), 2, g_pad,
+                         np.iinfo(np.int32).max // 2)
+        glob = (global_rows(k), global_rows(v), gval, gpos)
+
+    st = _Static(scale=scale, left=left, right=right, causal=causal, block_q=block, block_k=block, num_q=n_cls,
+                 num_k=n_cls, has_global=glob is not None, interpret=interpret, backend=backend)
+    out = _flash(st, to_rows(q), to_rows(k), to_rows(v), aux, glob)  # (rows, n_cls, dv)
+    out = out[:, :cls_len].reshape(b, h, dilation, cls_len, -1)
+    out = jnp.transpose(out, (0, 3, 2, 1, 4)).reshape(b, cls_len * dilation, h, -1)
+    return out[:, :n]
+
+
+def _global_part(q_rows, k, v, key_mask, *, global_tokens, causal, scale, block, interpret, backend):
+    """Rows of the global queries against every key; q_rows (b, g, h, d) -> (b, g, h, d)."""
+    b, n, h, d = k.shape
+    g = q_rows.shape[1]
+    g_pad = _round_up(g, block)
+    n_pad = _round_up(n, block)
+    rows = b * h
+
+    def to_rows(x, size):
+        return _pad_axis(jnp.transpose(x, (0, 2, 1, 3)).reshape(rows, x.shape[1], x.shape[-1]), 1, size)
+
+    valid = jnp.ones((b, n), bool) if key_mask is None else key_mask
+    kval = jnp.broadcast_to(valid[:, None], (b, h, n)).reshape(rows, 1, n)
+    kval = _pad_axis(kval.astype(jnp.float32), 2, n_pad)
+    kpos = _pad_axis(jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (rows, 1, n)), 2, n_pad)
+    qpos = _pad_axis(jnp.broadcast_to(jnp.asarray(global_tokens, jnp.int32)[:, None], (rows, g, 1)), 1, g_pad)
+    st = _Static(scale=scale, left=None, right=None, causal=causal, block_q=block, block_k=block, num_q=g_pad,
+                 num_k=n_pad, has_global=False, interpret=interpret, backend=backend)
+    out = _flash(st, to_rows(q_rows, g_pad), to_rows(k, n_pad), to_rows(v, n_pad), (kval, kpos, qpos), None)
+    return jnp.transpose(out[:, :g].reshape(b, h, g, -1), (0, 2, 1, 3))
+
+
+def hybrid_attention_pallas(q, k, v, *, window: tuple[int, int], dilation=1, global_tokens: Sequence[int] = (),
+                            causal: bool = False, key_mask=None, global_qkv=None, scale: float | None = None,
+                            block_size: int | None = None, interpret: bool | None = None,
+                            backend: str | None = None):
+    """1-D hybrid attention through the Pallas kernel; q, k, v (batch, seq, heads, head_dim).
+
+    Args:
+      window: (left, right) inclusive extents in (dilated) steps.
+      dilation: int or one int per head.
+      global_tokens: sorted distinct sequence indices of the global tokens (symmetric global attention).
+      causal: hide keys after the query.
+      key_mask: optional (batch, seq) bool, True for real tokens.
+      global_qkv: optional (q_global, k_global, v_global): the global rows use these projections.
+        q_global holds every row or only the global rows.
+      scale: score scale (default 1/sqrt(head_dim)).
+      block_size: query/key block (power of two, >= 16; default 64, or 16 when interpreting).
+      interpret: run the kernel in the Pallas interpreter (default: on CPU).
+      backend: "triton" (GPU), "mosaic_tpu" (TPU) or None (the platform's default) for the compiler
+        parameters; GPU defaults to Triton when running there.
+    """
+    b, n, h, d = q.shape
+    if k.shape[-1] != d:
+        raise ValueError(f"mismatched head dims: q has head_dim {d} but k has {k.shape[-1]}")
+    if interpret is None:
+        interpret = jax.default_backend() == "cpu"
+    if backend is None and not interpret and jax.default_backend() == "gpu":
+        backend = "triton"
+    block = block_size or (16 if interpret else 64)
+    if block < 16 or block & (block - 1):
+        raise ValueError(f"block_size={block} must be a power of two >= 16")
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    global_tokens = tuple(int(t) for t in global_tokens)
+    # Triton needs power-of-two tiles: zero-pad the head dims (zeros change neither scores nor outputs).
+    d_pad, dv = _next_pow2(d), v.shape[-1]
+    dv_pad = _next_pow2(dv)
+    q_p, k_p, v_p = _pad_axis(q, 3, d_pad), _pad_axis(k, 3, d_pad), _pad_axis(v, 3, dv_pad)
+    key_mask = None if key_mask is None else jnp.asarray(key_mask).astype(bool)
+
+    dilations = _per_head(dilation, h)
+    outs = [None] * h
+    common = dict(global_tokens=global_tokens, causal=causal, scale=scale, block=block, interpret=interpret,
+                  backend=backend)
+    for dil in sorted(set(dilations)):
+        heads = np.asarray([i for i in range(h) if dilations[i] == dil])
+        part = _local_part(q_p[:, :, heads], k_p[:, :, heads], v_p[:, :, heads], key_mask, window=window,
+                           dilation=dil, **common)
+        for j, head in enumerate(heads):
+            outs[head] = part[:, :, j]
+    out = jnp.stack(outs, axis=2)
+    if global_tokens:
+        idx = np.asarray(global_tokens)
+        if global_qkv is not None:
+            q_g, k_g, v_g = global_qkv
+            q_rows = q_g[:, idx] if q_g.shape[1] == n else q_g
+        else:
+            q_rows, k_g, v_g = q[:, idx], k, v
+        rows_out = _global_part(_pad_axis(q_rows, 3, d_pad), _pad_axis(k_g, 3, d_pad), _pad_axis(v_g, 3, dv_pad),
+                                key_mask, **common)
+        out = out.at[:, idx].set(rows_out)
+    return out[..., :dv]
+
+
+__all__ = ["hybrid_attention_pallas", "hybrid_attention_reference", "reference_mask"]

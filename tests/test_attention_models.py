@@ -1,0 +1,144 @@
+"""Longformer (HF checkpoint layout, safetensors loading) and ViL models, and their short training runs."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from models.longformer import (LongformerConfig, LongformerModel, from_pretrained, hf_parameter_names,
+                               load_hf_state_dict, load_safetensors, to_hf_state_dict)
+from models.vil import ViL, ViLConfig, ViLStage
+
+TINY = LongformerConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=80, attention_window=8)
+
+# The state-dict keys of transformers' LongformerModel(add_pooling_layer=False) for one layer, as
+# printed by transformers 5.24 (`sorted(model.state_dict())`, position_ids buffers excluded).
+HF_KEYS_ONE_LAYER = sorted([
+    "embeddings.LayerNorm.bias", "embeddings.LayerNorm.weight", "embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight", "embeddings.word_embeddings.weight",
+    *[f"encoder.layer.0.attention.self.{m}.{p}" for m in
+      ("query", "key", "value", "query_global", "key_global", "value_global") for p in ("weight", "bias")],
+    "encoder.layer.0.attention.output.dense.weight", "encoder.layer.0.attention.output.dense.bias",
+    "encoder.layer.0.attention.output.LayerNorm.weight", "encoder.layer.0.attention.output.LayerNorm.bias",
+    "encoder.layer.0.intermediate.dense.weight", "encoder.layer.0.intermediate.dense.bias",
+    "encoder.layer.0.output.dense.weight", "encoder.layer.0.output.dense.bias",
+    "encoder.layer.0.output.LayerNorm.weight", "encoder.layer.0.output.LayerNorm.bias",
+])
+
+
+def _ids(seed=0, batch=2, n=30):
+    ids = np.random.default_rng(seed).integers(3, TINY.vocab_size, size=(batch, n))
+    ids[1, -6:] = TINY.pad_token_id
+    return jnp.asarray(ids)
+
+
+def test_parameter_names_and_shapes_match_hf_layout():
+    assert hf_parameter_names(TINY) == HF_KEYS_ONE_LAYER
+    state = to_hf_state_dict(LongformerModel(TINY, rngs=nnx.Rngs(0)))
+    assert state["encoder.layer.0.intermediate.dense.weight"].shape == (64, 32)  # torch (out, in)
+    assert state["embeddings.position_embeddings.weight"].shape == (80, 32)
+
+
+def test_safetensors_round_trip_with_prefix_and_extras(tmp_path):
+    from safetensors.numpy import save_file
+
+    source = LongformerModel(TINY, rngs=nnx.Rngs(1))
+    tensors = {f"longformer.{k}": v for k, v in to_hf_state_dict(source).items()}
+    tensors["pooler.dense.weight"] = np.zeros((32, 32), np.float32)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "longformer", "vocab_size": 40, "hidden_size": 32, "num_hidden_layers": 1, '
+        '"num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 80, '
+        '"attention_window": [8], "type_vocab_size": 1, "pad_token_id": 1}')
+    target = LongformerModel(TINY, rngs=nnx.Rngs(2))
+    report = load_safetensors(target, tmp_path / "model.safetensors")
+    assert report["missing"] == [] and report["unused"] == ["pooler.dense.weight"]
+    ids = _ids()
+    expected = _encode(source, ids, (0,), "dense")
+    np.testing.assert_array_equal(_encode(target, ids, (0,), "dense"), expected)
+    np.testing.assert_array_equal(_encode(from_pretrained(tmp_path), ids, (0,), "dense"), expected)
+
+
+def test_bad_checkpoints_raise():
+    model = LongformerModel(TINY, rngs=nnx.Rngs(0))
+    tensors = to_hf_state_dict(model)
+    with pytest.raises(ValueError, match="checkpoint shape"):
+        load_hf_state_dict(model, {**tensors, "embeddings.word_embeddings.weight": np.zeros((3, 32), np.float32)})
+    del tensors["encoder.layer.0.output.dense.bias"]
+    with pytest.raises(ValueError, match="lacks 1 parameter"):
+        load_hf_state_dict(model, tensors)
+    with pytest.raises(FileNotFoundError, match="no safetensors file"):
+        load_safetensors(model, "/nonexistent/model.safetensors")
+    with pytest.raises(ValueError, match="attention_window=7 must be a positive even number"):
+        LongformerConfig(attention_window=7)
+
+
+def _encode(model, ids, global_tokens, impl):
+    return nnx.jit(lambda m, x: m(x, global_tokens=global_tokens, impl=impl))(model, ids)
+
+
+def test_longformer_banded_equals_dense():
+    # (the Pallas path is checked against dense in test_attention_pallas.py)
+    model = LongformerModel(TINY, rngs=nnx.Rngs(3))
+    ids = _ids(4, n=40)
+    dense = _encode(model, ids, (0, 9), "dense")
+    np.testing.assert_allclose(_encode(model, ids, (0, 9), "banded"), dense, atol=1e-5)
+
+
+def test_longformer_matches_hugging_face_when_available():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf_config = transformers.LongformerConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=80, attention_window=[4, 8], type_vocab_size=1, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    hf = transformers.LongformerModel(hf_config, add_pooling_layer=False).eval()
+    ours = LongformerModel(LongformerConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
+                                            num_attention_heads=4, intermediate_size=64,
+                                            max_position_embeddings=80, attention_window=(4, 8)),
+                           rngs=nnx.Rngs(0))
+    load_hf_state_dict(ours, {k: v.numpy() for k, v in hf.state_dict().items()})
+    ids = np.array(_ids(5, n=24))
+    mask = (ids != 1).astype(np.int64)
+    mask[:, [0, 5]] = 2  # HF: 2 = global attention
+    with torch.no_grad():
+        expected = hf(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+    got = np.asarray(_encode(ours, jnp.asarray(ids), (0, 5), "banded"))
+    real = ids != 1
+    np.testing.assert_allclose(got[real], expected[real], atol=2e-4)
+
+
+def test_vil_shapes_banded_equals_dense_and_errors():
+    config = ViLConfig(image_size=12, in_channels=1, num_classes=3,
+                       stages=(ViLStage(2, 8, 1, 2, 3), ViLStage(2, 8, 1, 2, 3)))
+    model = ViL(config, rngs=nnx.Rngs(0))
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 12, 12, 1)), jnp.float32)
+    def forward(impl):
+        model.impl = impl
+        return nnx.jit(lambda m, x: m(x))(model, images)
+
+    dense = forward("dense")
+    assert dense.shape == (2, 3)
+    np.testing.assert_allclose(forward("banded"), dense, atol=1e-5)
+    with pytest.raises(ValueError, match="images must be"):
+        model(images[:, :8])
+    with pytest.raises(ValueError, match="must be odd"):
+        ViLStage(2, 16, 1, 2, 4)
+    with pytest.raises(ValueError, match="not divisible by patch_size"):
+        ViLConfig(image_size=30)
+
+
+@pytest.mark.slow
+def test_longformer_learns_the_evidence_task_and_needs_the_global_token():
+    from scripts.attention_tasks import EvidenceTaskConfig, train_longformer_evidence
+
+    config = EvidenceTaskConfig(seq_len=64, attention_window=8, hidden_size=32, layers=2, heads=2, steps=100,
+                                batch_size=32, num_test=128, learning_rate=3e-3)
+    result = train_longformer_evidence(config)
+    assert result["last_loss"] < 0.7 * result["first_loss"]
+    assert result["test_accuracy"] > 0.6  # chance is 0.25
