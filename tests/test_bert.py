@@ -1,0 +1,123 @@
+"""models.bert: the NNX BERT encoder against an independent plain-jnp encoder over the raw weights."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from models.bert import BertConfig, BertEncoder, load_bert, load_minilm, mean_pool, sentence_embeddings, tokenize
+
+SENTENCES = ["This is an example sentence", "Each sentence is converted",
+             "A man is eating food.", "A man is eating a piece of bread.",
+             "The new movie is awesome and everyone in the theatre loved the ending very much."]
+# sentence-transformers / transformers output for sentence 0 (environment-facts section 3).
+GOLDEN_SENTENCE0 = np.array([0.06766, 0.0635, 0.04871, 0.0793, 0.03745])
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_minilm()
+
+
+def _reference_embeddings(sentences, tokenizer):
+    """The 30-line encoder from environment-facts, straight over the safetensors dict."""
+    from safetensors.numpy import load_file
+
+    from models.bert import minilm_dir
+
+    W = {k: jnp.asarray(v) for k, v in load_file(str(minilm_dir() / "model.safetensors")).items()}
+
+    def ln(x, p):
+        m = x.mean(-1, keepdims=True)
+        v = ((x - m) ** 2).mean(-1, keepdims=True)
+        return (x - m) / jnp.sqrt(v + 1e-12) * W[p + ".weight"] + W[p + ".bias"]
+
+    def dense(x, p):
+        return x @ W[p + ".weight"].T + W[p + ".bias"]
+
+    ids, mask = tokenize(tokenizer, sentences)
+    B, S = ids.shape
+    H, D = 12, 32
+    x = (W["embeddings.word_embeddings.weight"][ids] + W["embeddings.position_embeddings.weight"][:S][None]
+         + W["embeddings.token_type_embeddings.weight"][0])
+    x = ln(x, "embeddings.LayerNorm")
+    bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+    for i in range(6):
+        p = f"encoder.layer.{i}."
+        q, k, v = (dense(x, p + "attention.self." + n).reshape(B, S, H, D) for n in ("query", "key", "value"))
+        a = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(D) + bias, -1)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", a, v).reshape(B, S, H * D)
+        x = ln(x + dense(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+        h = jax.nn.gelu(dense(x, p + "intermediate.dense"), approximate=False)
+        x = ln(x + dense(h, p + "output.dense"), p + "output.LayerNorm")
+    m = mask[..., None].astype(x.dtype)
+    e = (x * m).sum(1) / jnp.clip(m.sum(1), 1e-9)
+    return np.asarray(e / jnp.linalg.norm(e, axis=-1, keepdims=True))
+
+
+def test_minilm_sentence0_matches_sentence_transformers(minilm):
+    model, tokenizer = minilm
+    emb = sentence_embeddings(model, tokenizer, SENTENCES[:2])
+    np.testing.assert_allclose(emb[0, :5], GOLDEN_SENTENCE0, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
+
+
+def test_minilm_matches_plain_reference_with_padding(minilm):
+    model, tokenizer = minilm
+    ours = sentence_embeddings(model, tokenizer, SENTENCES, batch_size=3)  # two batches, different padding
+    ref = _reference_embeddings(SENTENCES, tokenizer)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    # Padding must not change a sentence's embedding.
+    alone = sentence_embeddings(model, tokenizer, SENTENCES[2:3])
+    np.testing.assert_allclose(alone[0], ours[2], atol=1e-5)
+    # Semantics: the two food sentences are close, food vs movie is not.
+    assert ours[2] @ ours[3] > 0.6 > ours[2] @ ours[4]
+
+
+def test_attention_probabilities_and_activation_convention(minilm):
+    model, tokenizer = minilm
+    ids, mask = tokenize(tokenizer, SENTENCES[2:5])
+    hidden, probs = model(jnp.asarray(ids), jnp.asarray(mask), return_attention=True)
+    assert len(probs) == 6 and probs[0].shape == (3, 12, ids.shape[1], ids.shape[1])
+    np.testing.assert_allclose(np.asarray(probs[3]).sum(-1), 1.0, atol=1e-5)
+    padded_keys = np.asarray(probs[0])[0][..., mask[0] == 0]
+    assert padded_keys.size > 0 and np.all(padded_keys == 0.0)
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids), jnp.asarray(mask))), np.asarray(hidden))
+    # Swapping the activation attribute on a copy changes the output (the models.layers convention).
+    swapped = nnx.clone(model)
+    for layer in swapped.layers:
+        layer.activation = jax.nn.relu
+    other = np.asarray(swapped(jnp.asarray(ids), jnp.asarray(mask)))
+    assert np.abs(other - np.asarray(hidden)).max() > 1e-3
+    assert model.layers[0].activation is not jax.nn.relu
+
+
+def test_random_small_config_pooling_and_shapes():
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=32, max_position_embeddings=12)
+    model = BertEncoder(config, rngs=nnx.Rngs(1))
+    ids = jnp.array([[1, 5, 7, 0], [3, 4, 9, 2]])
+    mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]])
+    hidden = model(ids, mask)
+    assert hidden.shape == (2, 4, 16)
+    pooled = mean_pool(hidden, mask, normalize=False)
+    np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(hidden[0, :3].mean(0)), atol=1e-6)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(jnp.zeros((1, 13), jnp.int32))
+
+
+def test_bad_input(tmp_path, minilm):
+    model, tokenizer = minilm
+    with pytest.raises(ValueError, match="divisible"):
+        BertConfig(hidden_size=10, num_attention_heads=3)
+    with pytest.raises(ValueError, match="hidden_act"):
+        BertConfig(hidden_act="nope")
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_bert(tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        sentence_embeddings(model, tokenizer, [])
+    with pytest.raises(TypeError, match="sequence of str"):
+        sentence_embeddings(model, tokenizer, "one string")
