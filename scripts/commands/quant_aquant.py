@@ -1,0 +1,117 @@
+"""frugal quant aquant: learned activation rounding borders on block-reconstruction PTQ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COMMAND = ("quant", "aquant")
+HELP = "AQuant vs QDrop-style vs round-to-nearest PTQ on a ResNet (W2A2, W2A4, W3A3, W4A4)"
+DESCRIPTION = (
+    "Trains a float CIFAR-style ResNet on the built-in shapes set (or --dataset cifar10/imagefolder "
+    "with --data-path), then post-training quantizes it with round-to-nearest, QDrop-style block "
+    "reconstruction (AdaRound weights, LSQ activation scales, drop p=0.5) and AQuant (the same plus "
+    "learned per-channel x per-level rounding borders), all from the same calibration images and "
+    "iterations, first/last layers 8-bit. Prints the accuracy table with the papers' ResNet-18 "
+    "ImageNet numbers beside ours, a border-granularity ablation and the per-block reconstruction "
+    "errors. Writes reports/quant/aquant.{json,md,png}. --quick shrinks everything (~minutes)."
+)
+TOUR_ORDER = 35
+
+
+def _settings(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in text.split(","):
+        item = item.strip().upper()
+        if not item.startswith("W") or "A" not in item:
+            raise ValueError(f"--settings item {item!r}: use the form W2A2,W3A3")
+        w, a = item[1:].split("A", 1)
+        try:
+            out.append((int(w), int(a)))
+        except ValueError:
+            raise ValueError(f"--settings item {item!r}: bit widths must be integers, e.g. W2A4") from None
+    return tuple(out)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="small run: 4000 training images, 500 FP steps, 256 calibration images, "
+                             "200 iterations per block, W2A2 and W3A3, no ablation")
+    parser.add_argument("--dataset", default="shapes", help="shapes | digits | cifar10 | imagefolder (default shapes)")
+    parser.add_argument("--data-path", default=None, help="your CIFAR-10 / image folder (nothing is downloaded)")
+    parser.add_argument("--model", default="cifar_resnet8", help="cifar_resnet8 | cifar_resnet20 | ... (default cifar_resnet8)")
+    parser.add_argument("--width", type=int, default=16, help="width of the cifar_* ResNets (default 16)")
+    parser.add_argument("--fp-steps", type=int, default=None, help="float training steps (default 800; quick 500)")
+    parser.add_argument("--settings", type=_settings, default=None,
+                        help="comma-separated W/A pairs (default W2A2,W2A4,W3A3,W4A4; quick W2A2,W3A3)")
+    parser.add_argument("--iterations", type=int, default=None, help="reconstruction iterations per block (default 500)")
+    parser.add_argument("--calibration-size", type=int, default=None, help="calibration images (default 1024)")
+    parser.add_argument("--granularity", default="channel_level",
+                        help="AQuant border granularity: channel_level (default) | channel | level | tensor")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the border-granularity ablation")
+    parser.add_argument("--first-last-bits", type=int, default=8, help="bits of the first and last layers (default 8)")
+    parser.add_argument("--fp-cache", default=None,
+                        help="a .npz that stores the trained float model; reused when it was trained with the "
+                             "same recipe (dataset, model, width, steps, seed), written otherwise")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--outdir", default="reports/quant", help="where reports go (default reports/quant)")
+
+
+def _config(args):
+    from scripts.aquant_experiments import AQuantExperimentConfig
+
+    base = quick_config(args.outdir) if args.quick else AQuantExperimentConfig(outdir=args.outdir)
+    overrides = {"dataset": args.dataset, "data_path": args.data_path, "model": args.model, "width": args.width,
+                 "granularity": args.granularity, "first_last_bits": args.first_last_bits, "seed": args.seed,
+                 "fp_cache": args.fp_cache, "progress": True}
+    for field, value in (("fp_steps", args.fp_steps), ("settings", args.settings), ("iterations", args.iterations),
+                         ("calibration_size", args.calibration_size)):
+        if value is not None:
+            overrides[field] = value
+    if args.no_ablation:
+        overrides["ablation"] = ()
+    import dataclasses
+
+    return dataclasses.replace(base, **overrides)
+
+
+def run_command(args) -> dict:
+    from scripts import report
+    from scripts.aquant_experiments import run, tables
+
+    figures = run(_config(args))
+    for title, headers, rows in tables(figures):
+        report.print_table(title, headers, rows)
+    print(f"report: {Path(args.outdir) / 'aquant.md'}")
+    return figures
+
+
+def quick_config(outdir):
+    from scripts.aquant_experiments import AQuantExperimentConfig
+
+    return AQuantExperimentConfig(n_train=4000, n_test=500, fp_steps=500, calibration_size=256, iterations=200,
+                                  settings=((2, 2), (3, 3)), ablation=(), outdir=str(outdir))
+
+
+def tour_config(outdir: Path):
+    """The tour's <= 35 s section: a width-8 ResNet-8 on the 8x8 digits, W2A2, 30 iterations per block."""
+    from scripts.aquant_experiments import AQuantExperimentConfig
+
+    return AQuantExperimentConfig(dataset="digits", width=8, fp_steps=120, max_shift=0, calibration_size=64,
+                                  iterations=30, batch_size=16, settings=((2, 2),), ablation=(),
+                                  outdir=str(outdir / "quant_aquant"), progress=False)
+
+
+def tour_section(quick: bool, outdir: Path):
+    from scripts.aquant_experiments import markdown, run
+    from scripts.tour import TourSection
+
+    config = tour_config(outdir) if quick else quick_config(outdir / "quant_aquant")
+    figures = run(config)
+    summary = []
+    for name, accs in figures["accuracy"].items():
+        summary.append((f"{name} top-1 % FP / RTN / QDrop-style / AQuant",
+                        " / ".join(f"{100 * v:.1f}" for v in (figures["fp_accuracy"], accs["rtn"], accs["qdrop"],
+                                                              accs["aquant"]))))
+    plots = [str(Path(figures["plot"]).relative_to(outdir))] if figures.get("plot") else []
+    return TourSection(title="AQuant learned rounding borders (quant aquant)", figures=figures,
+                       markdown=markdown(figures, include_plot=False), summary=summary, plots=plots)

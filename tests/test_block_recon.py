@@ -1,0 +1,157 @@
+"""Block-reconstruction PTQ (transforms.quant.block_recon): folding, AdaRound, QDrop/AQuant runs, errors."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from models.resnet import ResNet
+from transforms.quant.aquant import BORDER_MARGIN, fake_quant_activation, grid_spec
+from transforms.quant.block_recon import (
+    ReconConfig,
+    float_network,
+    init_weight_rounding,
+    nearest_weight,
+    quantize_resnet,
+    rectified_sigmoid,
+)
+
+IMAGES = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (40, 12, 12, 3)), np.float32)
+TINY = dict(weight_bits=2, act_bits=2, calibration_size=32, batch_size=8, iterations=60, chunk=30,
+            weight_lr=1e-2, scale_lr=1e-3, progress=False)
+
+
+def _randomize_batch_stats(model, seed=0):
+    """Non-trivial running statistics, so BatchNorm folding is really exercised."""
+    rng = np.random.default_rng(seed)
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.BatchNorm):
+            shape = node.mean[...].shape
+            node.mean[...] = jnp.asarray(rng.normal(0, 0.3, shape), jnp.float32)
+            node.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, shape), jnp.float32)
+            node.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, shape), jnp.float32)
+            node.bias[...] = jnp.asarray(rng.normal(0, 0.2, shape), jnp.float32)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    # Two blocks: one with an identity shortcut, one strided with a 1x1 shortcut convolution.
+    return _randomize_batch_stats(ResNet(block="basic", stage_sizes=(1, 1), stage_widths=(4, 8), stem="cifar",
+                                         num_classes=10, rngs=nnx.Rngs(0)))
+
+
+@pytest.fixture(scope="module")
+def runs(model):
+    out = {}
+    for method in ("rtn", "qdrop", "aquant"):
+        out[method] = quantize_resnet(model, IMAGES, ReconConfig(method=method, **TINY))
+    return out
+
+
+def test_folded_network_matches_the_model_basic_and_bottleneck(model):
+    x = IMAGES[:4]
+    np.testing.assert_allclose(np.asarray(float_network(model)(x)), np.asarray(model(jnp.asarray(x))),
+                               rtol=1e-4, atol=1e-4)
+    bottleneck = ResNet(block="bottleneck", stage_sizes=(1, 1), stage_widths=(4, 4), stem="imagenet",
+                        num_classes=5, rngs=nnx.Rngs(1))
+    _randomize_batch_stats(bottleneck, seed=1)
+    np.testing.assert_allclose(np.asarray(float_network(bottleneck)(x)), np.asarray(bottleneck(jnp.asarray(x))),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_adaround_starts_at_the_float_weight_and_hard_rounds_to_nearest():
+    w = jax.random.normal(jax.random.PRNGKey(4), (3, 3, 4, 6))
+    grid = grid_spec("int", 3)
+    state = init_weight_rounding(w, grid)
+    soft = (state["lo"] + (state["hi"] - state["lo"]) * rectified_sigmoid(state["v"]) - state["offset"]) * state["scale"]
+    inside = (w / state["scale"] + state["offset"] >= 0) & (w / state["scale"] + state["offset"] <= 7)
+    np.testing.assert_allclose(np.asarray(soft)[np.asarray(inside)], np.asarray(w)[np.asarray(inside)], atol=1e-5)
+    hard = (state["lo"] + (state["hi"] - state["lo"]) * (state["v"] >= 0) - state["offset"]) * state["scale"]
+    np.testing.assert_allclose(np.asarray(hard), np.asarray(nearest_weight(w, state, grid)), atol=1e-6)
+    # Per-channel MSE search is never worse than using each channel's full range.
+    full = jnp.max(w, axis=(0, 1, 2)) - jnp.min(w, axis=(0, 1, 2))
+    naive_scale = full / 7
+    naive = fake_quant_activation(w, naive_scale, jnp.round(-jnp.min(w, axis=(0, 1, 2)) / naive_scale), grid)
+    err = lambda q: np.asarray(jnp.mean((q - w) ** 2, axis=(0, 1, 2)))
+    assert np.all(err(nearest_weight(w, state, grid)) <= err(naive) + 1e-9)
+
+
+def test_eight_bit_round_to_nearest_is_close_to_float(model):
+    q, _ = quantize_resnet(model, IMAGES, ReconConfig(weight_bits=8, act_bits=8, method="rtn",
+                                                      calibration_size=32, batch_size=8, progress=False))
+    ref = np.asarray(float_network(model)(IMAGES))
+    got = np.asarray(q(IMAGES))
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("method", ["qdrop", "aquant"])
+def test_reconstruction_lowers_every_blocks_error(runs, method):
+    _, log = runs[method]
+    for block in log["blocks"]:
+        assert block["loss_final"] < block["loss_rtn"], block
+        history = [h["recon_loss"] for h in block["history"]]
+        assert len(history) == 2 and history[-1] < history[0], history
+    rtn_blocks = runs["rtn"][1]["blocks"]
+    # Same calibration data and initialization: the starting (round-to-nearest) errors agree.
+    np.testing.assert_allclose(log["blocks"][0]["loss_rtn"], rtn_blocks[0]["loss_rtn"], rtol=1e-5)
+
+
+def test_learned_borders_stay_in_zero_one_and_move(runs):
+    net, _ = runs["aquant"]
+    borders = [0.5 + (0.5 - BORDER_MARGIN) * np.tanh(np.asarray(a["border"]))
+               for block in net.acts["blocks"] for a in block.values()]
+    values = np.concatenate([b.ravel() for b in borders])
+    assert np.all(values > 0) and np.all(values < 1)
+    assert np.any(np.abs(values - 0.5) > 1e-3)
+
+
+def test_border_half_everywhere_gives_the_nearest_rounding_network(runs):
+    net, _ = runs["aquant"]
+    strip = lambda keep_border: [{name: ({**a, "border": jnp.zeros_like(a["border"])} if keep_border else
+                                         {k: v for k, v in a.items() if k != "border"})
+                                  for name, a in block.items()} for block in net.acts["blocks"]]
+    half = dataclasses.replace(net, acts={**net.acts, "blocks": strip(True)})
+    nearest = dataclasses.replace(net, acts={**net.acts, "blocks": strip(False)})
+    np.testing.assert_array_equal(np.asarray(half(IMAGES)), np.asarray(nearest(IMAGES)))
+
+
+def test_pipeline_is_deterministic_for_a_seed(model, runs):
+    again, log = quantize_resnet(model, IMAGES, ReconConfig(method="aquant", **TINY))
+    first, first_log = runs["aquant"]
+    np.testing.assert_array_equal(np.asarray(again(IMAGES)), np.asarray(first(IMAGES)))
+    assert [b["loss_final"] for b in log["blocks"]] == [b["loss_final"] for b in first_log["blocks"]]
+
+
+class _OnlyActivation(nnx.Module):
+    def __call__(self, x):
+        return jax.nn.relu(x)
+
+
+class _Mlp(nnx.Module):
+    def __init__(self):
+        self.dense = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+
+
+def test_clear_errors(model):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        quantize_resnet(model, IMAGES[:4], ReconConfig(batch_size=8, progress=False))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        quantize_resnet(model, IMAGES, ReconConfig(calibration_size=4, batch_size=8, progress=False))
+    for field, value in (("weight_bits", 1), ("act_bits", 9), ("first_last_bits", 0)):
+        with pytest.raises(ValueError, match=f"{field}.*supported range 2..8"):
+            ReconConfig(**{field: value})
+    with pytest.raises(TypeError, match="weight_bits"):
+        ReconConfig(weight_bits=2.5)
+    with pytest.raises(ValueError, match="no quantizable layer"):
+        quantize_resnet(_OnlyActivation(), IMAGES, ReconConfig(progress=False))
+    with pytest.raises(ValueError, match="supports frugal ResNets"):
+        quantize_resnet(_Mlp(), IMAGES, ReconConfig(progress=False))
+    with pytest.raises(ValueError, match="method"):
+        ReconConfig(method="adaquant")
+    with pytest.raises(ValueError, match="rank 4"):
+        quantize_resnet(model, IMAGES[0], ReconConfig(progress=False))
