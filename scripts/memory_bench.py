@@ -8,6 +8,9 @@ For each model and policy it measures, side by side in one process:
          bytes, and forward+backward time.
   eager  op-by-op (no jit): the bytes of the arrays the VJP closure holds, and step time.
 plus every policy's gradient error against plain autodiff (the low-precision derivative's cost).
+`auto` is a relabel of one policy where the regime decides alone (jit, eager) and is compiled and
+timed as its own program where it decides per activation (split); `auto_checks` then compares it
+with the fastest policy at equal memory and names any policy whose compiled programs are identical.
 Ratios are taken against autodiff and against recompute from the same run.
 
 On CPU `peak_memory_in_bytes` leaves temp out (see shared/papers/environment-facts.md 2c), so
@@ -29,7 +32,8 @@ import optax
 from flax import nnx
 
 from models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
-from transforms.activation_policy import AUTO_CHOICE, POLICIES, REGIMES, ActivationPolicy, activation_memory
+from transforms.activation_policy import (AUTO_CHOICE, NESTED_MIN_RESIDUALS, PER_ACTIVATION, POLICIES, REGIMES,
+                                          ActivationPolicy, activation_memory, activation_summary)
 
 MiB = 1024.0 * 1024.0
 MODELS = ("bert", "mobilenet_silu", "mish_cnn", "gelu_mlp")
@@ -143,6 +147,11 @@ def _activation_residuals(loss, params, rest, inputs, labels) -> tuple[int, int]
     return len(computed), _bytes(computed)
 
 
+def _program_text(compiled) -> str:
+    """A compiled program's HLO without its module name line (which names the traced lambda)."""
+    return "\n".join(line for line in compiled.as_text().splitlines() if not line.startswith("HloModule"))
+
+
 def _time(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
@@ -161,15 +170,25 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
     rows: list[dict] = []
     runners: dict[tuple[str, str], Callable[[], Any]] = {}
     gradients: dict[str, Any] = {}
+    programs: dict[tuple[str, str], str] = {}  # split regime: the compiled programs' text, to compare auto's
     concrete = [p for p in config.policies if p != "auto"]
     for regime in config.regimes:
-        # `auto` is a relabelled concrete policy (the same program), so it is measured once, as
-        # that policy, and its row copies those figures below.
-        needed = concrete + [AUTO_CHOICE[regime]] * ("auto" in config.policies and AUTO_CHOICE[regime] not in concrete)
+        # Where `auto` is one policy for the whole regime it is a relabel (the same program): it is
+        # measured once, as that policy, and its row copies those figures below. Where it decides
+        # per activation (split), it is compiled and timed as its own program.
+        per_activation = AUTO_CHOICE[regime] == PER_ACTIVATION
+        if per_activation:
+            needed = concrete + ["auto"] * ("auto" in config.policies)
+        else:
+            needed = concrete + [AUTO_CHOICE[regime]] * ("auto" in config.policies and AUTO_CHOICE[regime] not in concrete)
         for policy in needed:
             model = _policy_model(base, policy, regime)
             loss, params, rest = _loss_builder(model)
-            row = {"model": spec.name, "regime": regime, "policy": policy, "resolved": policy}
+            row = {"model": spec.name, "regime": regime, "policy": policy, "resolved": policy, "measured_as": policy}
+            if policy == "auto":
+                # What auto chose for each activation, e.g. {'recompute(gelu(approximate=False))': 2}.
+                row["auto_activations"] = activation_summary(model)
+                row["resolved"] = "+".join(sorted({name.split("(")[0] for name in row["auto_activations"]}))
             count, residual = _activation_residuals(loss, params, rest, inputs, labels)
             row["residual_tensors"] = count
             if regime == "jit":
@@ -192,6 +211,7 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
                 row["forward_temp_bytes"] = fwd_c.memory_analysis().temp_size_in_bytes
                 row["backward_temp_bytes"] = bwd_c.memory_analysis().temp_size_in_bytes
                 row["memory_bytes"] = residual
+                programs[(regime, policy)] = _program_text(fwd_c) + _program_text(bwd_c)
 
                 def run_split(f=fwd_c, b=bwd_c, p=params, r=rest):
                     _, held = f(p, r, inputs, labels)
@@ -214,9 +234,15 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
                 runners[(regime, policy)] = lambda f=run_eager: f()[0]
             rows.append(row)
             progress(f"  {spec.name} {regime:5s} {policy:11s} memory {row['memory_bytes'] / MiB:8.1f} MiB")
-        if "auto" in config.policies:
+        if "auto" in config.policies and per_activation:
+            auto = next(r for r in rows if r["regime"] == regime and r["policy"] == "auto")
+            # Honesty aid: a concrete policy whose compiled programs are identical to auto's, if any
+            # (then any time difference between the two rows is measurement noise).
+            auto["same_program_as"] = [p for p in concrete if (regime, p) in programs
+                                       and programs[(regime, p)] == programs.get((regime, "auto"))]
+        elif "auto" in config.policies:
             chosen = next(r for r in rows if r["regime"] == regime and r["policy"] == AUTO_CHOICE[regime])
-            rows.append({**chosen, "policy": "auto", "resolved": AUTO_CHOICE[regime]})
+            rows.append({**chosen, "policy": "auto", "resolved": AUTO_CHOICE[regime], "same_program_as": [chosen["policy"]]})
 
     # Timing: warm up every runner once (eager ones already ran above), then interleave policies
     # so machine noise hits all alike.
@@ -228,7 +254,7 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
         for key, fn in runners.items():
             samples[key].append(_time(fn))
     for row in rows:
-        times = samples[(row["regime"], row["resolved"])]
+        times = samples[(row["regime"], row["measured_as"])]
         # The minimum is the least contended sample on a shared machine; the median is kept too.
         row["step_seconds"] = min(times)
         row["step_seconds_median"] = statistics.median(times)
@@ -243,7 +269,7 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
             max_abs = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves, reference))
             errors[policy] = {"relative_l2": diff / max(ref_norm, 1e-30), "max_abs": max_abs}
         for row in rows:
-            row["gradient_error_vs_autodiff"] = errors.get(row["resolved"], {}).get("relative_l2")
+            row["gradient_error_vs_autodiff"] = errors.get(row["measured_as"], {}).get("relative_l2")
     _add_ratios(rows)
     return {"model": spec.name, "description": spec.description,
             "parameter_bytes": _bytes(nnx.state(base, nnx.Param)), "rows": rows}
@@ -276,6 +302,7 @@ def auto_checks(rows: list[dict], *, time_tolerance: float = 0.05, memory_tolera
         auto_time = auto["step_seconds"]
         checks.append({
             "model": model, "regime": regime, "auto_picks": auto["resolved"],
+            "auto_measured_as": auto["measured_as"], "same_program_as": auto.get("same_program_as", []),
             "memory_not_worse_than_autodiff": auto["memory_bytes"] <= group["autodiff"]["memory_bytes"] * (1 + memory_tolerance),
             "fastest_at_equal_memory": fastest["policy"],
             "time_vs_fastest": auto_time / fastest["step_seconds"],
@@ -321,6 +348,8 @@ def run(config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> d
         "machine": machine_description(),
         "note": "2-core CPU shared with other agents: step times are noisy (fastest of the interleaved repeats)",
         "auto_choice": dict(AUTO_CHOICE),
+        "auto_rule": f"{PER_ACTIVATION}: nested when plain autodiff saves >= {NESTED_MIN_RESIDUALS} tensors "
+                     "for the activation, recompute otherwise",
         "models": models,
         "rows": rows,
         "auto_checks": auto_checks(rows),
@@ -382,9 +411,15 @@ def markdown_report(figures: dict) -> str:
         "",
         "## What `auto` picks, and the checks",
         "",
-        markdown_table(["model", "regime", "auto picks", "memory <= autodiff", "fastest at equal memory",
-                        "auto time / fastest", "within 5%"],
-                       [[c["model"], c["regime"], c["auto_picks"], c["memory_not_worse_than_autodiff"],
+        f"Rule: {', '.join(f'{k} -> {v}' for k, v in figures['auto_choice'].items())}; {figures['auto_rule']}. "
+        "`measured as auto` = compiled and timed as its own program; otherwise the row is the chosen policy's. "
+        "`same program as` = concrete policies whose compiled programs are identical to auto's (a time "
+        "difference against them is noise).",
+        "",
+        markdown_table(["model", "regime", "auto picks", "measured as", "same program as", "memory <= autodiff",
+                        "fastest at equal memory", "auto time / fastest", "within 5%"],
+                       [[c["model"], c["regime"], c["auto_picks"], c["auto_measured_as"],
+                         ", ".join(c["same_program_as"]) or "-", c["memory_not_worse_than_autodiff"],
                          c["fastest_at_equal_memory"], c["time_vs_fastest"], c["time_within_tolerance"]]
                         for c in figures["auto_checks"]]),
     ]
@@ -451,5 +486,5 @@ def markdown_table_for_tour(figures: dict) -> str:
         markdown_table(TABLE_HEADERS, table_rows(figures)),
         "",
         "`auto` picks " + ", ".join(f"{k} -> {v}" for k, v in figures["auto_choice"].items())
-        + "; the full benchmark is `frugal bench memory`.",
+        + f" ({figures['auto_rule']}); the full benchmark is `frugal bench memory`.",
     ])

@@ -10,9 +10,10 @@ from jax._src.ad_checkpoint import saved_residuals
 
 from models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
 from models.resnet import cifar_resnet8
-from transforms.activation_policy import (AUTO_CHOICE, POLICIES, REGIMES, ActivationPolicy, RecomputedActivation,
-                                          activation_memory, activation_summary)
-from transforms.activations import NestedActivation
+from transforms.activation_policy import (AUTO_CHOICE, PER_ACTIVATION, POLICIES, ActivationPolicy,
+                                          RecomputedActivation, activation_memory, activation_summary, auto_choice,
+                                          autodiff_residual_count, wrap_activation)
+from transforms.activations import NestedActivation, get_activation
 
 
 def _loss_and_state(model, inputs, labels):
@@ -69,14 +70,53 @@ def test_policies_compose_and_autodiff_restores_the_plain_function(resnet):
     assert lowp.activation.derivative_dtype == jnp.float16 and lowp.activation.function is resnet.activation
 
 
-def test_auto_follows_the_regime_table(resnet):
-    for regime in REGIMES:
-        policy = ActivationPolicy("auto", regime=regime)
-        assert policy.resolved == AUTO_CHOICE[regime]
-        copy = activation_memory(resnet, "auto", regime=regime)
-        expected = {"autodiff": type(resnet.activation), "nested": NestedActivation,
-                    "recompute": RecomputedActivation}[AUTO_CHOICE[regime]]
-        assert isinstance(copy.activation, expected)
+def _auto_kinds(model, regime):
+    copy = activation_memory(model, ActivationPolicy("auto", regime=regime, check_elementwise=False))
+    return {type(module.activation) for _, module in nnx.iter_modules(copy) if callable(vars(module).get("activation"))}
+
+
+def test_auto_follows_the_regime_table_and_decides_per_activation_in_split(resnet):
+    # Golden counts of plain-autodiff residuals per function (argument and scalar constants left out).
+    golden = {"gelu": 3, "gelu_tanh": 4, "mish": 4, "elu": 4, "silu": 2, "softplus": 2}
+    for name, count in golden.items():
+        assert autodiff_residual_count(get_activation(name)) == count, name
+    assert autodiff_residual_count(jax.nn.relu) == 2
+    # The rule, independently restated: nested iff >= 4 saved tensors, split regime only.
+    for name in golden:
+        want = "nested" if golden[name] >= 4 else "recompute"
+        assert auto_choice(get_activation(name), "split") == want, name
+        assert ActivationPolicy("auto", regime="split").resolve(get_activation(name)) == want
+        assert auto_choice(get_activation(name), "jit") == "recompute"
+        assert auto_choice(get_activation(name), "eager") == "recompute"
+    assert AUTO_CHOICE == {"jit": "recompute", "split": PER_ACTIVATION, "eager": "recompute"}
+    with pytest.raises(ValueError, match="per activation"):
+        ActivationPolicy("auto", regime="split").resolve()
+
+    rngs = nnx.Rngs(0)
+    gelu_erf_model = GeluMLP(num_layers=1, dim=8, hidden=16, activation="gelu", rngs=rngs)
+    mish_model = MishCNN(widths=(4,), convs_per_stage=1, rngs=rngs)
+    assert _auto_kinds(gelu_erf_model, "split") == {RecomputedActivation}
+    assert _auto_kinds(mish_model, "split") == {NestedActivation}
+    assert _auto_kinds(resnet, "split") == {NestedActivation}  # gelu_tanh
+    for model in (gelu_erf_model, mish_model, resnet):
+        assert _auto_kinds(model, "jit") == _auto_kinds(model, "eager") == {RecomputedActivation}
+
+
+def test_auto_counts_residuals_once_per_function():
+    traced = []
+
+    def costly(x):  # plain autodiff saves its factors and partial products (>= 4 tensors)
+        traced.append(1)
+        return jnp.exp(x) * jnp.sin(x) * jnp.cos(x)
+
+    assert autodiff_residual_count(costly) >= 4
+    calls = len(traced)
+    assert calls >= 1
+    unchecked = ActivationPolicy("auto", regime="split", check_elementwise=False)  # the check would call it
+    for _ in range(3):
+        assert auto_choice(costly, "split") == "nested"
+        assert isinstance(wrap_activation(costly, unchecked), NestedActivation)
+    assert len(traced) == calls  # cached: the probe never ran again
 
 
 def test_nested_keeps_fewer_residuals_on_resnet(resnet, images):
@@ -148,6 +188,11 @@ def test_benchmark_driver_small_config():
     # eager: the arrays the op-by-op VJP closure really holds shrink as well
     assert rows[("eager", "nested")]["residual_bytes"] < rows[("eager", "autodiff")]["residual_bytes"] / 1.97
     assert all(c["memory_not_worse_than_autodiff"] for c in auto_checks(figures["rows"]))
+    # split: auto decides per activation, so it is its own program (gelu_tanh -> nested, the same HLO);
+    # eager: a relabel of recompute.
+    assert rows[("split", "auto")]["measured_as"] == "auto" and rows[("split", "auto")]["resolved"] == "nested"
+    assert rows[("split", "auto")]["same_program_as"] == ["nested"]
+    assert rows[("eager", "auto")]["measured_as"] == "recompute"
     assert "Split-program residual reduction" in markdown_report(figures)
     with pytest.raises(ValueError, match="policies"):
         MemoryBenchConfig(policies=("nested",))

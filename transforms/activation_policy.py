@@ -9,7 +9,8 @@ Policies:
   recompute    `jax.checkpoint` around the activation: keeps its input x, re-runs f and f's
                VJP in the backward pass.
   nested_lowp  nested, with f'(x) stored in `derivative_dtype` (bfloat16 by default).
-  auto         the measured choice for the execution regime (below).
+  auto         the measured choice for the execution regime and, where it matters (split),
+               for each activation (below).
 
 Regimes (where the forward and backward pass of a training step meet):
   jit     one jitted train step (forward + backward in one XLA program).
@@ -34,16 +35,37 @@ Memory below is compiled temp bytes (jit) or residual bytes handed from forward 
            while checkpointing the activation lowers temp 1.3-2.7x. Its step time against
            autodiff was 0.72-1.24x over two runs, i.e. within this machine's noise; and no other
            policy reaches its memory, so it is also the fastest at its memory.
-  split  -> nested. Residuals drop 1.3-3.0x against autodiff (MLP 2.7x, Mish CNN 3.0x: above
-           the paper's 1.97x), the same bytes as recompute. Nested computes f'(x) once in the
-           forward pass instead of f and f'(x) again in the backward pass: on the costliest
-           activation (Mish) it was 1.19x and 1.23x faster than recompute in two runs (the
-           paper reports 1.20x). On the BERT-shaped model (GELU-erf) it was 6-15% slower: the
-           erf derivative is cheap to redo inside XLA's fused backward loop, while nested's
-           forward must write f'(x) out (forward temp 36 vs 12 MiB). MobileNet/SiLU and the MLP
-           were within noise (0.95-1.05x). Recompute's forward also needs less temp (0-24 MiB).
-  eager  -> nested, for the same reason: op-by-op, every residual is a live array; nested vs
-           recompute time was 0.87-1.43x over two runs (Mish 1.00-1.43x), again mostly noise.
+  split  -> per activation, by how much plain autodiff would keep for it. Nested and recompute
+           keep the same bytes here (one tensor per activation, 1.3-3.0x below autodiff: MLP
+           2.7x, Mish CNN 3.0x, above the paper's 1.97x), so the choice is about time only and
+           never costs memory. Nested computes f'(x) once in the forward pass; recompute runs f
+           and its VJP again in the backward pass. That pays off when the derivative is costly
+           to redo: on Mish nested was 1.19x and 1.23x faster than recompute in two full-size
+           runs (the paper reports 1.20x). When it is cheap, recompute is as fast or faster: on
+           the BERT-shaped model (GELU-erf) nested was 6-15% slower in two runs (XLA folds the
+           erf derivative into the fused backward loop, while nested's forward must write f'(x)
+           out: forward temp 36 vs 12 MiB) and 0.99x (within noise) in a third; MobileNet/SiLU
+           was within noise (0.95-1.05x). The proxy for "costly" is the number of tensors plain
+           autodiff saves for the activation, counted once per function on a small float32
+           probe (`jax._src.ad_checkpoint.saved_residuals`, the argument and scalar constants
+           left out) and cached:
+
+               saved residuals   activations (jax.nn)                                 auto picks
+               >= 4              gelu_tanh 4, mish 4, elu 4, selu 4, hard_tanh 4      nested
+               <= 3              gelu (erf) 3, hard_swish 3, silu 2, softplus 2,      recompute
+                                 squareplus 2, tanh 2, relu 2, sigmoid 1
+
+           An activation the probe cannot trace falls back to nested. With this rule, full-size
+           BERT split (2 layers, 8x128; auto compiles to exactly recompute's programs): auto
+           977 ms vs the fastest at equal memory 965 ms (nested), 1.01x; medians 999 vs 1019.
+           --quick (bert, gelu_mlp, mish_cnn): auto / fastest at equal memory 1.011, 1.004,
+           0.965 in split, and every jit/eager check within 5% as well.
+  eager  -> recompute, for every activation. Op-by-op, both keep one live tensor per activation
+           (the same bytes). On the --quick models recompute was faster than nested in three
+           runs (likely op-dispatch cost of nested's forward JVP; not profiled): Mish CNN 1.52x,
+           1.24x, 1.14x; GELU-tanh MLP 1.13x, 1.13x, 1.09x; BERT-shaped 0.98x, 1.03x, 0.98x. An
+           earlier full-size pair of runs had nested vs recompute at 0.87-1.43x, never clearly
+           ahead, so nothing measured favours nested here.
 Step times come from a 2-core CPU shared with other agents (load 12-20), so they carry +-20%.
 """
 
@@ -63,7 +85,55 @@ POLICIES = ("autodiff", "nested", "recompute", "nested_lowp", "auto")
 REGIMES = ("jit", "split", "eager")
 
 # The measured decision for `auto` (see the module docstring for the numbers behind it).
-AUTO_CHOICE = {"jit": "recompute", "split": "nested", "eager": "nested"}
+# "per_activation": nested when plain autodiff saves >= NESTED_MIN_RESIDUALS tensors for the
+# activation (its derivative is costly to recompute), recompute otherwise.
+PER_ACTIVATION = "per_activation"
+AUTO_CHOICE = {"jit": "recompute", "split": PER_ACTIVATION, "eager": "recompute"}
+NESTED_MIN_RESIDUALS = 4
+_PROBE_SIZE = 8
+
+
+def _count_autodiff_residuals(function: Callable) -> int:
+    from jax._src.ad_checkpoint import saved_residuals  # the only public-ish API for this count
+
+    probe = jnp.linspace(-3.0, 3.0, _PROBE_SIZE, dtype=jnp.float32)
+    found = saved_residuals(function, probe)
+    # Scalar constants (literals, alpha) cost nothing per element; the argument lives anyway.
+    return sum(1 for aval, where in found if aval.shape and not where.startswith("from the argument"))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_residual_count(function: Callable) -> int:
+    return _count_autodiff_residuals(function)
+
+
+def autodiff_residual_count(activation: Callable) -> int:
+    """How many per-element tensors plain reverse mode saves for `activation` (any wrapper removed).
+
+    Counted once per function on a float32 probe of 8 elements and cached; the argument itself and
+    scalar constants are not counted (gelu-erf: 3, gelu-tanh: 4, mish: 4, silu: 2, relu: 2).
+    """
+    plain = base_function(activation)
+    try:
+        return _cached_residual_count(plain)
+    except TypeError as err:
+        if "unhashable" not in str(err):
+            raise
+        return _count_autodiff_residuals(plain)  # an unhashable callable: count without caching
+
+
+def auto_choice(activation: Callable, regime: str) -> str:
+    """The concrete policy `auto` uses for `activation` in `regime` (see the module docstring)."""
+    if regime not in REGIMES:
+        raise ValueError(f"regime={regime!r} is not known; use one of {list(REGIMES)}")
+    choice = AUTO_CHOICE[regime]
+    if choice != PER_ACTIVATION:
+        return choice
+    try:
+        count = autodiff_residual_count(activation)
+    except Exception:  # a function the probe cannot trace: keep the one-tensor nested default
+        return "nested"
+    return "nested" if count >= NESTED_MIN_RESIDUALS else "recompute"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +162,8 @@ class RecomputedActivation:
 class ActivationPolicy:
     """What to keep for every activation of a model, in which regime.
 
-    policy: one of POLICIES; regime: one of REGIMES (only `auto` reads it);
+    policy: one of POLICIES; regime: one of REGIMES (only `auto` reads it; `resolve` gives the
+      concrete policy per activation);
     derivative_dtype: the storage dtype of f'(x) for `nested_lowp`;
     check_elementwise: refuse (ValueError) a model whose activation is not element-wise.
     """
@@ -114,14 +185,25 @@ class ActivationPolicy:
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"derivative_dtype={self.derivative_dtype!r} must be a floating dtype")
 
-    @property
-    def resolved(self) -> str:
-        """The concrete policy: `auto` replaced by the regime's measured choice."""
-        return AUTO_CHOICE[self.regime] if self.policy == "auto" else self.policy
+    def resolve(self, activation: Callable | None = None) -> str:
+        """The concrete policy for `activation`: `auto` replaced by the measured choice.
+
+        In a regime whose choice depends on the activation (split), `activation` is required.
+        """
+        if self.policy != "auto":
+            return self.policy
+        if AUTO_CHOICE[self.regime] != PER_ACTIVATION:
+            return AUTO_CHOICE[self.regime]
+        if activation is None:
+            raise ValueError(f"policy='auto' in regime={self.regime!r} decides per activation; pass the activation")
+        return auto_choice(activation, self.regime)
 
 
 def wrap_activation(activation: Callable, policy: ActivationPolicy | str = "auto") -> Callable:
-    """Returns `activation` (with any earlier wrapper removed) under `policy`."""
+    """Returns `activation` (with any earlier wrapper removed) under `policy`.
+
+    `auto` is resolved here, for this activation (`ActivationPolicy.resolve`).
+    """
     policy = policy if isinstance(policy, ActivationPolicy) else ActivationPolicy(policy)
     plain = base_function(activation)
     if isinstance(activation, NestedActivation) and activation.derivative is not None:
@@ -131,7 +213,7 @@ def wrap_activation(activation: Callable, policy: ActivationPolicy | str = "auto
         derivative = None
     if policy.check_elementwise:
         check_elementwise(plain)
-    choice = policy.resolved
+    choice = policy.resolve(plain)
     if choice == "autodiff":
         return plain
     if choice == "recompute":
