@@ -84,19 +84,6 @@ def place_batch(local_batch: PyTree, mesh: Mesh, global_batch_size: int, axis: s
     return jax.tree.map(place, local_batch)
 
 
-def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Places identical host values on every device of the mesh (works across processes)."""
-    sharding = NamedSharding(mesh, P())
-
-    def put(x):
-        x = np.asarray(x) if not isinstance(x, jax.Array) or jax.process_count() > 1 else x
-        if jax.process_count() == 1:
-            return jax.device_put(x, sharding)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-    return jax.tree.map(put, tree)
-
-
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 
