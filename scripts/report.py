@@ -36,8 +36,6 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in arr.tolist()]
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
-    if isinstance(obj, (np.generic,)):
-        return to_jsonable(obj.item())
     return obj
 
 
