@@ -9,7 +9,7 @@ from accel import cost, designs, paper_workloads, sweep
 
 @pytest.fixture(scope="module")
 def ant_table():
-    from scripts.accel_experiments import AntConfig, run_ant
+    from scripts.accel_ant_experiment import AntConfig, run_ant
 
     return run_ant(AntConfig(trace_resnets=False))
 

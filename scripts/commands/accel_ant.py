@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def _rows(figures):
-    from scripts.accel_experiments import BASELINES
+    from scripts.accel_ant_experiment import BASELINES
 
     rows = []
     for r in figures["rows"] + [dict(model="mean", **figures["means"])]:
@@ -34,7 +34,7 @@ def _rows(figures):
 
 
 def run_command(args) -> dict:
-    from scripts.accel_experiments import BASELINES, AntConfig, ant_markdown, ant_plot, run_ant
+    from scripts.accel_ant_experiment import BASELINES, AntConfig, ant_markdown, ant_plot, run_ant
     from scripts.report import print_table, write_json
 
     figures = run_ant(AntConfig(models=tuple(args.models), batch=args.batch, trace_resnets=args.trace_resnets))
@@ -52,8 +52,9 @@ def run_command(args) -> dict:
 def tour_section(quick: bool, outdir: Path):
     """The accelerator cost model in one section: ANT table, SALO cycles and fixed point, a sweep."""
     from accel.sweep import SearchConfig
-    from scripts.accel_experiments import (AntConfig, SaloConfig, SweepConfig, ant_markdown, ant_plot, run_ant,
-                                           run_salo, run_sweep, salo_markdown, sweep_markdown, sweep_plot)
+    from scripts.accel_ant_experiment import AntConfig, ant_markdown, ant_plot, run_ant
+    from scripts.accel_salo_experiment import SaloConfig, run_salo, salo_markdown
+    from scripts.accel_sweep_experiment import SweepConfig, run_sweep, sweep_markdown, sweep_plot
     from scripts.tour import TourSection
 
     ant = run_ant(AntConfig())

@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def run_command(args) -> dict:
-    from scripts.accel_experiments import SaloConfig, run_salo, salo_markdown
+    from scripts.accel_salo_experiment import SaloConfig, run_salo, salo_markdown
     from scripts.report import print_table, write_json
 
     figures = run_salo(SaloConfig(cpu_workloads=tuple(args.cpu_workloads), cpu_repeats=args.repeats,

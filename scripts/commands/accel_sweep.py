@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 def run_command(args) -> dict:
     from accel.sweep import SearchConfig
-    from scripts.accel_experiments import SweepConfig, run_sweep, sweep_markdown, sweep_plot
+    from scripts.accel_sweep_experiment import SweepConfig, run_sweep, sweep_markdown, sweep_plot
     from scripts.report import print_table, write_json
 
     for name in ("rows", "cols", "buffer_kib", "bits"):
