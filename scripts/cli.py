@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"frugal: error: {message}", file=sys.stderr)
+        # ValueError/TypeError/KeyError can also come from a bug, so say how to see the traceback.
+        print(f"frugal: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frugal: interrupted", file=sys.stderr)
