@@ -22,6 +22,13 @@ def _conv(in_ch, out_ch, kernel, stride, *, rngs):
                     kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"), rngs=rngs)
 
 
+def _projection_shortcut(in_ch: int, out_ch: int, stride: int, norm, rngs: nnx.Rngs):
+    """(1x1 conv, norm) when the block changes shape, else (None, None): the identity shortcut."""
+    if stride != 1 or in_ch != out_ch:
+        return _conv(in_ch, out_ch, 1, stride, rngs=rngs), make_norm(norm, out_ch, rngs=rngs)
+    return None, None
+
+
 class BasicBlock(nnx.Module):
     """Two 3x3 convolutions with a residual connection (ResNet-18/20/34)."""
 
@@ -34,12 +41,7 @@ class BasicBlock(nnx.Module):
         self.conv2 = _conv(width, out_ch, 3, 1, rngs=rngs)
         self.norm2 = make_norm(norm, out_ch, rngs=rngs)
         self.activation = activation
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut_conv = _conv(in_ch, out_ch, 1, stride, rngs=rngs)
-            self.shortcut_norm = make_norm(norm, out_ch, rngs=rngs)
-        else:
-            self.shortcut_conv = None
-            self.shortcut_norm = None
+        self.shortcut_conv, self.shortcut_norm = _projection_shortcut(in_ch, out_ch, stride, norm, rngs)
 
     def __call__(self, x):
         y = self.activation(self.norm1(self.conv1(x)))
@@ -62,12 +64,7 @@ class Bottleneck(nnx.Module):
         self.conv3 = _conv(width, out_ch, 1, 1, rngs=rngs)
         self.norm3 = make_norm(norm, out_ch, rngs=rngs)
         self.activation = activation
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut_conv = _conv(in_ch, out_ch, 1, stride, rngs=rngs)
-            self.shortcut_norm = make_norm(norm, out_ch, rngs=rngs)
-        else:
-            self.shortcut_conv = None
-            self.shortcut_norm = None
+        self.shortcut_conv, self.shortcut_norm = _projection_shortcut(in_ch, out_ch, stride, norm, rngs)
 
     def __call__(self, x):
         y = self.activation(self.norm1(self.conv1(x)))
