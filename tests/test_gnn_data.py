@@ -4,6 +4,7 @@ synthetic graphs, and the clear errors the issue asks for."""
 import gzip
 import pickle
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -80,6 +81,33 @@ def test_with_self_loops_replaces_existing_loops():
     index = looped.edge_index()
     assert sorted(map(tuple, index.T.tolist())) == [(0, 0), (0, 1), (1, 1), (2, 0), (2, 2)]
     assert looped.num_padded_edges - looped.num_edges == 2  # padding kept
+
+
+@pytest.mark.parametrize("width", [1, 7, 8, 9])
+def test_spmm_with_self_loops_and_odd_widths_matches_dense(width):
+    # Vertex 1 carries two loops and vertex 3 one; widths off the 8-column multiple get padded.
+    edges = np.array([[0, 1, 1, 2, 3, 3, 4, 1], [1, 1, 1, 0, 3, 4, 2, 4]])
+    n = 5
+    graph = make_graph(edges, n, pad_edges_to=12)
+    assert graph.num_self_loops == 3
+    np.testing.assert_array_equal(np.asarray(graph.self_loop_counts), [0, 2, 0, 1, 0])
+    loop_free_indptr = np.asarray(graph.loop_free_indptr)
+    assert graph.loop_free_senders.shape == graph.senders.shape and loop_free_indptr[-1] == 5
+    dense = np.zeros((n, n), np.float32)
+    np.add.at(dense, (edges[1], edges[0]), 1.0)
+    h = np.random.default_rng(width).standard_normal((n, width)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(spmm(graph, jnp.asarray(h))), dense @ h, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(spmm(graph, jnp.asarray(h), layout="bcoo")), dense @ h, atol=1e-5)
+    # Weighted products keep the loops inside the sparse matrix; padding weights are ignored.
+    weights = np.arange(1, 13, dtype=np.float32)
+    weighted = np.zeros((n, n), np.float32)
+    order = np.lexsort((edges[0], edges[1]))
+    np.add.at(weighted, (edges[1][order], edges[0][order]), weights[:8])
+    got = spmm(graph, jnp.asarray(h), jnp.asarray(weights))
+    np.testing.assert_allclose(np.asarray(got), weighted @ h, atol=1e-4)
+    # Under jit with a 3-D input (GAT's heads), the trailing axes are flattened and restored.
+    h3 = jnp.asarray(h).reshape(n, width, 1)
+    np.testing.assert_allclose(np.asarray(jax.jit(spmm)(graph, h3))[..., 0], dense @ h, atol=1e-5)
 
 
 # --- synthetic graphs ---------------------------------------------------------------------------

@@ -18,7 +18,9 @@ def add_arguments(parser) -> None:
     d = BenchConfig()
     parser.add_argument("--datasets", type=_csv, default=d.datasets, help="comma list (default cora,pubmed)")
     parser.add_argument("--models", type=_csv, default=d.models, help="comma list of gcn,gat,sage")
-    parser.add_argument("--repeats", type=int, default=d.repeats, help="timed runs (median)")
+    parser.add_argument("--repeats", type=int, default=d.repeats, help="timed calls per variant (median)")
+    parser.add_argument("--calls-per-round", type=int, default=d.calls_per_round,
+                        help="ours and PyG's paths take turns in rounds of this many calls")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads for PyG (default 2)")
     parser.add_argument("--pyg-python", default=None,
                         help="python with torch + torch_geometric (default: this one if it has them, else "
@@ -30,20 +32,19 @@ def add_arguments(parser) -> None:
 def run_command(args) -> dict:
     from rich.console import Console
 
-    from scripts.gnn_pyg_bench import BenchConfig, run
+    from scripts.gnn_pyg_bench import BREAKDOWN_HEADER, TABLE_HEADER, BenchConfig, breakdown_rows, run, table_row
     from scripts.report import print_table
 
     console = Console()
-    config = BenchConfig(datasets=args.datasets, models=args.models, repeats=args.repeats, threads=args.threads,
+    config = BenchConfig(datasets=args.datasets, models=args.models, repeats=args.repeats,
+                         calls_per_round=args.calls_per_round, threads=args.threads,
                          pyg_python=args.pyg_python, data_root=args.data_root, outdir=args.outdir)
     figures = run(config, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    rows = [[r["dataset"], r["model"], f"{r['ours_fused_ms']:.3f}", f"{r['ours_unfused_ms']:.3f}",
-             r.get("pyg_edge_index_ms") or "-", r.get("pyg_csr_ms") or "-",
-             f"{r['speedup_vs_pyg_best']:.2f}x" if r.get("speedup_vs_pyg_best") else figures["status"]]
-            for r in figures["results"]]
-    print_table("GNN inference (2 layers): ours vs PyG (ratio > 1: ours faster)",
-                ["graph", "model", "ours fused ms", "ours unfused ms", "PyG edge_index ms", "PyG CSR ms",
-                 "PyG best / ours"], rows)
+    rows = [table_row(r, figures["status"]) for r in figures["results"]]
+    print_table("GNN inference (2 layers): ours vs PyG (ratio > 1: ours faster)", TABLE_HEADER, rows)
+    parts = breakdown_rows(figures["results"])
+    if parts:
+        print_table("GCN pieces alone, median / fastest call (ms)", BREAKDOWN_HEADER, parts)
     if figures["status"] != "compared":
         console.print(figures["status"])
     if args.outdir:
