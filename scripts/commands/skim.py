@@ -1,0 +1,139 @@
+"""frugal skim: Block-Skim on the real all-MiniLM-L6-v2 for extractive QA."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+COMMAND = ("skim",)
+HELP = "Block-Skim: fine-tune MiniLM for QA with skim predictors, prune blocks, report F1 vs FLOPs/wall-clock"
+DESCRIPTION = (
+    "Fine-tunes all-MiniLM-L6-v2 with a span head on the built-in offline fact-QA set (long passages of "
+    "real sentences, one answer fact among distractors) twice: plain QA loss (vanilla) and the joint "
+    "Block-Skim loss (skim predictors on the diagonal 32x32 attention blocks). Then evaluates EM/F1 of "
+    "the unpruned model and of pruned inference at several thresholds, the FLOPs speedup counted from the "
+    "tokens each layer processes, and wall-clock speedup at batch 1 on this CPU (timed under the shared "
+    "benchmark lock), next to the paper's BERT-base SQuAD figures. Fine-tuned weights are cached "
+    "(--cache-dir) so a rerun only evaluates. Writes reports/skim/skim.{json,md,png}."
+)
+TOUR_ORDER = 45
+TOUR_THRESHOLD = 0.1  # the operating point the tour shows when the full-size fine-tune is cached
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--thresholds {text!r}: use comma-separated numbers in [0, 1], e.g. 0,0.3,0.5") from None
+    if not values:
+        raise ValueError("--thresholds is empty")
+    return values
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"layer list {text!r}: use comma-separated layer indices, e.g. 0,1") from None
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="small honest run (seq 128, a short fine-tune on a small slice; numbers labelled quick)")
+    parser.add_argument("--train-steps", type=int, default=None, help="fine-tuning steps per model (default 120)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch (default 8)")
+    parser.add_argument("--n-train", type=int, default=None, help="built-in training examples (default 3000)")
+    parser.add_argument("--n-dev", type=int, default=None, help="built-in dev examples (default 200)")
+    parser.add_argument("--thresholds", type=_floats, default=None, help="keep thresholds (default 0,0.05,0.1,0.3,0.5)")
+    parser.add_argument("--prune-layers", type=_ints, default=None,
+                        help="predictor layers used to prune at inference (default 0,1)")
+    parser.add_argument("--predictor-layers", type=_ints, default=None,
+                        help="layers that get a trained predictor (default 0,1,2,3,4)")
+    parser.add_argument("--label-rule", default=None, choices=("any", "more_than_one"),
+                        help="block label: any answer token (default) or the reference's more-than-one rule")
+    parser.add_argument("--beta", type=float, default=None, help="keep-class weight (default 20)")
+    parser.add_argument("--alpha", type=float, default=None, help="skim loss weight (default 0.1)")
+    parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla (no Block-Skim) fine-tune")
+    parser.add_argument("--timing-examples", type=int, default=None, help="dev windows timed at batch 1 (default 30)")
+    parser.add_argument("--cache-dir", default=None, help="fine-tuned weights cache (default reports/skim/cache)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--outdir", default="reports/skim", help="where reports go (default reports/skim)")
+
+
+def _config(args):
+    from scripts.skim_experiments import SkimExperimentConfig
+
+    base = quick_config(args.outdir) if args.quick else SkimExperimentConfig(outdir=args.outdir)
+    overrides = {"seed": args.seed, "outdir": args.outdir}
+    for field, value in (("train_steps", args.train_steps), ("batch_size", args.batch_size),
+                         ("n_train", args.n_train), ("n_dev", args.n_dev), ("thresholds", args.thresholds),
+                         ("prune_layers", args.prune_layers), ("predictor_layers", args.predictor_layers),
+                         ("label_rule", args.label_rule), ("beta", args.beta), ("alpha", args.alpha),
+                         ("timing_examples", args.timing_examples), ("cache_dir", args.cache_dir)):
+        if value is not None:
+            overrides[field] = value
+    if args.no_vanilla:
+        overrides["train_vanilla"] = False
+    return dataclasses.replace(base, **overrides)
+
+
+def run_command(args) -> dict:
+    from scripts import report
+    from scripts.skim_experiments import run, tables
+
+    figures = run(_config(args))
+    for title, headers, rows in tables(figures):
+        report.print_table(title, headers, rows)
+    print(f"checks: {figures['checks']}")
+    name = 'skim' if figures['label'] == 'full' else f"skim_{figures['label']}"
+    print(f"report: {Path(args.outdir) / (name + '.md')}")
+    return figures
+
+
+def quick_config(outdir, *, tour: bool = False):
+    """Seq 128 (4 blocks), a short fine-tune on a small slice; honest numbers, labelled quick."""
+    from scripts.skim_experiments import SkimExperimentConfig
+
+    return SkimExperimentConfig(
+        n_train=16 if tour else 400, n_dev=12 if tour else 100, max_seq_len=128, context_tokens=(90, 110),
+        train_steps=2 if tour else 60, batch_size=4 if tour else 8, diagnostics=not tour, learning_rate=2e-4,
+        predictor_layers=(0,) if tour else (0, 1),
+        prune_layers=(0,), thresholds=(0.0, 0.5) if tour else (0.0, 0.3, 0.5, 0.7), train_vanilla=not tour,
+        timing_examples=4 if tour else 20, timing_repeats=1, eval_batch_size=24, cache_dir=None,
+        outdir=str(outdir), label="quick", progress=not tour, lock_timeout_s=5.0 if tour else None)
+
+
+def cached_tour_config(outdir):
+    """When `frugal skim` has cached its full-size fine-tunes, the tour evaluates them on a dev slice."""
+    from scripts.skim_experiments import SkimExperimentConfig, cache_path
+
+    full = SkimExperimentConfig()
+    if cache_path(full, skim=True) is None or not cache_path(full, skim=True).is_file():
+        return None
+    return dataclasses.replace(full, n_dev=8, thresholds=(0.0, TOUR_THRESHOLD), timing_examples=4, timing_repeats=1,
+                               eval_batch_size=8,
+                               train_vanilla=cache_path(full, skim=False).is_file(), diagnostics=False,
+                               outdir=str(outdir), label="tour_cached", progress=False, lock_timeout_s=5.0)
+
+
+def tour_section(quick: bool, outdir: Path):
+    from scripts.skim_experiments import markdown, run
+    from scripts.tour import TourSection
+
+    config = cached_tour_config(outdir / "skim")
+    if config is None:
+        config = quick_config(outdir / "skim", tour=True) if quick else quick_config(outdir / "skim")
+    figures = run(config)
+    best = max(figures["sweep"], key=lambda r: r["flops_speedup"])
+    timing = figures.get("timing", {}).get("speedup", {})
+    wall = timing.get(f"skim@{best['threshold']}", float("nan"))
+    cached = figures["label"] == "tour_cached"
+    summary = [(f"{'cached full-size' if cached else 'quick'} fine-tune F1, unpruned",
+                f"{figures['block_skim_unpruned']['f1']:.1f}"),
+               (f"threshold {best['threshold']}: F1 / FLOPs speedup / wall-clock b=1",
+                f"{best['f1']:.1f} / {best['flops_speedup']:.2f}x / {wall:.2f}x"),
+               ("threshold 0 answers identical to unpruned", str(figures["threshold0_answers_identical"]))]
+    plots = [str(Path(figures["plot"]).relative_to(outdir))] if figures.get("plot") else []
+    kind = "cached full-size fine-tune, 8 dev examples" if cached else "quick"
+    return TourSection(title=f"Block-Skim on MiniLM (skim, {kind})", figures=figures,
+                       markdown=markdown(figures, include_plot=False), summary=summary, plots=plots)
