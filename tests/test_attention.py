@@ -149,6 +149,17 @@ def test_longer_sequence_auto_uses_banded_and_matches():
     assert_close_tree(outputs_and_grads("auto", pattern, *inputs), outputs_and_grads("dense", pattern, *inputs))
 
 
+@pytest.mark.parametrize("pattern, n", [
+    # dilation 1 heads take the sliced path, dilation 2 heads the gathered one; both loop over 2 steps
+    (AttentionPattern(window=(6, 3), dilation=(1, 2), global_tokens=(0, 150), causal=True), 200),
+    (AttentionPattern.vil(12, 12, window=5), 145),
+])
+def test_banded_loop_over_several_steps_matches_dense(pattern, n):
+    inputs = random_inputs(8, 1, n, 2, 4, padding=True)
+    assert_close_tree(outputs_and_grads("banded", pattern, *inputs, block_size=8 if pattern.grid is None else 2),
+                      outputs_and_grads("dense", pattern, *inputs))
+
+
 def test_vil_pattern_under_vmap_and_jit():
     pattern = AttentionPattern.vil(5, 6, window=5)
     (q, k, v), _, _, _ = random_inputs(6, 3, 31, 2, 4)

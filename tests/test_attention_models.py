@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models.longformer import (LongformerConfig, LongformerModel, from_pretrained, hf_parameter_names,
-                               load_hf_state_dict, load_safetensors, to_hf_state_dict)
+from models.longformer import (PROJECTIONS, LongformerConfig, LongformerModel, from_pretrained,
+                               hf_parameter_names, load_hf_state_dict, load_safetensors,
+                               longformer_self_attention, to_hf_state_dict)
+from transforms.attention import AttentionPattern, hybrid_attention
 from models.vil import ViL, ViLConfig, ViLStage
 
 TINY = LongformerConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
@@ -142,3 +144,39 @@ def test_longformer_learns_the_evidence_task_and_needs_the_global_token():
     result = train_longformer_evidence(config)
     assert result["last_loss"] < 0.7 * result["first_loss"]
     assert result["test_accuracy"] > 0.6  # chance is 0.25
+
+
+def _unfolded_self_attention(weights, x, pattern, heads, key_mask):
+    """Reference: every projection applied to every token, global rows through `global_qkv`."""
+    batch, n, size = x.shape
+
+    def project(name):
+        w, b = weights[name]
+        return (x @ w.T + b).reshape(batch, n, heads, size // heads)
+
+    glob = (project("query_global"), project("key_global"), project("value_global"))
+    out = hybrid_attention(project("query"), project("key"), project("value"), pattern, impl="dense",
+                           key_mask=key_mask, global_qkv=glob)
+    return out.reshape(batch, n, size)
+
+
+def test_folded_global_projections_equal_projecting_every_token():
+    """The global rows with key/value_global folded into the query side: outputs and gradients."""
+    rng = np.random.default_rng(3)
+    size, heads, n = 24, 3, 21
+    weights = {m: (jnp.asarray(rng.normal(size=(size, size)) / 5, jnp.float32),
+                   jnp.asarray(rng.normal(size=(size,)) / 5, jnp.float32)) for m in PROJECTIONS}
+    x = jnp.asarray(rng.normal(size=(2, n, size)), jnp.float32)
+    key_mask = jnp.asarray(rng.random((2, n)) > 0.2).at[1].set(False)  # example 1: every key padded
+    pattern = AttentionPattern(window=(2, 3), global_tokens=(2, 7, 18))
+    cot = jnp.asarray(rng.normal(size=(2, n, size)), jnp.float32)
+
+    def loss(fn, impl=None):
+        kw = {"impl": impl} if impl else {}
+        return jax.jit(jax.value_and_grad(lambda w, x: jnp.sum(fn(w, x, pattern, heads, key_mask=key_mask, **kw)
+                                                               * cot), argnums=(0, 1)))(weights, x)
+
+    expected = loss(lambda w, x, p, h, key_mask: _unfolded_self_attention(w, x, p, h, key_mask))
+    got = loss(longformer_self_attention, "banded")
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)

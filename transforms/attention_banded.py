@@ -1,14 +1,17 @@
 """The banded XLA path of `hybrid_attention`: O(n * (w + g)) time and memory.
 
-How it works (all index bookkeeping is numpy at trace time, so the program holds only gathers and
-batched matmuls):
+How it works (all index bookkeeping is numpy at trace time, so the program holds only slices or gathers
+and batched matmuls):
 
 1. Dilation by re-ordering: tokens are split into classes by their residue modulo the dilation
    (per axis in 2-D). Inside a class a dilated window is an ordinary contiguous window.
 2. Each class's (sub-)grid is cut into query tiles; a tile of th x tw queries needs exactly the
-   (th + up + down) x (tw + left + right) slab of keys around it. One gather builds every tile's
-   queries and every slab's keys; the scores of a tile against its slab form one small matmul.
-   The overhead over the exact band is slab / window per query (about 1.1-1.8x by default).
+   (th + up + down) x (tw + left + right) slab of keys around it. The overhead over the exact band
+   is slab / window per query (about 1.1-1.8x by default). A `lax.map` loop walks over the tiles
+   (128 queries per step): each step fetches its queries and key slab (dynamic slices when the tiles
+   are contiguous runs of the sequence, 1-D without dilation; gathers otherwise), and its scores,
+   softmax and value product stay a few MiB, in cache. Vectorizing over all tiles at once streams
+   several n x slab tensors through memory instead and measured 2-3x slower on this CPU.
 3. Global keys form a separate (n, g) score block, global query rows a separate (g, n) block; the
    softmax runs jointly over [slab keys, global keys]. Global tokens are removed from the slabs so
    that they are counted once.
@@ -30,6 +33,8 @@ from transforms.attention import MASKED_SCORE, AttentionPattern, global_rows, ma
 
 DEFAULT_BLOCK_1D = 128
 DEFAULT_TILE_2D = (4, 8)
+# Queries per loop step of the banded path: enough for efficient matmuls, small enough for cache.
+QUERIES_PER_STEP = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +46,9 @@ class TilePlan:
     window_ok: np.ndarray  # (T, S) whether slab key s lies in the window of tile query t
     inverse: np.ndarray  # (seq,) flat slot (tile * T + t) of every sequence position's query
     fill: int
+    # Set when tile i holds queries i*T + t and keys i*T - key_offset + s (1-D, dilation 1), so a
+    # step can slice instead of gather; None otherwise.
+    key_offset: int | None = None
 
 
 def _axis_tiles(size: int, dilation: int, before: int, after: int, tile: int):
@@ -132,7 +140,8 @@ def make_tile_plan(pattern: AttentionPattern, seq_len: int, dilation: int, block
     flat = query_index.reshape(-1)
     real = flat != fill
     inverse[flat[real]] = np.flatnonzero(real)
-    return TilePlan(query_index, key_index, window_ok, inverse, fill)
+    key_offset = left if pattern.grid is None and dilation == 1 else None
+    return TilePlan(query_index, key_index, window_ok, inverse, fill, key_offset)
 
 
 def _pad_one(x, axis=1, value=0):
@@ -141,47 +150,103 @@ def _pad_one(x, axis=1, value=0):
     return jnp.pad(x, pad, constant_values=value)
 
 
+def _tile_steps(plan: TilePlan, group: int):
+    """Query (steps, group, T) and key (steps, group, S) indices, padded with whole tiles of `fill`."""
+    tiles = plan.query_index.shape[0]
+    steps = -(-tiles // group)
+
+    def pad(index):
+        out = np.full((steps * group, index.shape[1]), plan.fill, np.int32)
+        out[:tiles] = index
+        return out.reshape(steps, group, index.shape[1])
+
+    return steps, pad(plan.query_index), pad(plan.key_index)
+
+
 def _banded_group(q, k, v, pattern, plan: TilePlan, key_mask, scale):
-    """Local + global-key attention for every query of one head group, q/k/v as (b, h, n, d)."""
-    batch, heads, seq_len, _ = q.shape
-    qi = jnp.asarray(plan.query_index)
-    ki = jnp.asarray(plan.key_index)
-    q_t = _pad_one(q, 2)[:, :, qi]  # (b, h, tiles, T, d)
-    k_t = _pad_one(k, 2)[:, :, ki]  # (b, h, tiles, S, d)
-    v_t = _pad_one(v, 2)[:, :, ki]
-    scores = jnp.einsum("bhtqd,bhtsd->bhtqs", q_t, k_t) * scale
+    """Local + global-key attention for every query of one head group, q/k/v as (b, h, n, d).
 
-    mask = jnp.asarray(plan.window_ok)[None, None, None] & (ki != plan.fill)[None, None, :, None, :]
-    if pattern.causal:
-        mask = mask & (ki[:, None, :] <= qi[:, :, None])[None, None]
-    if key_mask is not None:
-        mask = mask & _pad_one(key_mask, 1, False)[:, ki][:, None, :, None, :]
-
-    # One softmax over [slab keys, global keys] without concatenating them (a concat would copy
-    # the whole score tensor); normalizing after the value product touches d, not S, values per row.
-    scores = jnp.where(mask, scores, MASKED_SCORE)
-    top = jnp.max(scores, axis=-1, keepdims=True)
+    A loop (`lax.map`) over groups of query tiles: each step's scores, weights and slabs are a few MiB
+    and stay in cache, where one vectorized pass over all tiles streams several score-sized tensors
+    (n * S floats each) through memory and is 2-3x slower on CPU. When the tiles are contiguous runs
+    of the sequence (1-D, dilation 1) the step reads its queries and key slab with dynamic slices;
+    otherwise it gathers them through the plan's indices.
+    """
+    batch, heads, seq_len, dim = q.shape
+    tile, slab = plan.query_index.shape[1], plan.key_index.shape[1]
+    group = max(1, QUERIES_PER_STEP // tile)
+    steps, q_index, k_index = _tile_steps(plan, group)
+    window_ok = jnp.asarray(plan.window_ok)
+    rows = np.asarray(pattern.global_tokens)
     if pattern.global_tokens:
-        rows = np.asarray(pattern.global_tokens)
         k_g, v_g = k[:, :, rows], v[:, :, rows]  # (b, h, g, d)
-        scores_g = jnp.einsum("bhtqd,bhgd->bhtqg", q_t, k_g) * scale
-        mask_g = jnp.ones(scores_g.shape[2:], bool)[None, None]
+    key_mask_pad = None if key_mask is None else _pad_one(key_mask, 1, False)
+
+    if plan.key_offset is not None:
+        # Contiguous tiles: step s holds queries [s*G*T, (s+1)*G*T) and tile j of it the keys
+        # [start - key_offset, start - key_offset + S); the padding is masked through k_index.
+        span = steps * group * tile
+        q_src = jnp.pad(q, ((0, 0), (0, 0), (0, span - seq_len), (0, 0)))
+        back = span - tile + slab - plan.key_offset - seq_len
+        pad_keys = ((0, 0), (0, 0), (plan.key_offset, back), (0, 0))
+        k_src, v_src = jnp.pad(k, pad_keys), jnp.pad(v, pad_keys)
+
+        def fetch(step, q_idx, k_idx):
+            start = step * (group * tile)
+            q_b = jax.lax.dynamic_slice_in_dim(q_src, start, group * tile, 2)
+            q_b = q_b.reshape(batch, heads, group, tile, dim)
+            k_b = jnp.stack([jax.lax.dynamic_slice_in_dim(k_src, start + j * tile, slab, 2)
+                             for j in range(group)], axis=2)
+            v_b = jnp.stack([jax.lax.dynamic_slice_in_dim(v_src, start + j * tile, slab, 2)
+                             for j in range(group)], axis=2)
+            return q_b, k_b, v_b
+    else:
+        q_src, k_src, v_src = _pad_one(q, 2), _pad_one(k, 2), _pad_one(v, 2)
+
+        def fetch(step, q_idx, k_idx):
+            return q_src[:, :, q_idx], k_src[:, :, k_idx], v_src[:, :, k_idx]
+
+    def step_fn(xs):
+        step, q_idx, k_idx = xs  # q_idx (G, T), k_idx (G, S)
+        q_b, k_b, v_b = fetch(step, q_idx, k_idx)
+        scores = jnp.einsum("bhgqd,bhgsd->bhgqs", q_b, k_b) * scale
+        mask = window_ok[None, None, None] & (k_idx != plan.fill)[None, None, :, None, :]
         if pattern.causal:
-            mask_g = mask_g & (jnp.asarray(rows)[None, None, :] <= qi[:, :, None])[None, None]
-        if key_mask is not None:
-            mask_g = mask_g & key_mask[:, rows][:, None, None, None, :]
-        scores_g = jnp.where(mask_g, scores_g, MASKED_SCORE)
-        top = jnp.maximum(top, jnp.max(scores_g, axis=-1, keepdims=True))
-    top = jax.lax.stop_gradient(top)
-    weights = jnp.where(mask, jnp.exp(scores - top), 0.0)
-    total = jnp.sum(weights, axis=-1, keepdims=True)
-    out_t = jnp.einsum("bhtqs,bhtsd->bhtqd", weights, v_t)
-    if pattern.global_tokens:
-        weights_g = jnp.where(mask_g, jnp.exp(scores_g - top), 0.0)
-        total = total + jnp.sum(weights_g, axis=-1, keepdims=True)
-        out_t = out_t + jnp.einsum("bhtqg,bhgd->bhtqd", weights_g, v_g)
-    out_t = out_t / jnp.where(total > 0, total, 1.0)
-    out = out_t.reshape(batch, heads, -1, out_t.shape[-1])
+            mask = mask & (k_idx[:, None, :] <= q_idx[:, :, None])[None, None]
+        if key_mask_pad is not None:
+            mask = mask & key_mask_pad[:, k_idx][:, None, :, None, :]
+        # One softmax over [slab keys, global keys] without concatenating them. A masked score is
+        # MASKED_SCORE, whose exp underflows to exactly 0 whenever the row has a real score; rows
+        # with no allowed key at all are zeroed at the end.
+        scores = jnp.where(mask, scores, MASKED_SCORE)
+        top = jnp.max(scores, axis=-1, keepdims=True)
+        if pattern.global_tokens:
+            scores_g = jnp.einsum("bhgqd,bhkd->bhgqk", q_b, k_g) * scale
+            mask_g = jnp.ones(scores_g.shape[2:], bool)[None, None]
+            if pattern.causal:
+                mask_g = mask_g & (jnp.asarray(rows)[None, None, :] <= q_idx[:, :, None])[None, None]
+            if key_mask is not None:
+                mask_g = mask_g & key_mask[:, rows][:, None, None, None, :]
+            scores_g = jnp.where(mask_g, scores_g, MASKED_SCORE)
+            top = jnp.maximum(top, jnp.max(scores_g, axis=-1, keepdims=True))
+        top = jax.lax.stop_gradient(top)
+        weights = jnp.exp(scores - top)
+        total = jnp.sum(weights, axis=-1, keepdims=True)
+        out = jnp.einsum("bhgqs,bhgsd->bhgqd", weights, v_b)
+        if pattern.global_tokens:
+            weights_g = jnp.exp(scores_g - top)
+            total = total + jnp.sum(weights_g, axis=-1, keepdims=True)
+            out = out + jnp.einsum("bhgqk,bhkd->bhgqd", weights_g, v_g)
+        seen = top > MASKED_SCORE / 2  # the row has at least one allowed key
+        return jnp.where(seen, out / total, 0.0)
+
+    if steps == 1:  # short sequences: no loop, which also keeps compilation (and the tests) quick
+        outs = step_fn((0, jnp.asarray(q_index[0]), jnp.asarray(k_index[0])))[None]
+    else:
+        outs = jax.lax.map(step_fn, (jnp.arange(steps), jnp.asarray(q_index), jnp.asarray(k_index)))
+    out = jnp.moveaxis(outs, 0, 2).reshape(batch, heads, steps * group * tile, -1)
+    if plan.key_offset is not None:
+        return out[:, :, :seq_len]
     return out[:, :, jnp.asarray(plan.inverse)]
 
 
