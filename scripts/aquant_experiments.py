@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from transforms.quant.aquant import GRANULARITIES
-from transforms.quant.block_recon import METHODS
+from transforms.quant.block_recon import METHODS, ReconConfig
 
 # ResNet-18 ImageNet top-1 (%): QDrop from its repository README, AQuant from its abstract
 # (papers/ant-aquant-nested-ad.md section 3). AQuant's paper table for the other settings is not
@@ -34,46 +34,60 @@ PAPER_RESNET18 = {
 METHOD_LABELS = {"rtn": "round-to-nearest", "qdrop": "QDrop-style", "aquant": "AQuant"}
 
 
+# The reconstruction settings of our experiment: QDrop's recipe (transforms.quant.recon_config)
+# with the fields a CPU budget forces us to change overridden here, and only here.
+EXPERIMENT_RECON = ReconConfig(
+    iterations=500,  # QDrop: 20,000 per block; far beyond a shared 2-core CPU
+    # With 40x fewer iterations the AdaRound variables and LSQ scales need larger steps to move
+    # at all (QDrop: 1e-3 and 4e-5).
+    weight_lr=1e-2,
+    scale_lr=1e-3,
+    progress=True,
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class AQuantExperimentConfig:
+    """The float model, data and settings of the experiment; `recon` is every quantization knob
+    (the method, bits and border granularity are filled in per run)."""
+
     dataset: str = "shapes"  # shapes | digits | cifar10 | imagefolder
     data_path: str | None = None
-    n_train: int = 8000  # shapes only
-    n_test: int = 1000
+    n_train: int = 16000  # shapes only (the validation images come out of these)
+    n_test: int = 10000  # shapes only: large, so accuracy differences of a point are resolvable
+    validation_size: int = 2000  # held out of train: never trained or calibrated on, used to pick knobs
     image_size: int | None = None
     model: str = "cifar_resnet8"
     width: int = 16
-    fp_steps: int = 800
+    fp_steps: int = 3000
     fp_batch_size: int = 64
     fp_learning_rate: float = 3e-3
-    max_shift: int = 2
+    max_shift: int = 2  # random-translation augmentation of the float training
     settings: tuple[tuple[int, int], ...] = ((2, 2), (2, 4), (3, 3), (4, 4))
     methods: tuple[str, ...] = METHODS
-    granularity: str = "channel_level"
-    ablation: tuple[str, ...] = ("tensor", "channel", "level")  # extra AQuant granularities
+    ablation: tuple[str, ...] = ("tensor", "channel", "level")  # extra AQuant border granularities
     ablation_setting: tuple[int, int] = (2, 2)
-    first_last_bits: int | None = 8
-    kind: str = "int"
-    calibration_size: int = 1024
-    iterations: int = 500
-    batch_size: int = 32
-    weight_lr: float = 1e-2
-    scale_lr: float = 1e-3
-    border_lr: float = 1e-2
+    recon: ReconConfig = EXPERIMENT_RECON
     seed: int = 0
     outdir: str = "reports/quant"
     fp_cache: str | None = None  # .npz: reuse the float model trained by an identical config
     progress: bool = True
+
+    @property
+    def granularity(self) -> str:
+        return self.recon.border_granularity
 
     def __post_init__(self):
         if self.dataset not in ("shapes", "digits", "cifar10", "imagefolder"):
             raise ValueError(f"dataset={self.dataset!r}; choose shapes, digits, cifar10 or imagefolder")
         if self.model not in ("cifar_resnet8", "cifar_resnet20", "cifar_resnet18", "resnet18", "resnet50"):
             raise ValueError(f"model={self.model!r}; choose a ResNet from models.resnet")
+        if not isinstance(self.recon, ReconConfig):
+            raise TypeError(f"recon must be a transforms.quant.block_recon.ReconConfig, got {type(self.recon).__name__}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods={self.methods!r}; choose from {METHODS}")
-        for g in (self.granularity, *self.ablation):
+        for g in self.ablation:
             if g not in GRANULARITIES:
                 raise ValueError(f"granularity {g!r}; choose from {GRANULARITIES}")
         if not self.settings:
@@ -82,13 +96,15 @@ class AQuantExperimentConfig:
             for name, bits in (("weight bits", w), ("activation bits", a)):
                 if not isinstance(bits, int) or not 2 <= bits <= 8:
                     raise ValueError(f"{name}={bits!r} in settings is outside the supported range 2..8")
-        for name in ("fp_steps", "calibration_size", "iterations", "batch_size", "width"):
+        for name in ("fp_steps", "width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.validation_size < 0:
+            raise ValueError(f"validation_size={self.validation_size} must be >= 0")
 
 
-FP_TRAINING_FIELDS = ("dataset", "data_path", "n_train", "n_test", "image_size", "model", "width", "fp_steps",
-                      "fp_batch_size", "fp_learning_rate", "max_shift", "seed")
+FP_TRAINING_FIELDS = ("dataset", "data_path", "n_train", "n_test", "validation_size", "image_size", "model",
+                      "width", "fp_steps", "fp_batch_size", "fp_learning_rate", "max_shift", "seed")
 
 
 def _fp_key(config: AQuantExperimentConfig) -> str:
@@ -128,31 +144,58 @@ def setting_name(weight_bits: int, act_bits: int) -> str:
 
 
 def _load_data(config: AQuantExperimentConfig):
+    """(train split for the float model and calibration, held-out validation split, the dataset)."""
     from scripts.data import load_dataset, make_shapes_dataset
 
     if config.dataset == "shapes":
-        return make_shapes_dataset(config.n_train, config.n_test, image_size=config.image_size or 32, seed=config.seed)
-    return load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size, seed=config.seed)
+        data = make_shapes_dataset(config.n_train, config.n_test, image_size=config.image_size or 32, seed=config.seed)
+    else:
+        data = load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size,
+                            seed=config.seed)
+    keep = len(data.train_x) - config.validation_size
+    if keep < 10:
+        raise ValueError(f"validation_size={config.validation_size} leaves {keep} of {len(data.train_x)} training "
+                         "images; lower it")
+    validation = (data.train_x[keep:], data.train_y[keep:])
+    data = dataclasses.replace(data, train_x=data.train_x[:keep], train_y=data.train_y[:keep])
+    return data, validation
+
+
+def correct_predictions(net, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> np.ndarray:
+    """Per-image top-1 correctness (bool) of a callable network."""
+    if len(images) == 0:
+        return np.zeros(0, bool)
+    preds = [np.argmax(np.asarray(net(images[i:i + batch])), axis=-1) for i in range(0, len(images), batch)]
+    return np.concatenate(preds) == labels
 
 
 def accuracy(net, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
     """Top-1 accuracy of a callable network over all images."""
-    preds = [np.argmax(np.asarray(net(images[i:i + batch])), axis=-1) for i in range(0, len(images), batch)]
-    return float(np.mean(np.concatenate(preds) == labels))
+    return float(np.mean(correct_predictions(net, images, labels, batch)))
 
 
-def _recon_config(config: AQuantExperimentConfig, w: int, a: int, method: str, granularity: str):
-    from transforms.quant.block_recon import ReconConfig
+def std_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy `p` measured on `n` images."""
+    return float(np.sqrt(max(p * (1.0 - p), 0.0) / max(n, 1)))
 
-    return ReconConfig(weight_bits=w, act_bits=a, first_last_bits=config.first_last_bits, kind=config.kind,
-                       method=method, border_granularity=granularity, calibration_size=config.calibration_size,
-                       iterations=config.iterations, batch_size=config.batch_size, weight_lr=config.weight_lr,
-                       scale_lr=config.scale_lr, border_lr=config.border_lr, seed=config.seed,
-                       progress=config.progress)
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Accuracy difference ``mean(a) - mean(b)`` of two methods scored on the same images, and its
+    standard error from the per-image differences (smaller than the unpaired one when both
+    methods get the same images right)."""
+    d = a.astype(np.float64) - b.astype(np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
+def _recon_config(config: AQuantExperimentConfig, w: int, a: int, method: str, granularity: str) -> ReconConfig:
+    # Only the per-run fields change; everything else is config.recon, shared by every method.
+    return dataclasses.replace(config.recon, weight_bits=w, act_bits=a, method=method, border_granularity=granularity)
 
 
 def _block_summary(log: dict) -> list[dict]:
-    return [{"block": b["block"], "loss_rtn": b["loss_rtn"], "loss_final": b["loss_final"],
+    return [{"block": b["block"], "loss_rtn": b["loss_rtn"], "loss_reconstructed": b["loss_reconstructed"],
+             "loss_final": b["loss_final"], "kept": b["kept"],
+             "undecided_weights": b.get("undecided_weights"), "border_shift": b.get("border_shift"),
              "train_loss_first": b["history"][0]["recon_loss"] if b["history"] else None,
              "train_loss_last": b["history"][-1]["recon_loss"] if b["history"] else None,
              "history": b["history"], "seconds": b["seconds"]} for b in log["blocks"]]
@@ -165,26 +208,37 @@ def run(config: AQuantExperimentConfig) -> dict:
     from transforms.quant.block_recon import float_network, quantize_resnet
 
     t0 = time.perf_counter()
-    data = _load_data(config)
+    data, (val_x, val_y) = _load_data(config)
     kwargs = {"width": config.width} if config.model.startswith("cifar_") else {}
     model = create_image_model(config.model, num_classes=data.num_classes, in_channels=data.image_shape[-1],
                                seed=config.seed, **kwargs)
     from_cache = bool(config.fp_cache) and Path(config.fp_cache).exists()
     trained, fp_seconds = train_or_load_float_model(config, data, model)
     trained.eval()
-    fp_accuracy = accuracy(float_network(trained), data.test_x, data.test_y)
     # One seeded calibration subset of the training images, shared by every method and setting.
     order = np.random.default_rng([config.seed, 1]).permutation(len(data.train_x))
-    calibration = data.train_x[order[:config.calibration_size]]
+    calibration = data.train_x[order[:config.recon.calibration_size]]
 
-    results, blocks = {}, {}
+    correct = {}  # run name -> per-test-image correctness, for paired differences
+
+    def evaluate(name: str, net) -> dict:
+        correct[name] = correct_predictions(net, data.test_x, data.test_y)
+        acc = float(correct[name].mean())
+        out = {"test": acc, "test_std_error": std_error(acc, len(data.test_x))}
+        if len(val_x):
+            out["validation"] = accuracy(net, val_x, val_y)
+        return out
+
+    fp = evaluate("FP", float_network(trained))
+    results, blocks, fallbacks = {}, {}, {}
     for w, a in config.settings:
         name = setting_name(w, a)
         results[name] = {}
         for method in config.methods:
             net, log = quantize_resnet(trained, calibration, _recon_config(config, w, a, method, config.granularity))
-            results[name][method] = accuracy(net, data.test_x, data.test_y)
+            results[name][method] = evaluate(f"{name}/{method}", net)
             blocks[f"{name}/{method}"] = _block_summary(log)
+            fallbacks[f"{name}/{method}"] = log["fallbacks"]
     ablation = {}
     if config.ablation and "aquant" in config.methods:
         w, a = config.ablation_setting
@@ -194,18 +248,31 @@ def run(config: AQuantExperimentConfig) -> dict:
                 ablation[granularity] = results[name]["aquant"]
                 continue
             net, log = quantize_resnet(trained, calibration, _recon_config(config, w, a, "aquant", granularity))
-            ablation[granularity] = accuracy(net, data.test_x, data.test_y)
+            ablation[granularity] = evaluate(f"{name}/aquant-{granularity}", net)
             blocks[f"{name}/aquant-{granularity}"] = _block_summary(log)
+            fallbacks[f"{name}/aquant-{granularity}"] = log["fallbacks"]
+
+    differences = {}
+    for name in results:
+        for other in ("qdrop", "rtn"):
+            if f"{name}/aquant" in correct and f"{name}/{other}" in correct:
+                diff, se = paired_difference(correct[f"{name}/aquant"], correct[f"{name}/{other}"])
+                differences[f"{name}: AQuant - {METHOD_LABELS[other]}"] = {"points": 100 * diff, "std_error": 100 * se}
 
     figures = {
         "config": dataclasses.asdict(config),
-        "dataset": {"name": data.name, "train": len(data.train_x), "test": len(data.test_x),
-                    "image_shape": list(data.image_shape), "classes": data.num_classes},
-        "fp_accuracy": fp_accuracy,
+        "dataset": {"name": data.name, "train": len(data.train_x), "validation": int(len(val_x)),
+                    "test": len(data.test_x), "image_shape": list(data.image_shape), "classes": data.num_classes},
+        "fp_accuracy": fp["test"],
+        "fp": fp,
         "fp_train_seconds": fp_seconds,
         "fp_from_cache": from_cache,
-        "accuracy": results,
-        "ablation": {"setting": setting_name(*config.ablation_setting), "accuracy": ablation},
+        "accuracy": {n: {m: r["test"] for m, r in accs.items()} for n, accs in results.items()},
+        "results": results,
+        "differences": differences,
+        "fallbacks": fallbacks,
+        "ablation": {"setting": setting_name(*config.ablation_setting),
+                     "accuracy": {g: r["test"] for g, r in ablation.items()}, "results": ablation},
         "blocks": blocks,
         "checks": _checks(results, blocks),
         "paper_resnet18_imagenet": PAPER_RESNET18,
@@ -220,44 +287,65 @@ def run(config: AQuantExperimentConfig) -> dict:
 
 
 def _checks(results: dict, blocks: dict) -> dict:
+    """The issue's claims, on test accuracy (see `differences` for their size and noise)."""
     checks = {}
     for name, accs in results.items():
         if {"aquant", "qdrop"} <= accs.keys():
-            checks[f"{name}: AQuant > QDrop-style"] = accs["aquant"] > accs["qdrop"]
+            checks[f"{name}: AQuant > QDrop-style"] = accs["aquant"]["test"] > accs["qdrop"]["test"]
         if {"aquant", "rtn"} <= accs.keys():
-            checks[f"{name}: AQuant >= round-to-nearest"] = accs["aquant"] >= accs["rtn"]
+            checks[f"{name}: AQuant >= round-to-nearest"] = accs["aquant"]["test"] >= accs["rtn"]["test"]
     reconstructed = [b for key, bs in blocks.items() if not key.endswith("/rtn") for b in bs]
-    checks["every block: reconstruction error below round-to-nearest"] = all(
-        b["loss_final"] < b["loss_rtn"] for b in reconstructed)
+    checks["every block: final calibration error <= round-to-nearest's"] = all(
+        b["loss_final"] <= b["loss_rtn"] for b in reconstructed)
     checks["every block: training loss decreased"] = all(
         b["train_loss_last"] < b["train_loss_first"] for b in reconstructed if len(b["history"]) > 1)
     return checks
 
 
+def _diff_cell(figures: dict, name: str, other: str) -> str:
+    d = figures["differences"].get(f"{name}: AQuant - {METHOD_LABELS[other]}")
+    return "-" if d is None else f"{d['points']:+.2f} ± {d['std_error']:.2f}"
+
+
 def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, headers, rows) for the console and the Markdown report."""
     methods = [m for m in METHODS if m in figures["config"]["methods"]]
-    headers = ["setting", "FP"] + [METHOD_LABELS[m] for m in methods] + ["paper R18 QDrop", "paper R18 AQuant"]
+    n_test = figures["dataset"]["test"]
+    headers = (["setting", "FP"] + [METHOD_LABELS[m] for m in methods]
+               + ["AQuant - QDrop (paired)", "AQuant - RTN (paired)", "paper R18 QDrop", "paper R18 AQuant"])
     rows = []
     for name, accs in figures["accuracy"].items():
         paper = PAPER_RESNET18.get(name, {})
         rows.append([name, f"{100 * figures['fp_accuracy']:.2f}"]
                     + [f"{100 * accs[m]:.2f}" for m in methods]
+                    + [_diff_cell(figures, name, "qdrop"), _diff_cell(figures, name, "rtn")]
                     + [_paper(paper.get("qdrop")), _paper(paper.get("aquant"))])
-    out = [(f"Top-1 % on {figures['dataset']['name']} test ({figures['config']['model']}, "
-            f"first/last {figures['config']['first_last_bits']}-bit); paper columns: ResNet-18 ImageNet",
-            headers, rows)]
+    se = 100 * std_error(0.5, n_test)
+    out = [(f"Top-1 % on {figures['dataset']['name']} test ({n_test} images, binomial std error <= {se:.2f}; "
+            f"{figures['config']['model']}, first/last {figures['config']['recon']['first_last_bits']}-bit); "
+            "paper columns: ResNet-18 ImageNet", headers, rows)]
+    if figures["dataset"].get("validation"):
+        out.append((f"Top-1 % on the {figures['dataset']['validation']} held-out training images (knob selection)",
+                    ["setting", "FP"] + [METHOD_LABELS[m] for m in methods],
+                    [[name, f"{100 * figures['fp']['validation']:.2f}"]
+                     + [f"{100 * figures['results'][name][m]['validation']:.2f}" for m in methods]
+                     for name in figures["results"]]))
     if figures["ablation"]["accuracy"]:
-        out.append((f"AQuant border granularity ablation at {figures['ablation']['setting']}",
-                    ["granularity", "top-1 %"],
-                    [[g, f"{100 * v:.2f}"] for g, v in figures["ablation"]["accuracy"].items()]))
+        out.append((f"AQuant border granularity ablation at {figures['ablation']['setting']} (test top-1 %)",
+                    ["granularity", "top-1 %", "std error"],
+                    [[g, f"{100 * r['test']:.2f}", f"{100 * r['test_std_error']:.2f}"]
+                     for g, r in figures["ablation"]["results"].items()]))
     block_rows = []
     for key, bs in figures["blocks"].items():
         if key.endswith("/rtn"):
             continue
-        block_rows.append([key] + [f"{b['loss_rtn']:.4g} -> {b['loss_final']:.4g}" for b in bs])
+        block_rows.append([key] + [f"{b['loss_rtn']:.4g} -> {b['loss_reconstructed']:.4g}"
+                                   + ("" if b["kept"] else " (kept RTN)") for b in bs])
     nblocks = max((len(bs) for bs in figures["blocks"].values()), default=0)
-    out.append(("Block reconstruction error (round-to-nearest -> reconstructed, calibration images)",
+    n_fallback = sum(figures["fallbacks"].values())
+    n_blocks = sum(len(bs) for key, bs in figures["blocks"].items() if not key.endswith("/rtn"))
+    out.append((f"Block reconstruction error over the calibration images (round-to-nearest -> reconstructed); "
+                f"{n_fallback} of {n_blocks} blocks kept round-to-nearest",
                 ["run"] + [f"block {i + 1}" for i in range(nblocks)], block_rows))
     out.append(("Checks", ["claim", "holds"], [[k, "yes" if v else "NO"] for k, v in figures["checks"].items()]))
     return out
@@ -272,16 +360,21 @@ def markdown(figures: dict, include_plot: bool = True) -> str:
     from scripts import report
 
     c = figures["config"]
+    r = c["recon"]
     lines = [
         "# AQuant: learned activation rounding borders (block-reconstruction PTQ)",
         "",
         f"Model {c['model']} (width {c['width']}) trained {c['fp_steps']} steps on {figures['dataset']['name']} "
-        f"({figures['dataset']['train']} train / {figures['dataset']['test']} test images); FP top-1 "
-        f"{100 * figures['fp_accuracy']:.2f} %. Every method quantizes the same model from the same "
-        f"{c['calibration_size']} calibration images; QDrop-style and AQuant run {c['iterations']} iterations "
-        f"per block (batch {c['batch_size']}, drop p=0.5); AQuant border granularity `{c['granularity']}`. "
-        f"Run took {figures['seconds']:.0f} s on {figures['machine']['cpu_count']} CPUs "
-        f"({figures['machine']['backend']}).",
+        f"({figures['dataset']['train']} train / {figures['dataset'].get('validation', 0)} held-out validation / "
+        f"{figures['dataset']['test']} test images); FP top-1 {100 * figures['fp_accuracy']:.2f} %. Every method "
+        f"quantizes the same model from the same {r['calibration_size']} calibration images; QDrop-style and "
+        f"AQuant run {r['iterations']} iterations per block (batch {r['batch_size']}, drop p={r['drop_prob']}, "
+        f"weight lr {r['weight_lr']}, scale lr {r['scale_lr']}) and differ only in AQuant's learned border "
+        f"(granularity `{r['border_granularity']}`, border lr {r['border_lr']}). A block whose reconstruction "
+        f"does not lower its calibration error below round-to-nearest keeps round-to-nearest "
+        f"(fallback {'on' if r['fallback_to_nearest'] else 'off'}). Differences are paired over the same test "
+        f"images (± one standard error). Run took {figures['seconds']:.0f} s on "
+        f"{figures['machine']['cpu_count']} CPUs ({figures['machine']['backend']}).",
         "",
         "The paper columns are ResNet-18 on ImageNet (QDrop repository README; AQuant abstract: only W2A2 is "
         "public to us): context for the ordering, not comparable values.",
@@ -303,7 +396,8 @@ def _plot(figures: dict, path: Path) -> Path:
     width = 0.8 / max(len(methods), 1)
     for i, m in enumerate(methods):
         xs = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(xs, [100 * figures["accuracy"][n][m] for n in names], width, label=METHOD_LABELS[m])
+        ax.bar(xs, [100 * figures["accuracy"][n][m] for n in names], width, label=METHOD_LABELS[m],
+               yerr=[100 * figures["results"][n][m]["test_std_error"] for n in names], capsize=2)
     ax.axhline(100 * figures["fp_accuracy"], color="black", linestyle="--", linewidth=1, label="FP")
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("top-1 %")

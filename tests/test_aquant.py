@@ -165,3 +165,39 @@ def test_experiment_config_and_cli_settings_errors():
         AQuantExperimentConfig(methods=("rtn", "brecq"))
     with pytest.raises(ValueError, match="granularity"):
         AQuantExperimentConfig(ablation=("row",))
+
+
+def test_experiment_reuses_the_reconstruction_config_and_methods_differ_only_in_the_border():
+    import dataclasses
+
+    from scripts.aquant_experiments import AQuantExperimentConfig, _recon_config
+    from transforms.quant.block_recon import ReconConfig
+
+    config = AQuantExperimentConfig()
+    assert isinstance(config.recon, ReconConfig)
+    qdrop, aquant = (_recon_config(config, 2, 2, m, "channel_level") for m in ("qdrop", "aquant"))
+    changed = {f.name for f in dataclasses.fields(ReconConfig) if getattr(qdrop, f.name) != getattr(aquant, f.name)}
+    assert changed == {"method"}
+    # Every knob the experiment does not set per run comes from config.recon unchanged.
+    per_run = {"weight_bits", "act_bits", "method", "border_granularity"}
+    for f in dataclasses.fields(ReconConfig):
+        if f.name not in per_run:
+            assert getattr(aquant, f.name) == getattr(config.recon, f.name), f.name
+    with pytest.raises(TypeError, match="recon"):
+        AQuantExperimentConfig(recon={"iterations": 10})
+    with pytest.raises(ValueError, match="validation_size"):
+        AQuantExperimentConfig(validation_size=-1)
+
+
+def test_accuracy_noise_estimates_match_their_formulas():
+    from scripts.aquant_experiments import paired_difference, std_error
+
+    assert std_error(0.5, 10000) == pytest.approx(0.005)
+    rng = np.random.default_rng(0)
+    a, b = rng.random(400) < 0.6, rng.random(400) < 0.5
+    diff, se = paired_difference(a, b)
+    d = a.astype(float) - b.astype(float)
+    assert diff == pytest.approx(a.mean() - b.mean())
+    assert se == pytest.approx(np.sqrt(np.sum((d - d.mean()) ** 2) / (len(d) - 1) / len(d)))
+    # Identical predictions: no difference and no noise.
+    assert paired_difference(a, a) == (0.0, 0.0)

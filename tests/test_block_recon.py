@@ -92,13 +92,32 @@ def test_eight_bit_round_to_nearest_is_close_to_float(model):
 @pytest.mark.parametrize("method", ["qdrop", "aquant"])
 def test_reconstruction_lowers_every_blocks_error(runs, method):
     _, log = runs[method]
+    assert log["fallbacks"] == 0
     for block in log["blocks"]:
-        assert block["loss_final"] < block["loss_rtn"], block
+        assert block["kept"] and block["loss_final"] == block["loss_reconstructed"] < block["loss_rtn"], block
+        assert 0.0 <= block["undecided_weights"] <= 1.0
         history = [h["recon_loss"] for h in block["history"]]
         assert len(history) == 2 and history[-1] < history[0], history
     rtn_blocks = runs["rtn"][1]["blocks"]
     # Same calibration data and initialization: the starting (round-to-nearest) errors agree.
     np.testing.assert_allclose(log["blocks"][0]["loss_rtn"], rtn_blocks[0]["loss_rtn"], rtol=1e-5)
+
+
+def test_a_block_that_reconstructs_worse_keeps_round_to_nearest(model, runs):
+    # A scale step of 10 in one iteration wrecks every activation quantizer, so every block's
+    # reconstruction is worse than round-to-nearest and must be discarded.
+    wrecked = dict(TINY, iterations=1, chunk=1, scale_lr=10.0)
+    net, log = quantize_resnet(model, IMAGES, ReconConfig(method="qdrop", **wrecked))
+    assert log["fallbacks"] == len(log["blocks"]) == 2
+    for block in log["blocks"]:
+        assert not block["kept"] and block["loss_reconstructed"] > block["loss_rtn"] == block["loss_final"]
+    rtn_net, rtn_log = runs["rtn"]
+    assert [b["loss_rtn"] for b in log["blocks"]] == [b["loss_rtn"] for b in rtn_log["blocks"]]
+    np.testing.assert_array_equal(np.asarray(net(IMAGES)), np.asarray(rtn_net(IMAGES)))
+    # Without the fallback the wrecked blocks are kept.
+    _, kept_log = quantize_resnet(model, IMAGES, ReconConfig(method="qdrop", fallback_to_nearest=False, **wrecked))
+    assert kept_log["fallbacks"] == 0
+    assert all(b["loss_final"] == b["loss_reconstructed"] > b["loss_rtn"] for b in kept_log["blocks"])
 
 
 def test_learned_borders_stay_in_zero_one_and_move(runs):

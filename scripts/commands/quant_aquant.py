@@ -13,7 +13,7 @@ DESCRIPTION = (
     "learned per-channel x per-level rounding borders), all from the same calibration images and "
     "iterations, first/last layers 8-bit. Prints the accuracy table with the papers' ResNet-18 "
     "ImageNet numbers beside ours, a border-granularity ablation and the per-block reconstruction "
-    "errors. Writes reports/quant/aquant.{json,md,png}. --quick shrinks everything (~minutes)."
+    "errors. Writes reports/quant/aquant.{json,md,png}. --quick runs the tour's half-minute version."
 )
 TOUR_ORDER = 35
 
@@ -32,45 +32,70 @@ def _settings(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    return tuple(m.strip().lower() for m in text.split(",") if m.strip())
+
+
 def add_arguments(parser) -> None:
+    from scripts.aquant_experiments import AQuantExperimentConfig
+
+    d = AQuantExperimentConfig()
     parser.add_argument("--quick", action="store_true",
-                        help="small run: 4000 training images, 500 FP steps, 256 calibration images, "
-                             "200 iterations per block, W2A2 and W3A3, no ablation")
-    parser.add_argument("--dataset", default="shapes", help="shapes | digits | cifar10 | imagefolder (default shapes)")
+                        help="the tour's run (about half a minute): a width-8 ResNet-8 on the 8x8 digits, W2A2, "
+                             "64 calibration images, 30 iterations per block, no ablation")
+    parser.add_argument("--dataset", default=None, help="shapes | digits | cifar10 | imagefolder (default shapes)")
     parser.add_argument("--data-path", default=None, help="your CIFAR-10 / image folder (nothing is downloaded)")
-    parser.add_argument("--model", default="cifar_resnet8", help="cifar_resnet8 | cifar_resnet20 | ... (default cifar_resnet8)")
-    parser.add_argument("--width", type=int, default=16, help="width of the cifar_* ResNets (default 16)")
-    parser.add_argument("--fp-steps", type=int, default=None, help="float training steps (default 800; quick 500)")
+    parser.add_argument("--model", default=None, help=f"cifar_resnet8 | cifar_resnet20 | ... (default {d.model})")
+    parser.add_argument("--width", type=int, default=None, help=f"width of the cifar_* ResNets (default {d.width})")
+    parser.add_argument("--fp-steps", type=int, default=None, help=f"float training steps (default {d.fp_steps}; quick 120)")
+    parser.add_argument("--n-test", type=int, default=None, help=f"shapes test images (default {d.n_test})")
+    parser.add_argument("--validation-size", type=int, default=None,
+                        help=f"training images held out for knob selection (default {d.validation_size})")
     parser.add_argument("--settings", type=_settings, default=None,
                         help="comma-separated W/A pairs (default W2A2,W2A4,W3A3,W4A4; quick W2A2,W3A3)")
-    parser.add_argument("--iterations", type=int, default=None, help="reconstruction iterations per block (default 500)")
-    parser.add_argument("--calibration-size", type=int, default=None, help="calibration images (default 1024)")
-    parser.add_argument("--granularity", default="channel_level",
+    parser.add_argument("--methods", type=_methods, default=None,
+                        help="comma-separated methods among rtn,qdrop,aquant (default all three)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help=f"reconstruction iterations per block (default {d.recon.iterations})")
+    parser.add_argument("--calibration-size", type=int, default=None,
+                        help=f"calibration images (default {d.recon.calibration_size})")
+    parser.add_argument("--granularity", default=None,
                         help="AQuant border granularity: channel_level (default) | channel | level | tensor")
     parser.add_argument("--no-ablation", action="store_true", help="skip the border-granularity ablation")
-    parser.add_argument("--first-last-bits", type=int, default=8, help="bits of the first and last layers (default 8)")
+    parser.add_argument("--first-last-bits", type=int, default=None,
+                        help=f"bits of the first and last layers (default {d.recon.first_last_bits})")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="keep every block's reconstruction even when it does not beat round-to-nearest")
     parser.add_argument("--fp-cache", default=None,
                         help="a .npz that stores the trained float model; reused when it was trained with the "
-                             "same recipe (dataset, model, width, steps, seed), written otherwise")
-    parser.add_argument("--seed", type=int, default=0)
+                             "same recipe (dataset, sizes, model, width, steps, seed), written otherwise")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, float model and reconstruction")
     parser.add_argument("--outdir", default="reports/quant", help="where reports go (default reports/quant)")
 
 
 def _config(args):
+    import dataclasses
+
     from scripts.aquant_experiments import AQuantExperimentConfig
 
-    base = quick_config(args.outdir) if args.quick else AQuantExperimentConfig(outdir=args.outdir)
-    overrides = {"dataset": args.dataset, "data_path": args.data_path, "model": args.model, "width": args.width,
-                 "granularity": args.granularity, "first_last_bits": args.first_last_bits, "seed": args.seed,
-                 "fp_cache": args.fp_cache, "progress": True}
-    for field, value in (("fp_steps", args.fp_steps), ("settings", args.settings), ("iterations", args.iterations),
-                         ("calibration_size", args.calibration_size)):
+    base = tour_config(Path(args.outdir), nested=False) if args.quick else AQuantExperimentConfig(outdir=args.outdir)
+    overrides = {"data_path": args.data_path, "seed": args.seed, "fp_cache": args.fp_cache, "progress": True}
+    for field, value in (("dataset", args.dataset), ("model", args.model), ("width", args.width),
+                         ("fp_steps", args.fp_steps), ("settings", args.settings), ("methods", args.methods),
+                         ("n_test", args.n_test),
+                         ("validation_size", args.validation_size)):
         if value is not None:
             overrides[field] = value
     if args.no_ablation:
         overrides["ablation"] = ()
-    import dataclasses
-
+    recon = {"seed": args.seed, "progress": True}
+    for field, value in (("iterations", args.iterations), ("calibration_size", args.calibration_size),
+                         ("border_granularity", args.granularity), ("first_last_bits", args.first_last_bits)):
+        if value is not None:
+            recon[field] = value
+    if args.no_fallback:
+        recon["fallback_to_nearest"] = False
+    overrides["recon"] = dataclasses.replace(base.recon, **recon)
     return dataclasses.replace(base, **overrides)
 
 
@@ -85,27 +110,37 @@ def run_command(args) -> dict:
     return figures
 
 
-def quick_config(outdir):
-    from scripts.aquant_experiments import AQuantExperimentConfig
+def small_config(outdir):
+    """The tour's --full run (minutes): the shapes set, W2A2 and W3A3, 200 iterations per block."""
+    import dataclasses
 
-    return AQuantExperimentConfig(n_train=4000, n_test=500, fp_steps=500, calibration_size=256, iterations=200,
+    from scripts.aquant_experiments import EXPERIMENT_RECON, AQuantExperimentConfig
+
+    return AQuantExperimentConfig(n_train=4500, n_test=1000, validation_size=500, fp_steps=500,
+                                  recon=dataclasses.replace(EXPERIMENT_RECON, calibration_size=256, iterations=200),
                                   settings=((2, 2), (3, 3)), ablation=(), outdir=str(outdir))
 
 
-def tour_config(outdir: Path):
-    """The tour's <= 35 s section: a width-8 ResNet-8 on the 8x8 digits, W2A2, 30 iterations per block."""
-    from scripts.aquant_experiments import AQuantExperimentConfig
+def tour_config(outdir: Path, nested: bool = True):
+    """The tour's <= 35 s section (and --quick): a width-8 ResNet-8 on the 8x8 digits, W2A2, 30
+    iterations per block; reports go to `outdir`/quant_aquant (nested) or `outdir`."""
+    import dataclasses
 
-    return AQuantExperimentConfig(dataset="digits", width=8, fp_steps=120, max_shift=0, calibration_size=64,
-                                  iterations=30, batch_size=16, settings=((2, 2),), ablation=(),
-                                  outdir=str(outdir / "quant_aquant"), progress=False)
+    from scripts.aquant_experiments import EXPERIMENT_RECON, AQuantExperimentConfig
+
+    return AQuantExperimentConfig(dataset="digits", width=8, fp_steps=120, max_shift=0, validation_size=0,
+                                  recon=dataclasses.replace(EXPERIMENT_RECON, calibration_size=64, iterations=30,
+                                                            batch_size=16, progress=False),
+                                  settings=((2, 2),), ablation=(),
+                                  outdir=str(outdir / "quant_aquant" if nested else outdir),
+                                  progress=False)
 
 
 def tour_section(quick: bool, outdir: Path):
     from scripts.aquant_experiments import markdown, run
     from scripts.tour import TourSection
 
-    config = tour_config(outdir) if quick else quick_config(outdir / "quant_aquant")
+    config = tour_config(outdir) if quick else small_config(outdir / "quant_aquant")
     figures = run(config)
     summary = []
     for name, accs in figures["accuracy"].items():

@@ -1,11 +1,7 @@
 """Block-reconstruction post-training quantization (BRECQ / QDrop) for frugal ResNets, with AQuant.
 
-The model is not rewritten through interception (`transforms.quant.model_quant` does that for
-rule-based PTQ/QAT); block reconstruction needs to own each block's weights, rounding variables and
-activation quantizers, so this module takes a self-contained route:
-
-1. :func:`fold_resnet` reads a :class:`models.resnet.ResNet` (BasicBlock or Bottleneck blocks) into
-   a static :class:`NetworkSpec` plus float arrays, folding every BatchNorm into its convolution.
+1. :func:`transforms.quant.folded_resnet.fold_resnet` turns the model into a static spec plus float
+   arrays with BatchNorm folded into the convolutions.
 2. Fake quantizers sit on every convolution's weights (per output channel) and on every
    convolution's input: the block input (shared by the residual branch and the shortcut) and the
    activation between chained convolutions. The first layer (stem) and the last (classifier) use
@@ -13,19 +9,22 @@ activation quantizers, so this module takes a self-contained route:
 3. Each block is reconstructed in turn (:func:`reconstruct_block`): its output on the
    quantized-model input is fitted to the float block's output on the float input, with
 
-   * AdaRound weights (rectified sigmoid ``h(V) = clip(sigmoid(V) * 1.2 - 0.1, 0, 1)``, the
-     regularizer ``sum(1 - |2h - 1|**beta)`` weighted 0.01, beta annealed 20 -> 2 after a 20 %
-     warm-up, hard rounding ``V >= 0`` at the end),
+   * AdaRound weights (:mod:`transforms.quant.adaround`; regularizer weight 0.01, beta annealed
+     20 -> 2 after a 20 % warm-up, hard rounding ``v >= 0`` at the end),
    * LSQ activation scales (Adam, cosine schedule), initialized by an MSE clip search,
    * QDrop: each element of every activation quantizer's output is its quantized value with
      probability ``1 - drop_prob`` and the float value otherwise (the float *model's* input for the
      block input quantizer),
    * and, for ``method="aquant"``, the learned rounding borders of :mod:`transforms.quant.aquant`.
 
-   The loss is the squared error summed over channels and averaged over batch and pixels.
+   The loss is the squared error summed over channels and averaged over batch and pixels. Every
+   block starts at round-to-nearest (AdaRound at the nearest level, borders at 0.5); with
+   ``fallback_to_nearest`` a block whose reconstructed error over the calibration set is not below
+   its round-to-nearest error keeps the round-to-nearest quantization instead (the log says so).
 4. The result is a :class:`QuantizedResNet` (a pytree; call it on NHWC images).
 
 ``method="rtn"`` skips step 3: round-to-nearest everywhere with the same MSE-calibrated scales.
+The QDrop-style baseline and AQuant share every setting except the learned border.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,293 +40,49 @@ import numpy as np
 import optax
 from flax import nnx
 
+from transforms.quant.adaround import (
+    hard_weight,
+    init_weight_rounding,
+    nearest_weight,
+    rectified_sigmoid,
+    rounded_weight,
+    rounding_regularizer,
+    undecided_fraction,
+)
 from transforms.quant.aquant import (
-    GRANULARITIES,
     GridSpec,
+    border_from_logits,
     calibrate_activation,
     fake_quant_activation,
-    grid_position,
     grid_spec,
     init_border_logits,
-    _range_to_scale,
 )
-from transforms.quant.numerics import KINDS
+from transforms.quant.folded_resnet import (
+    ActSpec,
+    BlockSpec,
+    QuantizedResNet,
+    activation_quantizer,
+    apply_conv,
+    block_forward,
+    float_network,
+    fold_resnet,
+    no_quant,
+)
+from transforms.quant.recon_config import METHODS, ReconConfig
 
-METHODS = ("rtn", "qdrop", "aquant")
-# AdaRound's rectified sigmoid stretch.
-ZETA, GAMMA = 1.1, -0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class ReconConfig:
-    """Settings of one post-training quantization run (defaults follow QDrop's ImageNet recipe)."""
-
-    weight_bits: int = 4
-    act_bits: int = 4
-    first_last_bits: int | None = 8  # None: stem and classifier use weight_bits / act_bits
-    kind: str = "int"  # ANT kind of the low-bit grids
-    method: str = "qdrop"
-    border_granularity: str = "channel_level"  # AQuant only
-    calibration_size: int = 1024
-    iterations: int = 20000  # per block
-    batch_size: int = 32
-    drop_prob: float = 0.5
-    round_weight: float = 0.01
-    beta_start: float = 20.0
-    beta_end: float = 2.0
-    warmup: float = 0.2
-    weight_lr: float = 1e-3
-    scale_lr: float = 4e-5
-    border_lr: float = 1e-2
-    border_temperature: float = 0.1
-    chunk: int = 50  # iterations per compiled scan (and per progress-bar update)
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self):
-        for name in ("weight_bits", "act_bits") + (("first_last_bits",) if self.first_last_bits is not None else ()):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int between 2 and 8, got {value!r}")
-            if not 2 <= value <= 8:
-                raise ValueError(f"{name}={value} is outside the supported range 2..8 bits")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r}; choose one of {KINDS}")
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r}; choose one of {METHODS}")
-        if self.border_granularity not in GRANULARITIES:
-            raise ValueError(f"border_granularity={self.border_granularity!r}; choose one of {GRANULARITIES}")
-        for name in ("calibration_size", "iterations", "batch_size", "chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not 0.0 <= self.drop_prob < 1.0:
-            raise ValueError(f"drop_prob={self.drop_prob} must be in [0, 1)")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ValueError(f"warmup={self.warmup} must be in [0, 1)")
-        for name in ("weight_lr", "scale_lr", "border_lr", "border_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
-
-
-# --------------------------------------------------------------------------------------------
-# The network as static structure + arrays
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvSpec:
-    name: str
-    strides: tuple[int, ...]
-    padding: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class ActSpec:
-    """An activation quantizer: its grid and, for AQuant, its border granularity (None = nearest)."""
-
-    name: str
-    grid: GridSpec
-    granularity: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockSpec:
-    """A residual block: convolutions chained with activations in between, plus a shortcut."""
-
-    chain: tuple[ConvSpec, ...]
-    shortcut: ConvSpec | None
-    acts: tuple[ActSpec, ...] = ()
-
-    def act(self, name: str) -> ActSpec:
-        return next(a for a in self.acts if a.name == name)
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkSpec:
-    activation: Callable
-    stem: ConvSpec
-    maxpool: bool
-    blocks: tuple[BlockSpec, ...]
-    stem_act: ActSpec | None = None
-    head_act: ActSpec | None = None
-
-
-def _folded_conv(conv: nnx.Conv, norm) -> dict:
-    if conv.feature_group_count != 1 or conv.kernel_dilation not in (1, (1, 1)):
-        raise ValueError("block reconstruction supports plain convolutions (no groups, no dilation)")
-    w = jnp.asarray(conv.kernel[...], jnp.float32)
-    b = jnp.zeros(w.shape[-1], jnp.float32) if conv.bias is None else jnp.asarray(conv.bias[...], jnp.float32)
-    if isinstance(norm, nnx.BatchNorm):
-        gamma = norm.scale[...] if norm.scale is not None else 1.0
-        beta = norm.bias[...] if norm.bias is not None else 0.0
-        factor = gamma / jnp.sqrt(norm.var[...] + norm.epsilon)
-        w, b = w * factor, (b - norm.mean[...]) * factor + beta
-    elif type(norm).__name__ != "Identity":
-        raise ValueError(f"norm {type(norm).__name__} cannot be folded into a convolution; block "
-                         "reconstruction supports norm='batch' or norm='none'")
-    return {"w": w, "b": b}
-
-
-def _conv_spec(name: str, conv: nnx.Conv) -> ConvSpec:
-    strides = conv.strides if isinstance(conv.strides, tuple) else (conv.strides,) * 2
-    return ConvSpec(name, tuple(int(s) for s in strides), conv.padding)
-
-
-def fold_resnet(model: nnx.Module) -> tuple[NetworkSpec, dict]:
-    """A frugal ResNet as ``(spec, float params)`` with BatchNorm folded into the convolutions."""
-    if not all(hasattr(model, a) for a in ("stem_conv", "stem_norm", "blocks", "head", "activation")):
-        layers = [m for _, m in nnx.iter_graph(model) if isinstance(m, (nnx.Conv, nnx.Linear, nnx.Einsum))]
-        if not layers:
-            raise ValueError(f"model {type(model).__name__} has no quantizable layer (nnx.Conv or nnx.Linear)")
-        raise ValueError(f"block reconstruction supports frugal ResNets (models.resnet); "
-                         f"{type(model).__name__} is not one")
-    params = {"stem": _folded_conv(model.stem_conv, model.stem_norm), "blocks": [],
-              "head": {"w": jnp.asarray(model.head.kernel[...], jnp.float32),
-                       "b": (jnp.zeros(model.head.out_features, jnp.float32) if model.head.bias is None
-                             else jnp.asarray(model.head.bias[...], jnp.float32))}}
-    blocks = []
-    for block in model.blocks:
-        chain, weights, i = [], {}, 1
-        while hasattr(block, f"conv{i}"):
-            name = f"conv{i}"
-            chain.append(_conv_spec(name, getattr(block, name)))
-            weights[name] = _folded_conv(getattr(block, name), getattr(block, f"norm{i}"))
-            i += 1
-        if not chain:
-            raise ValueError(f"block {type(block).__name__} has no conv1; not a ResNet block")
-        shortcut = None
-        if getattr(block, "shortcut_conv", None) is not None:
-            shortcut = _conv_spec("shortcut", block.shortcut_conv)
-            weights["shortcut"] = _folded_conv(block.shortcut_conv, block.shortcut_norm)
-        blocks.append(BlockSpec(tuple(chain), shortcut))
-        params["blocks"].append(weights)
-    spec = NetworkSpec(model.activation, _conv_spec("stem", model.stem_conv),
-                       getattr(model, "stem_kind", "cifar") == "imagenet", tuple(blocks))
-    return spec, params
-
-
-def _conv(x, p, spec: ConvSpec):
-    y = jax.lax.conv_general_dilated(x, p["w"], spec.strides, spec.padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + p["b"]
-
-
-def block_forward(spec: BlockSpec, weights: dict, x, quant: Callable, activation: Callable):
-    """One residual block; ``quant(name, value)`` is applied at the block input ("in") and
-    between chained convolutions ("mid0", "mid1", ...)."""
-    xin = quant("in", x)
-    y = xin
-    for i, conv in enumerate(spec.chain):
-        y = _conv(y, weights[conv.name], conv)
-        if i < len(spec.chain) - 1:
-            y = quant(f"mid{i}", activation(y))
-    shortcut = xin if spec.shortcut is None else _conv(xin, weights["shortcut"], spec.shortcut)
-    return activation(y + shortcut)
-
-
-def _no_quant(name, v):
-    return v
-
-
-def _act_quantizer(act_spec: ActSpec, params: dict, temperature: float = 0.1):
-    return lambda v: fake_quant_activation(jnp.asarray(v), jnp.maximum(params["scale"], 1e-8), params["offset"],
-                                           act_spec.grid, params.get("border"), temperature=temperature)
-
-
-def network_forward(spec: NetworkSpec, weights: dict, acts: dict | None, x):
-    """The whole ResNet; ``acts=None`` runs it in float."""
-    quantize = acts is not None
-    if quantize:
-        x = _act_quantizer(spec.stem_act, acts["stem"])(x)
-    x = spec.activation(_conv(x, weights["stem"], spec.stem))
-    if spec.maxpool:
-        x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
-    for i, block in enumerate(spec.blocks):
-        quant = _no_quant
-        if quantize:
-            quant = lambda name, v, b=block, a=acts["blocks"][i]: _act_quantizer(b.act(name), a[name])(v)
-        x = block_forward(block, weights["blocks"][i], x, quant, spec.activation)
-    features = jnp.mean(x, axis=(1, 2))
-    if quantize:
-        features = _act_quantizer(spec.head_act, acts["head"])(features)
-    return features @ weights["head"]["w"] + weights["head"]["b"]
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class QuantizedResNet:
-    """A fake-quantized ResNet: hard-rounded (dequantized) weights and activation quantizers.
-
-    ``acts[...]["border"]`` holds AQuant's border logits where they were learned.
-    """
-
-    weights: dict
-    acts: dict | None
-    spec: NetworkSpec = dataclasses.field(metadata=dict(static=True))
-
-    def __call__(self, images):
-        return _jitted_forward(self, jnp.asarray(images, jnp.float32))
-
-
-@jax.jit
-def _jitted_forward(net: QuantizedResNet, images):
-    return network_forward(net.spec, net.weights, net.acts, images)
-
-
-def float_network(model: nnx.Module) -> QuantizedResNet:
-    """The folded float model in the same functional form (the reference the quantized ones chase)."""
-    spec, params = fold_resnet(model)
-    return QuantizedResNet(params, None, spec)
-
-
-# --------------------------------------------------------------------------------------------
-# AdaRound weights
-
-
-def init_weight_rounding(w: jax.Array, grid: GridSpec, *, num_ratios: int = 40, min_ratio: float = 0.3) -> dict:
-    """Per-output-channel (last axis) scale and offset by an MSE clip search, and AdaRound's state.
-
-    Returns ``lo``/``hi`` (the grid levels around every weight, in grid units; equal where the
-    weight is clipped), ``scale``/``offset`` per channel, and ``v`` with ``h(v)`` equal to the
-    weight's fraction within its gap, so the soft weight starts at the float weight and the hard
-    rounding ``v >= 0`` starts at round-to-nearest.
-    """
-    return _init_weight_rounding(jnp.asarray(w, jnp.float32), grid, num_ratios, float(min_ratio))
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _init_weight_rounding(w, grid: GridSpec, num_ratios: int, min_ratio: float) -> dict:
-    axes = tuple(range(w.ndim - 1))
-    low, high = jnp.min(w, axis=axes), jnp.max(w, axis=axes)
-
-    def error(ratio):
-        scale, offset = _range_to_scale(low * ratio, high * ratio, grid)
-        return jnp.mean((fake_quant_activation(w, scale, offset, grid) - w) ** 2, axis=axes)
-
-    ratios = jnp.linspace(min_ratio, 1.0, num_ratios)
-    best = ratios[jnp.argmin(jax.lax.map(error, ratios), axis=0)]  # one ratio per channel
-    best_scale, best_offset = _range_to_scale(low * best, high * best, grid)
-    u = w / best_scale + best_offset
-    _, lo, hi, frac = grid_position(u, grid)
-    below, above = u <= grid.values[0], u >= grid.values[-1]
-    lo = jnp.where(below, grid.values[0], jnp.where(above, grid.values[-1], lo))
-    hi = jnp.where(below, grid.values[0], jnp.where(above, grid.values[-1], hi))
-    rest = jnp.clip(frac, 0.0, 1.0)
-    v = -jnp.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)
-    return {"lo": lo, "hi": hi, "scale": best_scale, "offset": best_offset, "v": v}
-
-
-def rectified_sigmoid(v: jax.Array) -> jax.Array:
-    return jnp.clip(jax.nn.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
-
-
-def _rounded_weight(state: dict, h: jax.Array) -> jax.Array:
-    return (state["lo"] + (state["hi"] - state["lo"]) * h - state["offset"]) * state["scale"]
-
-
-def nearest_weight(w: jax.Array, state: dict, grid: GridSpec) -> jax.Array:
-    """Round-to-nearest with the calibrated per-channel scale (the RTN baseline's weights)."""
-    return fake_quant_activation(w, state["scale"], state["offset"], grid)
-
+# Names other modules and tests import from here (they lived in this module before the split).
+__all__ = [
+    "METHODS",
+    "QuantizedResNet",
+    "ReconConfig",
+    "float_network",
+    "fold_resnet",
+    "init_weight_rounding",
+    "nearest_weight",
+    "quantize_resnet",
+    "reconstruct_block",
+    "rectified_sigmoid",
+]
 
 # --------------------------------------------------------------------------------------------
 # Reconstruction of one block
@@ -348,6 +103,11 @@ class _Schedule:
     border_lr: float
     temperature: float
 
+    @classmethod
+    def of(cls, config: ReconConfig) -> "_Schedule":
+        return cls(config.iterations, config.drop_prob, config.round_weight, config.beta_start, config.beta_end,
+                   config.warmup, config.weight_lr, config.scale_lr, config.border_lr, config.border_temperature)
+
 
 def _optimizer(s: _Schedule) -> optax.GradientTransformation:
     transforms = {
@@ -360,7 +120,7 @@ def _optimizer(s: _Schedule) -> optax.GradientTransformation:
 
 def _block_loss(trainable, fixed, xq, xfp, target, key, beta, regularize, spec: BlockSpec, activation, s: _Schedule):
     hs = {name: rectified_sigmoid(v) for name, v in trainable["v"].items()}
-    weights = {name: {"w": _rounded_weight(fixed["w"][name], hs[name]), "b": fixed["b"][name]} for name in hs}
+    weights = {name: {"w": rounded_weight(fixed["w"][name], hs[name]), "b": fixed["b"][name]} for name in hs}
     keys = dict(zip([a.name for a in spec.acts], jax.random.split(key, len(spec.acts))))
 
     def quant(name, v):
@@ -375,7 +135,7 @@ def _block_loss(trainable, fixed, xq, xfp, target, key, beta, regularize, spec: 
 
     pred = block_forward(spec, weights, xq, quant, activation)
     recon = jnp.mean(jnp.sum((pred - target) ** 2, axis=-1))
-    rounding = sum(jnp.sum(1.0 - jnp.abs(2.0 * h - 1.0) ** beta) for h in hs.values())
+    rounding = sum(rounding_regularizer(h, beta) for h in hs.values())
     return recon + s.round_weight * regularize * rounding, (recon, rounding)
 
 
@@ -408,21 +168,22 @@ def _train_chunk(trainable, opt_state, fixed, xq_all, xfp_all, target_all, batch
 
 @functools.partial(jax.jit, static_argnames=("spec", "activation"))
 def _quantized_block(weights, acts, x, *, spec: BlockSpec, activation):
-    quant = lambda name, v: _act_quantizer(spec.act(name), acts[name])(v)
+    quant = lambda name, v: activation_quantizer(spec.act(name), acts[name])(v)
     return block_forward(spec, weights, x, quant, activation)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "activation"))
 def _float_block(weights, x, *, spec: BlockSpec, activation):
-    return block_forward(spec, weights, x, _no_quant, activation)
+    return block_forward(spec, weights, x, no_quant, activation)
 
 
 def _batched(fn, x, batch: int = 256):
     return jnp.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def _recon_error(pred, target) -> float:
-    return float(jnp.mean(jnp.sum((pred - target) ** 2, axis=-1)))
+def _recon_error(block_fn, xq, target) -> float:
+    """The reconstruction loss (no dropping) over every calibration image."""
+    return float(jnp.mean(jnp.sum((_batched(block_fn, xq) - target) ** 2, axis=-1)))
 
 
 def _low_grid(config: ReconConfig, bits: int, samples=None) -> GridSpec:
@@ -430,23 +191,14 @@ def _low_grid(config: ReconConfig, bits: int, samples=None) -> GridSpec:
     return grid_spec(config.kind, bits, signed=signed)
 
 
-def reconstruct_block(spec: BlockSpec, weights: dict, xq, xfp, activation: Callable, config: ReconConfig,
-                      *, block_index: int = 0, label: str = "") -> tuple[BlockSpec, dict, dict, dict]:
-    """Quantizes one block. `weights` are its float (folded) convolutions, `xq`/`xfp` its inputs in
-    the quantized and in the float model over the calibration set.
-
-    Returns ``(spec with activation quantizers, hard-rounded weights, activation quantizer
-    params, log)``; the log has the block's reconstruction error with round-to-nearest
-    (``loss_rtn``) and after reconstruction (``loss_final``), and the training loss history.
-    """
-    t0 = time.perf_counter()
-    target = _batched(lambda x: _float_block(weights, x, spec=spec, activation=activation), xfp)
-    wstate = {name: init_weight_rounding(p["w"], _low_grid(config, config.weight_bits)) for name, p in weights.items()}
+def _calibrate_block(spec: BlockSpec, weights: dict, xq, activation: Callable, config: ReconConfig):
+    """Round-to-nearest weights and MSE-calibrated activation quantizers (borders at 0.5 for AQuant),
+    calibrated in call order on the quantized path. Returns (spec with quantizers, weight
+    rounding state, RTN weights, activation params)."""
     wgrid = _low_grid(config, config.weight_bits)
+    wstate = {name: init_weight_rounding(p["w"], wgrid) for name, p in weights.items()}
     rtn_weights = {name: {"w": nearest_weight(weights[name]["w"], wstate[name], wgrid), "b": weights[name]["b"]}
                    for name in weights}
-
-    # Activation quantizers, calibrated in call order on the quantized path (RTN weights).
     acts, act_specs = {}, []
     aquant = config.method == "aquant"
 
@@ -460,18 +212,34 @@ def reconstruct_block(spec: BlockSpec, weights: dict, xq, xfp, activation: Calla
         return fake_quant_activation(v, scale, offset, grid)
 
     block_forward(spec, rtn_weights, xq[:256], calibrate, activation)
-    spec = dataclasses.replace(spec, acts=tuple(act_specs))
-    n_eval = min(len(xq), 256)
-    loss_rtn = _recon_error(_quantized_block(rtn_weights, acts, xq[:n_eval], spec=spec, activation=activation),
-                            target[:n_eval])
-    log = {"block": block_index, "loss_rtn": loss_rtn, "loss_final": loss_rtn, "history": [], "seconds": 0.0}
+    return dataclasses.replace(spec, acts=tuple(act_specs)), wstate, rtn_weights, acts
+
+
+def reconstruct_block(spec: BlockSpec, weights: dict, xq, xfp, activation: Callable, config: ReconConfig,
+                      *, block_index: int = 0, label: str = "") -> tuple[BlockSpec, dict, dict, dict]:
+    """Quantizes one block. `weights` are its float (folded) convolutions, `xq`/`xfp` its inputs in
+    the quantized and in the float model over the calibration set.
+
+    Returns ``(spec with activation quantizers, hard-rounded weights, activation quantizer
+    params, log)``. The log has the block's error over the calibration set with round-to-nearest
+    (``loss_rtn``), after reconstruction (``loss_reconstructed``) and of what is returned
+    (``loss_final``), whether the reconstruction was kept (``kept``), the share of AdaRound
+    variables still undecided at the end, the mean border shift ``|b - 0.5|`` and the training
+    loss history.
+    """
+    t0 = time.perf_counter()
+    target = _batched(lambda x: _float_block(weights, x, spec=spec, activation=activation), xfp)
+    spec, wstate, rtn_weights, acts = _calibrate_block(spec, weights, xq, activation, config)
+    block_error = lambda w, a: _recon_error(
+        lambda x: _quantized_block(w, a, x, spec=spec, activation=activation), xq, target)
+    loss_rtn = block_error(rtn_weights, acts)
+    log = {"block": block_index, "loss_rtn": loss_rtn, "loss_reconstructed": loss_rtn, "loss_final": loss_rtn,
+           "kept": False, "history": [], "seconds": 0.0}
     if config.method == "rtn":
         log["seconds"] = time.perf_counter() - t0
         return spec, rtn_weights, acts, log
 
-    schedule = _Schedule(config.iterations, config.drop_prob, config.round_weight, config.beta_start,
-                         config.beta_end, config.warmup, config.weight_lr, config.scale_lr, config.border_lr,
-                         config.border_temperature)
+    schedule = _Schedule.of(config)
     trainable = {"v": {n: s["v"] for n, s in wstate.items()},
                  "scale": {n: a["scale"] for n, a in acts.items()},
                  "border": {n: a["border"] for n, a in acts.items() if "border" in a}}
@@ -500,14 +268,21 @@ def reconstruct_block(spec: BlockSpec, weights: dict, xq, xfp, activation: Calla
             bar.update(n_valid)
             bar.set_postfix(recon=f"{mean_recon:.4g}")
 
-    hard_weights = {n: {"w": _rounded_weight(fixed["w"][n], (trainable["v"][n] >= 0).astype(jnp.float32)),
-                        "b": fixed["b"][n]} for n in weights}
+    hard_weights = {n: {"w": hard_weight(fixed["w"][n], trainable["v"][n]), "b": fixed["b"][n]} for n in weights}
     final_acts = {n: {"scale": jnp.maximum(trainable["scale"][n], 1e-8), "offset": a["offset"],
                       **({"border": trainable["border"][n]} if n in trainable["border"] else {})}
                   for n, a in acts.items()}
-    log["loss_final"] = _recon_error(
-        _quantized_block(hard_weights, final_acts, xq[:n_eval], spec=spec, activation=activation), target[:n_eval])
+    log["loss_reconstructed"] = block_error(hard_weights, final_acts)
+    all_v = jnp.concatenate([v.ravel() for v in trainable["v"].values()])
+    log["undecided_weights"] = undecided_fraction(all_v)
+    if trainable["border"]:
+        borders = jnp.concatenate([border_from_logits(b).ravel() for b in trainable["border"].values()])
+        log["border_shift"] = float(jnp.mean(jnp.abs(borders - 0.5)))
+    log["kept"] = log["loss_reconstructed"] < loss_rtn or not config.fallback_to_nearest
     log["seconds"] = time.perf_counter() - t0
+    if not log["kept"]:
+        return spec, rtn_weights, acts, log
+    log["loss_final"] = log["loss_reconstructed"]
     return spec, hard_weights, final_acts, log
 
 
@@ -533,7 +308,8 @@ def quantize_resnet(model: nnx.Module, calibration_images, config: ReconConfig |
 
     `calibration_images` (NHWC) supply the first ``config.calibration_size`` images. The input
     model is not modified. Returns the quantized network and a log (per-block reconstruction
-    errors and loss histories).
+    errors and loss histories, and ``fallbacks``: how many blocks kept round-to-nearest because
+    their reconstruction did not beat it).
     """
     config = config or ReconConfig()
     spec, params = fold_resnet(model)
@@ -556,12 +332,12 @@ def quantize_resnet(model: nnx.Module, calibration_images, config: ReconConfig |
     spec = dataclasses.replace(spec, stem_act=ActSpec("stem", stem_grid))
 
     def run_stem(x, w, quant):
-        x = spec.activation(_conv(quant(x), w, spec.stem))
+        x = spec.activation(apply_conv(quant(x), w, spec.stem))
         if spec.maxpool:
             x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
         return x
 
-    stem_quant = _act_quantizer(spec.stem_act, acts["stem"])
+    stem_quant = activation_quantizer(spec.stem_act, acts["stem"])
     xq = _batched(jax.jit(lambda x: run_stem(x, weights["stem"], stem_quant)), images)
     xfp = _batched(jax.jit(lambda x: run_stem(x, params["stem"], lambda v: v)), images)
 
@@ -586,5 +362,6 @@ def quantize_resnet(model: nnx.Module, calibration_images, config: ReconConfig |
     report = {"method": config.method, "weight_bits": config.weight_bits, "act_bits": config.act_bits,
               "first_last_bits": config.first_last_bits, "calibration_size": int(n),
               "iterations": config.iterations if config.method != "rtn" else 0,
+              "fallbacks": sum(1 for b in logs if config.method != "rtn" and not b["kept"]),
               "seconds": time.perf_counter() - t0, "blocks": logs}
     return QuantizedResNet(weights, acts, spec), report
