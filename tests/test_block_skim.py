@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from models.bert import BertConfig, BertEncoder
 from models.bert_qa import BertForQuestionAnswering, attention_bias, best_spans, qa_loss
 from transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
-                                   diagonal_blocks, encoder_layer_flops, joint_loss, skim_flops, skim_loss)
+                                   diagonal_blocks, encoder_layer_flops, joint_loss, question_features,
+                                   question_mask_from, skim_flops, skim_loss)
 
 BS = 16
 SMALL = BertConfig(vocab_size=60, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
@@ -230,3 +231,77 @@ def test_config_validation():
     qa = BertForQuestionAnswering(BertEncoder(SMALL, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
     with pytest.raises(ValueError, match="last layer"):
         apply_block_skim(qa, BlockSkimConfig(layers=(2,), block_size=BS))
+
+
+def _question_features_loop(p, qmask, mask, bs):
+    """Plain-NumPy reference of `question_features` (before the log)."""
+    b_, h_, s_, _ = p.shape
+    out = np.zeros((b_, s_ // bs, 4 * h_))
+    for b in range(b_):
+        q = np.flatnonzero(qmask[b])
+        for k in range(s_ // bs):
+            cols = np.arange(k * bs, (k + 1) * bs)
+            rows = cols[mask[b, cols] > 0]
+            for h in range(h_):
+                to_block = p[b, h][np.ix_(q, cols)]
+                out[b, k, h] = to_block.sum(1).mean()
+                out[b, k, h_ + h] = to_block.max()
+                if len(rows):
+                    from_block = p[b, h][np.ix_(rows, q)]
+                    out[b, k, 2 * h_ + h] = from_block.sum(1).mean()
+                    out[b, k, 3 * h_ + h] = from_block.max()
+    return out
+
+
+def test_question_features_match_numpy_loops():
+    ids, mask, types, _ = _batch(s=64)
+    logits = jax.random.normal(jax.random.key(5), (3, 4, 64, 64))
+    probs = jax.nn.softmax(jnp.where(jnp.asarray(mask)[:, None, None, :] > 0, logits, -1e9), -1)
+    qmask = question_mask_from(mask, types)
+    got = np.asarray(question_features(probs, qmask, jnp.asarray(mask), BS))
+    expected = _question_features_loop(np.asarray(probs, np.float64), np.asarray(qmask), mask, BS)
+    assert got.shape == (3, 4, 16)
+    np.testing.assert_allclose(got, np.log(np.maximum(expected, 1e-6)), rtol=1e-4, atol=1e-5)
+
+
+def test_question_predictor_classifies_blocks_independently_of_order():
+    """Permuting context blocks (keys and queries together) permutes the logits and changes nothing else."""
+    qa = BertForQuestionAnswering(BertEncoder(SMALL, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
+    model = apply_block_skim(qa, BlockSkimConfig(layers=(0,), block_size=BS, predictor_features="diagonal+question"))
+    predictor = model.predictors[0]
+    predictor.eval()
+    assert predictor.classifier.kernel[...].shape[0] == 4 * (BS // 4) ** 2 + 4 * 4
+    _, _, types, _ = _batch(s=64)
+    types, mask = types[:1], np.ones((1, 64), np.int32)
+    logits = jax.random.normal(jax.random.key(6), (1, 4, 64, 64))
+    probs = jax.nn.softmax(logits, -1)
+    qmask = question_mask_from(mask, types)
+    base = np.asarray(predictor(probs, qmask, jnp.asarray(mask)))
+    order = np.array([0, 3, 1, 2])  # block 0 holds the question; shuffle the context blocks
+    tok = (order[:, None] * BS + np.arange(BS)).reshape(-1)
+    shuffled = probs[:, :, tok][:, :, :, tok]
+    out = np.asarray(predictor(shuffled, qmask[:, tok], jnp.asarray(mask)[:, tok]))
+    np.testing.assert_allclose(out[0], base[0, order], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="question_mask"):
+        predictor(probs)
+    # Question features reach the logits: more question attention into block 2 moves its logits only.
+    bumped = probs.at[:, :, :10, 32:48].add(0.5)
+    diff = np.abs(np.asarray(predictor(bumped, qmask, jnp.asarray(mask))) - base).max(-1)[0]
+    assert diff[2] > 0 and np.all(diff[[1, 3]] < 1e-6)
+    with pytest.raises(ValueError, match="predictor_features"):
+        BlockSkimConfig(predictor_features="question")
+
+
+def test_widening_to_question_features_keeps_predictions(skim_model):
+    from scripts.skim_predictor_fit import with_predictor_features
+
+    model = nnx.clone(skim_model)
+    model.eval()
+    widened = with_predictor_features(model, "diagonal+question")
+    assert widened.skim_config.predictor_features == "diagonal+question"
+    ids, mask, types, _ = _batch()
+    _, _, before = model(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+    _, _, after = widened(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+    assert model.skim_config.predictor_features == "diagonal"  # the input is not changed

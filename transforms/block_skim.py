@@ -39,6 +39,7 @@ import numpy as np
 from flax import nnx
 
 LABEL_RULES = ("any", "more_than_one")
+PREDICTOR_FEATURES = ("diagonal", "diagonal+question")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,10 @@ class BlockSkimConfig:
 
     layers: encoder layer indices (0-based) whose attention feeds a predictor; pruning happens after them.
     alpha: weight of the summed skim losses; beta: class weight of the "keep" class.
+    predictor_features: "diagonal" is the paper's predictor (the CNN sees only the diagonal blocks);
+        "diagonal+question" is our extension: per head, the question->block and block->question attention
+        (mean mass and max, see `question_features`) are concatenated to the CNN's pooled features before
+        the classifier. Early layers' intra-block attention carries little question signal; these do.
     """
 
     layers: tuple[int, ...] = (0, 1)
@@ -55,6 +60,7 @@ class BlockSkimConfig:
     beta: float = 20.0
     label_rule: str = "any"
     bn_momentum: float = 0.9
+    predictor_features: str = "diagonal"
 
     def __post_init__(self):
         layers = tuple(self.layers)
@@ -71,6 +77,8 @@ class BlockSkimConfig:
             raise ValueError(f"label_rule={self.label_rule!r} must be one of {LABEL_RULES}")
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"bn_momentum={self.bn_momentum} must be in [0, 1)")
+        if self.predictor_features not in PREDICTOR_FEATURES:
+            raise ValueError(f"predictor_features={self.predictor_features!r} must be one of {PREDICTOR_FEATURES}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,29 +98,95 @@ def diagonal_blocks(probs: jax.Array, block_size: int) -> jax.Array:
     return jnp.transpose(diag, (1, 0, 3, 4, 2))
 
 
-class SkimPredictor(nnx.Module):
-    """The reference CNN: per diagonal block, logits for (skip, keep)."""
+QUESTION_FEATURES_PER_HEAD = 4
+QUESTION_FEATURE_FLOOR = 1e-6
 
-    def __init__(self, num_heads: int, block_size: int = 32, *, momentum: float = 0.9, rngs: nnx.Rngs):
+
+def question_features(probs: jax.Array, question_mask: jax.Array, attention_mask: jax.Array,
+                      block_size: int) -> jax.Array:
+    """(B, H, S, S) attention -> (B, K, 4H) question<->block features, heads within each group.
+
+    Per head and block k, in this order: the mean over question queries of the attention mass on block
+    k; the largest single question->block-k probability; the mean over block k's real queries of the
+    attention mass on question keys; the largest single block-k->question probability. question_mask
+    (B, S) marks [CLS], question and first [SEP] (real tokens with token type 0); attention_mask (B, S)
+    marks real tokens. Blocks without real tokens get probability 0 for the block->question pair.
+    Each value is returned as log(max(p, 1e-6)): attention probabilities span orders of magnitude
+    (1/S is ~0.003), and on the log scale a linear classifier can weigh them next to the CNN features.
+    """
+    b, h, s, _ = probs.shape
+    if s % block_size:
+        raise ValueError(f"attention length {s} must be a multiple of block_size={block_size}")
+    k = s // block_size
+    q = question_mask.astype(probs.dtype)
+    real = attention_mask.astype(probs.dtype)
+    by_key_block = probs.reshape(b, h, s, k, block_size)
+    mass_on_block = by_key_block.sum(-1)  # (B, H, S queries, K)
+    q_rows = q[:, None, :, None]
+    q_to_block_mean = (mass_on_block * q_rows).sum(2) / jnp.clip(q.sum(-1), 1.0)[:, None, None]
+    q_to_block_max = jnp.where(q_rows > 0, by_key_block.max(-1), 0.0).max(2)
+    mass_on_question = jnp.einsum("bhij,bj->bhi", probs, q).reshape(b, h, k, block_size)
+    max_on_question = jnp.where(q[:, None, None, :] > 0, probs, 0.0).max(-1).reshape(b, h, k, block_size)
+    real_blocks = real.reshape(b, 1, k, block_size)
+    block_to_q_mean = (mass_on_question * real_blocks).sum(-1) / jnp.clip(real_blocks.sum(-1), 1.0)
+    block_to_q_max = jnp.where(real_blocks > 0, max_on_question, 0.0).max(-1)
+    feats = jnp.concatenate([q_to_block_mean, q_to_block_max, block_to_q_mean, block_to_q_max], axis=1)
+    return jnp.log(jnp.maximum(jnp.transpose(feats, (0, 2, 1)), QUESTION_FEATURE_FLOOR))  # (B, K, 4H)
+
+
+def question_mask_from(attention_mask: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+    """Real tokens of the first segment ([CLS] question [SEP]) as a (B, S) bool mask."""
+    return (jnp.asarray(attention_mask) > 0) & (jnp.asarray(token_type_ids) == 0)
+
+
+class SkimPredictor(nnx.Module):
+    """The reference CNN: per diagonal block, logits for (skip, keep); optionally with question features."""
+
+    def __init__(self, num_heads: int, block_size: int = 32, *, momentum: float = 0.9,
+                 features: str = "diagonal", rngs: nnx.Rngs):
+        if features not in PREDICTOR_FEATURES:
+            raise ValueError(f"features={features!r} must be one of {PREDICTOR_FEATURES}")
         h = num_heads
         self.block_size = block_size
+        self.features = features
         self.conv1 = nnx.Conv(h, h, (3, 3), padding="SAME", rngs=rngs)
         self.norm1 = nnx.BatchNorm(h, momentum=momentum, rngs=rngs)
         self.conv2 = nnx.Conv(h, h, (3, 3), padding="SAME", rngs=rngs)
         self.norm2 = nnx.BatchNorm(h, momentum=momentum, rngs=rngs)
-        self.classifier = nnx.Linear(h * (block_size // 4) ** 2, 2, rngs=rngs)
+        extra = QUESTION_FEATURES_PER_HEAD * h if features == "diagonal+question" else 0
+        self.classifier = nnx.Linear(h * (block_size // 4) ** 2 + extra, 2, rngs=rngs)
 
-    def __call__(self, probs: jax.Array) -> jax.Array:
-        """(B, H, S, S) attention probabilities -> (B, K, 2) logits."""
+    def __call__(self, probs: jax.Array, question_mask: jax.Array | None = None,
+                 attention_mask: jax.Array | None = None) -> jax.Array:
+        """(B, H, S, S) attention probabilities -> (B, K, 2) logits.
+
+        question_mask / attention_mask (B, S) are required with features="diagonal+question".
+        """
         blocks = diagonal_blocks(probs, self.block_size)
         b, k = blocks.shape[:2]
-        return self.classify_blocks(blocks.reshape((b * k,) + blocks.shape[2:])).reshape(b, k, 2)
+        extra = None
+        if self.features == "diagonal+question":
+            if question_mask is None or attention_mask is None:
+                raise ValueError("a 'diagonal+question' predictor needs question_mask and attention_mask")
+            extra = question_features(probs, question_mask, attention_mask, self.block_size)
+            extra = extra.reshape(b * k, -1)
+        flat = blocks.reshape((b * k,) + blocks.shape[2:])
+        return self.classify_blocks(flat, extra).reshape(b, k, 2)
 
-    def classify_blocks(self, blocks: jax.Array) -> jax.Array:
-        """(N, bs, bs, H) diagonal blocks -> (N, 2) logits."""
+    def pooled(self, blocks: jax.Array) -> jax.Array:
+        """(N, bs, bs, H) diagonal blocks -> (N, H * (bs/4)^2) the CNN's pooled features."""
         x = nnx.avg_pool(jax.nn.relu(self.norm1(self.conv1(blocks))), (2, 2), strides=(2, 2))
         x = nnx.avg_pool(jax.nn.relu(self.norm2(self.conv2(x))), (2, 2), strides=(2, 2))
-        return self.classifier(x.reshape(x.shape[0], -1))
+        return x.reshape(x.shape[0], -1)
+
+    def classify_blocks(self, blocks: jax.Array, extra: jax.Array | None = None) -> jax.Array:
+        """(N, bs, bs, H) diagonal blocks (+ (N, 4H) question features) -> (N, 2) logits."""
+        x = self.pooled(blocks)
+        if self.features == "diagonal+question":
+            if extra is None:
+                raise ValueError("a 'diagonal+question' predictor needs the question features (extra)")
+            x = jnp.concatenate([x, extra.astype(x.dtype)], axis=-1)
+        return self.classifier(x)
 
 
 def block_labels(start_positions, end_positions, seq_len: int, block_size: int = 32, *,
@@ -154,13 +228,15 @@ class BlockSkimQA(nnx.Module):
         self.qa_model = qa_model
         self.skim_config = config
         heads = qa_model.config.num_attention_heads
-        self.predictors = nnx.List([SkimPredictor(heads, config.block_size, momentum=config.bn_momentum, rngs=rngs)
+        self.predictors = nnx.List([SkimPredictor(heads, config.block_size, momentum=config.bn_momentum,
+                                                  features=config.predictor_features, rngs=rngs)
                                     for _ in config.layers])
 
     def __call__(self, input_ids, attention_mask, token_type_ids):
         """Unpruned forward: (start_logits, end_logits, skim_logits tuple of (B, K, 2) per predictor layer)."""
         start, end, probs = self.qa_model(input_ids, attention_mask, token_type_ids, return_attention=True)
-        skim = tuple(p(probs[i]) for p, i in zip(self.predictors, self.skim_config.layers))
+        question = question_mask_from(attention_mask, token_type_ids)
+        skim = tuple(p(probs[i], question, attention_mask) for p, i in zip(self.predictors, self.skim_config.layers))
         return start, end, skim
 
 
@@ -243,7 +319,9 @@ class SkimRunner:
         if last == self.num_layers:
             logits = model.qa_model.qa_outputs(x)
             return x, logits[..., 0], logits[..., 1]
-        keep_prob = jax.nn.softmax(model.predictors[self._predictor_index[stage_index]](probs), axis=-1)[..., 1]
+        predictor = model.predictors[self._predictor_index[stage_index]]
+        logits = predictor(probs, question_mask_from(mask, types), mask)
+        keep_prob = jax.nn.softmax(logits, axis=-1)[..., 1]
         return x, keep_prob, None
 
     def _full_fn(self, state, ids, mask, types):
@@ -256,13 +334,19 @@ class SkimRunner:
                                 jnp.asarray(token_type_ids))
         return np.asarray(start), np.asarray(end)
 
-    def __call__(self, input_ids, attention_mask, token_type_ids, question_length, threshold: float) -> SkimResult:
+    def __call__(self, input_ids, attention_mask, token_type_ids, question_length,
+                 threshold: float | Sequence[float]) -> SkimResult:
         """Pruned forward of a batch; threshold 0 keeps every real block (same answers as `full`).
+
+        threshold: one value for every pruning layer, or one per pruning layer (in `layers` order).
 
         question_length: (B,) tokens of [CLS] question [SEP] per row; the blocks they touch are always kept.
         """
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold={threshold} must be in [0, 1]")
+        thresholds = (tuple(float(t) for t in threshold) if isinstance(threshold, (tuple, list))
+                      else (float(threshold),) * len(self.layers))
+        if len(thresholds) != len(self.layers) or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"threshold={threshold} must be in [0, 1], or one such value per pruning layer "
+                             f"{self.layers}")
         ids = np.asarray(input_ids)
         mask = np.asarray(attention_mask).astype(np.int32)
         types = np.asarray(token_type_ids).astype(np.int32)
@@ -291,7 +375,7 @@ class SkimRunner:
                                           jnp.asarray(cur_mask), jnp.asarray(types))
             if last == self.num_layers:
                 break
-            keep = ((np.asarray(out_a) >= threshold) | protected) & real
+            keep = ((np.asarray(out_a) >= thresholds[j]) | protected) & real
             record = np.zeros((b, k0), bool)
             np.put_along_axis(record, blocks, keep, axis=1)
             kept_record.append(record)

@@ -51,6 +51,12 @@ def add_arguments(parser) -> None:
                         help="layers that get a trained predictor (default 0,1,2,3,4)")
     parser.add_argument("--label-rule", default=None, choices=("any", "more_than_one"),
                         help="block label: any answer token (default) or the reference's more-than-one rule")
+    parser.add_argument("--predictor-features", default=None, choices=("diagonal", "diagonal+question"),
+                        help="skim predictor input: the paper's diagonal blocks (default), or (our extension) plus "
+                             "question<->block attention features, with per-layer thresholds picked on held-out "
+                             "training windows")
+    parser.add_argument("--target-recall", type=float, default=None,
+                        help="answer-block recall the per-layer thresholds keep on held-out training windows (0.99)")
     parser.add_argument("--beta", type=float, default=None, help="keep-class weight (default 20)")
     parser.add_argument("--alpha", type=float, default=None, help="skim loss weight (default 0.1)")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla (no Block-Skim) fine-tune")
@@ -69,7 +75,8 @@ def _config(args):
                          ("n_train", args.n_train), ("n_dev", args.n_dev), ("thresholds", args.thresholds),
                          ("prune_layers", args.prune_layers), ("predictor_layers", args.predictor_layers),
                          ("label_rule", args.label_rule), ("beta", args.beta), ("alpha", args.alpha),
-                         ("timing_examples", args.timing_examples), ("cache_dir", args.cache_dir)):
+                         ("timing_examples", args.timing_examples), ("cache_dir", args.cache_dir),
+                         ("predictor_features", args.predictor_features), ("target_recall", args.target_recall)):
         if value is not None:
             overrides[field] = value
     if args.no_vanilla:
@@ -100,7 +107,8 @@ def quick_config(outdir, *, tour: bool = False):
         predictor_layers=(0,) if tour else (0, 1),
         prune_layers=(0,), thresholds=(0.0, 0.5) if tour else (0.0, 0.3, 0.5, 0.7), train_vanilla=not tour,
         timing_examples=4 if tour else 20, timing_repeats=1, eval_batch_size=24, cache_dir=None,
-        outdir=str(outdir), label="quick", progress=not tour, lock_timeout_s=5.0 if tour else None)
+        outdir=str(outdir), label="quick", progress=not tour, lock_timeout_s=5.0 if tour else None,
+        refine_layers=(0,), question_fit_steps=200)
 
 
 def cached_tour_config(outdir):

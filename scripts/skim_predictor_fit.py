@@ -1,0 +1,193 @@
+"""Question-aware skim predictors: convert a trained Block-Skim model and fit the new classifiers.
+
+Our extension beyond the paper (`BlockSkimConfig.predictor_features="diagonal+question"`): the
+predictor's classifier also reads, per head, the question<->block attention features. Starting from a
+model whose predictors were trained on the diagonal blocks alone, `with_predictor_features` widens each
+classifier with zero weights for the new inputs (so the converted model predicts exactly what it did),
+and `fit_question_classifiers` then trains only those classifiers - encoder and CNN frozen - full-batch
+on features computed once from the unpruned forward of training windows. That costs one encoder pass
+over the windows plus seconds of optimisation, instead of epochs of CNN training.
+
+`select_thresholds` picks one keep threshold per pruning layer on held-out *training* windows: the
+largest threshold whose answer-block recall on those windows stays at or above a target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from scripts.qa_data import QAFeatures
+from transforms.block_skim import (BlockSkimConfig, BlockSkimQA, block_labels, block_valid, diagonal_blocks,
+                                   question_features, question_mask_from, skim_loss)
+
+
+def with_predictor_features(model: BlockSkimQA, features: str) -> BlockSkimQA:
+    """A copy of `model` whose predictors use `features`; new classifier inputs start at weight zero.
+
+    The converted model's skim logits equal the original's (the extra inputs are multiplied by zero).
+    The copy is in eval mode.
+    """
+    old_cfg = model.skim_config
+    if features == old_cfg.predictor_features:
+        return nnx.clone(model)
+    if old_cfg.predictor_features != "diagonal":
+        raise ValueError(f"can only widen 'diagonal' predictors, got {old_cfg.predictor_features!r}")
+    cfg = dataclasses.replace(old_cfg, predictor_features=features)
+    new = BlockSkimQA(nnx.clone(model.qa_model), cfg, rngs=nnx.Rngs(0))
+    for old_p, new_p in zip(model.predictors, new.predictors):
+        for name in ("conv1", "norm1", "conv2", "norm2"):
+            nnx.update(getattr(new_p, name), nnx.clone(nnx.state(getattr(old_p, name))))
+        kernel = old_p.classifier.kernel[...]
+        pad = new_p.classifier.kernel[...].shape[0] - kernel.shape[0]
+        new_p.classifier.kernel.set_value(jnp.concatenate([kernel, jnp.zeros((pad, 2), kernel.dtype)]))
+        new_p.classifier.bias.set_value(old_p.classifier.bias[...])
+    new.eval()  # conversion happens after training; BatchNorm keeps the running statistics it copied
+    return new
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def collect_classifier_inputs(model: BlockSkimQA, features: QAFeatures, layers, batch_size: int = 8) -> np.ndarray:
+    """(len(layers), W, K, D) what each listed predictor's classifier reads on the unpruned forward.
+
+    D = the CNN's pooled features (+ the question features for 'diagonal+question' predictors). The
+    model runs in eval mode (BatchNorm uses its running statistics), only up to the last listed layer.
+    """
+    model = nnx.clone(model)
+    model.eval()
+    cfg = model.skim_config
+    graphdef, state = nnx.split(model)
+    index = [cfg.layers.index(i) for i in layers]
+    last = max(layers) + 1
+
+    @jax.jit
+    def inputs_fn(state, ids, mask, types):
+        m = nnx.merge(graphdef, state)
+        enc = m.qa_model.encoder
+        x = enc.embeddings(ids, types)
+        bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+        question = question_mask_from(mask, types)
+        out = []
+        for i in range(last):
+            x, probs = enc.layers[i](x, bias)
+            if i in layers:
+                p = m.predictors[index[list(layers).index(i)]]
+                blocks = diagonal_blocks(probs, cfg.block_size)
+                b, k = blocks.shape[:2]
+                feats = p.pooled(blocks.reshape((b * k,) + blocks.shape[2:])).reshape(b, k, -1)
+                if cfg.predictor_features == "diagonal+question":
+                    feats = jnp.concatenate([feats, question_features(probs, question, mask, cfg.block_size)], -1)
+                out.append(feats)
+        return jnp.stack(out)
+
+    chunks = [np.asarray(inputs_fn(state, features.input_ids[r], features.attention_mask[r],
+                                   features.token_type_ids[r])) for r in _batches(len(features), batch_size)]
+    return np.concatenate(chunks, axis=1)
+
+
+def window_labels(features: QAFeatures, config: BlockSkimConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(W, K) block labels and (W, K) validity (blocks with real tokens) of the windows."""
+    labels = np.asarray(block_labels(features.start_positions, features.end_positions, features.input_ids.shape[1],
+                                     config.block_size, rule=config.label_rule))
+    valid = np.asarray(block_valid(jnp.asarray(features.attention_mask), config.block_size))
+    return labels, valid
+
+
+def fit_question_classifiers(model: BlockSkimQA, features: QAFeatures, layers, *, steps: int = 400,
+                             learning_rate: float = 1e-2, weight_decay: float = 1e-3, batch_size: int = 8,
+                             inputs: np.ndarray | None = None) -> dict:
+    """Trains the classifiers of the predictors at `layers` in place (full batch, Adam, weighted CE).
+
+    inputs: precomputed `collect_classifier_inputs(model, features, layers)` (computed when None).
+    Returns per layer the loss at the start and the end.
+    """
+    cfg = model.skim_config
+    x_all = collect_classifier_inputs(model, features, layers, batch_size) if inputs is None else inputs
+    labels, valid = window_labels(features, cfg)
+    y, v = jnp.asarray(labels.reshape(-1)), jnp.asarray(valid.reshape(-1))
+    log = {}
+    for li, layer in enumerate(layers):
+        head = model.predictors[cfg.layers.index(layer)].classifier
+        params = {"kernel": head.kernel[...], "bias": head.bias[...]}
+        x = jnp.asarray(x_all[li].reshape(-1, x_all.shape[-1]))
+        tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
+        opt_state = tx.init(params)
+
+        def loss_fn(p):
+            return skim_loss(x @ p["kernel"] + p["bias"], y, v, cfg.beta)
+
+        @jax.jit
+        def step(params, opt_state):
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        first = float(loss_fn(params))
+        for _ in range(steps):
+            params, opt_state, loss = step(params, opt_state)
+        head.kernel.set_value(params["kernel"])
+        head.bias.set_value(params["bias"])
+        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params))}
+    return log
+
+
+def keep_probabilities(model: BlockSkimQA, inputs: np.ndarray, layers) -> np.ndarray:
+    """(len(layers), W, K) P(keep) from precomputed classifier inputs."""
+    cfg = model.skim_config
+    out = []
+    for li, layer in enumerate(layers):
+        head = model.predictors[cfg.layers.index(layer)].classifier
+        logits = jnp.asarray(inputs[li]) @ head.kernel[...] + head.bias[...]
+        out.append(np.asarray(jax.nn.softmax(logits, -1)[..., 1]))
+    return np.stack(out)
+
+
+def recall_curve(keep_prob: np.ndarray, labels: np.ndarray, valid: np.ndarray, protected: np.ndarray,
+                 thresholds) -> list[dict]:
+    """Per threshold: kept fraction of the non-question blocks and answer-block recall (question blocks kept)."""
+    rows = []
+    v = valid > 0
+    context = v & ~protected
+    pos = (labels > 0) & v
+    for t in thresholds:
+        keep = ((keep_prob >= t) | protected) & v
+        rows.append({"threshold": float(t), "kept_fraction": float(keep.sum() / v.sum()),
+                     "kept_context_fraction": float((keep & context).sum() / max(context.sum(), 1)),
+                     "answer_block_recall": float((keep & pos).sum() / max(pos.sum(), 1))})
+    return rows
+
+
+def protected_blocks(features: QAFeatures, block_size: int) -> np.ndarray:
+    """(W, K) blocks touching [CLS]/question tokens (always kept at inference)."""
+    k = features.input_ids.shape[1] // block_size
+    return np.arange(k)[None, :] * block_size < features.question_length[:, None]
+
+
+def select_thresholds(keep_prob: np.ndarray, labels: np.ndarray, valid: np.ndarray, protected: np.ndarray, *,
+                      target_recall: float = 0.99) -> list[float]:
+    """Per layer the largest threshold keeping answer-block recall >= target_recall on these windows.
+
+    keep_prob: (L, W, K). Protected (question) blocks are always kept, so only the other answer blocks
+    can be missed; at most floor((1 - target_recall) * answer blocks) of them are let go.
+    """
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall={target_recall} must be in (0, 1]")
+    pos = (labels > 0) & (valid > 0)
+    allowed_misses = int(np.floor((1.0 - target_recall) * pos.sum() + 1e-9))
+    chosen = []
+    for p in keep_prob:
+        at_risk = np.sort(p[pos & ~protected])
+        if at_risk.size == 0:
+            chosen.append(1.0)
+            continue
+        chosen.append(float(at_risk[min(allowed_misses, at_risk.size - 1)]))
+    return chosen
