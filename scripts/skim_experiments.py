@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models.bert_qa import decode_answers, qa_loss, qa_model_from_minilm
+from models.bert_qa import attention_bias, decode_answers, qa_loss, qa_model_from_minilm
 from scripts.qa_data import QAFeatures, featurize, make_fact_qa, plain_tokenizer
 from scripts.skim_eval import (PAPER, _batches, _checks, _write_reports, evaluate_full, evaluate_skim,  # noqa: F401
                                markdown, predictor_diagnostics, tables, time_batch1)
@@ -328,7 +328,7 @@ def collect_diagonal_blocks(model, features: QAFeatures, layers, batch_size: int
         m = nnx.merge(graphdef, state)
         enc = m.qa_model.encoder
         x = enc.embeddings(ids, types)
-        bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+        bias = attention_bias(mask)
         out = []
         for i in range(last):
             x, probs = enc.layers[i](x, bias)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from models.bert_qa import attention_bias
 from scripts.qa_data import QAFeatures
 from transforms.block_skim import (BlockSkimConfig, BlockSkimQA, block_labels, block_valid, diagonal_blocks,
                                    question_features, question_mask_from, skim_loss)
@@ -74,7 +75,7 @@ def collect_classifier_inputs(model: BlockSkimQA, features: QAFeatures, layers, 
         m = nnx.merge(graphdef, state)
         enc = m.qa_model.encoder
         x = enc.embeddings(ids, types)
-        bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+        bias = attention_bias(mask)
         question = question_mask_from(mask, types)
         out = []
         for i in range(last):
