@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.bert_qa import decode_answers, squad_scores
+from models.bert_qa import attention_bias, decode_answers, squad_scores
 from scripts.qa_data import QAFeatures
 from transforms.block_skim import SkimRunner, block_labels, block_valid, encoder_layer_flops, skim_flops
 
@@ -32,6 +32,31 @@ PAPER = {"model": "BERT-base, SQuAD v1.1 (Guan et al. 2022, Block-Skim table)", 
 def _batches(n: int, size: int):
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+def collect_per_layer(model, features: QAFeatures, layers, per_layer, batch_size: int = 8) -> np.ndarray:
+    """Runs the unpruned encoder of a BlockSkimQA over `features` in batches, only up to the last
+    of `layers`, and stacks `per_layer(m, i, probs, mask, types)` of each listed layer i (m: the
+    merged model inside jit): an array (len(layers), W, ...)."""
+    graphdef, state = nnx.split(model)
+    last = max(layers) + 1
+
+    @jax.jit
+    def collect(state, ids, mask, types):
+        m = nnx.merge(graphdef, state)
+        enc = m.qa_model.encoder
+        x = enc.embeddings(ids, types)
+        bias = attention_bias(mask)
+        out = []
+        for i in range(last):
+            x, probs = enc.layers[i](x, bias)
+            if i in layers:
+                out.append(per_layer(m, i, probs, mask, types))
+        return jnp.stack(out)
+
+    chunks = [np.asarray(collect(state, features.input_ids[r], features.attention_mask[r], features.token_type_ids[r]))
+              for r in _batches(len(features), batch_size)]
+    return np.concatenate(chunks, axis=1)
 
 
 def _padded_len(num_tokens: np.ndarray, block: int = 32) -> np.ndarray:

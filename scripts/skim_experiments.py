@@ -23,10 +23,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models.bert_qa import attention_bias, decode_answers, qa_loss, qa_model_from_minilm
+from models.bert_qa import decode_answers, qa_loss, qa_model_from_minilm
 from scripts.qa_data import QAFeatures, featurize, make_fact_qa, plain_tokenizer
-from scripts.skim_eval import (PAPER, _batches, _checks, _write_reports, evaluate_full, evaluate_skim,  # noqa: F401
-                               markdown, predictor_diagnostics, tables, time_batch1)
+from scripts.skim_eval import (PAPER, _checks, _write_reports, collect_per_layer, evaluate_full, evaluate_skim,
+                               predictor_diagnostics, time_batch1)
+from scripts.skim_eval import markdown, tables  # noqa: F401  (re-exported for scripts.commands.skim)
 from transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
                                    diagonal_blocks, joint_loss, skim_loss)
 
@@ -319,26 +320,10 @@ def _refine_key(config: SkimExperimentConfig) -> str:
 
 def collect_diagonal_blocks(model, features: QAFeatures, layers, batch_size: int = 8) -> np.ndarray:
     """(len(layers), W, K, bs, bs, H) float16 predictor inputs, running only the layers needed."""
-    graphdef, state = nnx.split(model)
     bs = model.skim_config.block_size
-    last = max(layers) + 1
-
-    @jax.jit
-    def blocks_fn(state, ids, mask, types):
-        m = nnx.merge(graphdef, state)
-        enc = m.qa_model.encoder
-        x = enc.embeddings(ids, types)
-        bias = attention_bias(mask)
-        out = []
-        for i in range(last):
-            x, probs = enc.layers[i](x, bias)
-            if i in layers:
-                out.append(diagonal_blocks(probs, bs).astype(jnp.float16))
-        return jnp.stack(out)
-
-    chunks = [np.asarray(blocks_fn(state, features.input_ids[r], features.attention_mask[r],
-                                   features.token_type_ids[r])) for r in _batches(len(features), batch_size)]
-    return np.concatenate(chunks, axis=1)
+    return collect_per_layer(model, features, layers,
+                             lambda m, i, probs, mask, types: diagonal_blocks(probs, bs).astype(jnp.float16),
+                             batch_size)
 
 
 def refine_predictors(model, features: QAFeatures, config: SkimExperimentConfig) -> dict:

@@ -22,8 +22,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models.bert_qa import attention_bias
 from scripts.qa_data import QAFeatures
+from scripts.skim_eval import collect_per_layer
 from transforms.block_skim import (BlockSkimConfig, BlockSkimQA, block_labels, block_valid, diagonal_blocks,
                                    question_features, question_mask_from, skim_loss)
 
@@ -52,11 +52,6 @@ def with_predictor_features(model: BlockSkimQA, features: str) -> BlockSkimQA:
     return new
 
 
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
 def collect_classifier_inputs(model: BlockSkimQA, features: QAFeatures, layers, batch_size: int = 8) -> np.ndarray:
     """(len(layers), W, K, D) what each listed predictor's classifier reads on the unpruned forward.
 
@@ -66,33 +61,19 @@ def collect_classifier_inputs(model: BlockSkimQA, features: QAFeatures, layers, 
     model = nnx.clone(model)
     model.eval()
     cfg = model.skim_config
-    graphdef, state = nnx.split(model)
     index = [cfg.layers.index(i) for i in layers]
-    last = max(layers) + 1
 
-    @jax.jit
-    def inputs_fn(state, ids, mask, types):
-        m = nnx.merge(graphdef, state)
-        enc = m.qa_model.encoder
-        x = enc.embeddings(ids, types)
-        bias = attention_bias(mask)
-        question = question_mask_from(mask, types)
-        out = []
-        for i in range(last):
-            x, probs = enc.layers[i](x, bias)
-            if i in layers:
-                p = m.predictors[index[list(layers).index(i)]]
-                blocks = diagonal_blocks(probs, cfg.block_size)
-                b, k = blocks.shape[:2]
-                feats = p.pooled(blocks.reshape((b * k,) + blocks.shape[2:])).reshape(b, k, -1)
-                if cfg.predictor_features == "diagonal+question":
-                    feats = jnp.concatenate([feats, question_features(probs, question, mask, cfg.block_size)], -1)
-                out.append(feats)
-        return jnp.stack(out)
+    def classifier_inputs(m, i, probs, mask, types):
+        blocks = diagonal_blocks(probs, cfg.block_size)
+        b, k = blocks.shape[:2]
+        feats = m.predictors[index[list(layers).index(i)]].pooled(blocks.reshape((b * k,) + blocks.shape[2:]))
+        feats = feats.reshape(b, k, -1)
+        if cfg.predictor_features == "diagonal+question":
+            question = question_mask_from(mask, types)
+            feats = jnp.concatenate([feats, question_features(probs, question, mask, cfg.block_size)], -1)
+        return feats
 
-    chunks = [np.asarray(inputs_fn(state, features.input_ids[r], features.attention_mask[r],
-                                   features.token_type_ids[r])) for r in _batches(len(features), batch_size)]
-    return np.concatenate(chunks, axis=1)
+    return collect_per_layer(model, features, layers, classifier_inputs, batch_size)
 
 
 def window_labels(features: QAFeatures, config: BlockSkimConfig) -> tuple[np.ndarray, np.ndarray]:
