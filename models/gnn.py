@@ -10,18 +10,18 @@ The GNN characterization paper (CAL 2020, after NeuGraph's SAGA-NN) splits every
 Gather comes in two forms here:
 - unfused: Scatter materializes an (E, F) message array and Gather reduces it with segment ops
   (`jax.ops.segment_sum/max`), which is what PyG's `propagate` does with an `edge_index`;
-- fused: one sparse-dense product `A @ h` (BCSR when the edges are sorted by destination, else
-  BCOO) that never builds the per-edge messages, like PyG's `SparseTensor` path and DGL's g-SpMM.
+- fused: one sparse-dense product `A @ h` (CSR, since the edges are sorted by destination; COO on
+  request) that never builds the per-edge messages, like PyG's `SparseTensor` path and DGL's g-SpMM.
 
 `Graph` is a pytree whose index arrays are padded to a fixed edge count, so a jitted layer
 compiles once per padded size. Padding edges point at the out-of-range destination `num_nodes`,
 which every segment op drops. Structure-only facts (degrees, CSR row pointers, the CSR without
 self loops) are computed once on the host in `make_graph`, as PyG's `cached=True` does.
 
-CPU speed notes for the fused Gather (jaxlib's Eigen CSR kernel, measured on PubMed-size graphs):
-its cost is mostly per nonzero, rows only vectorize at widths that are a multiple of 8 (so `spmm`
-pads the columns), and a unit-weight product leaves the self loops out of the sparse matrix and
-adds them as an element-wise term (GCN's graphs: 18% fewer nonzeros).
+CPU speed notes for the fused Gather: the CSR product is `jaxlib_ext.csr_matmul` (a native kernel
+built on first use, vectorized rows over XLA's threads; jaxlib's CSR kernel when no compiler is
+around). Its cost is mostly per nonzero, so a unit-weight product leaves the self loops out of the
+sparse matrix and adds them as an element-wise term (GCN's graphs: 18% fewer nonzeros).
 
 The layers themselves live in `models.gnn_layers`; their names are re-exported here lazily.
 """
@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
+
+from jaxlib_ext.csr_matmul import csr_matmul
 
 STAGES = ("Scatter", "ApplyEdge", "Gather", "ApplyVertex")
 
@@ -56,6 +58,9 @@ class Graph:
     receivers: jax.Array  # (E_pad,) int32 destination; padding edges hold num_nodes
     edge_types: jax.Array  # (E_pad,) int32 relation id (zeros for untyped graphs)
     in_degrees: jax.Array  # (N,) float32 number of real in-edges per vertex
+    # GCN's symmetric normalization per edge, 1 / sqrt(in_degree[receiver] * in_degree[sender]) (0
+    # where a degree is 0, and on padding): the weights PyG's gcn_norm caches with cached=True.
+    sym_norm: jax.Array  # (E_pad,) float32
     indptr: jax.Array  # (N + 1,) int32 CSR row pointers over receivers (edges are sorted)
     # The same CSR without self loops (A = A_loop_free + diag(self_loop_counts)), so that a unit-
     # weight SpMM handles the loops as one element-wise term instead of N more sparse entries.
@@ -156,6 +161,8 @@ def make_graph(edge_index: Any, num_nodes: int, *, edge_types: Any = None, num_e
     degrees = np.bincount(receivers, minlength=num_nodes)
     indptr = np.concatenate([[0], np.cumsum(degrees)])
     pad = pad_to - num_edges
+    inv_sqrt = np.where(degrees > 0, 1.0 / np.sqrt(np.maximum(degrees, 1)), 0.0)
+    sym_norm = inv_sqrt[receivers] * inv_sqrt[senders]
     is_loop = senders == receivers
     loop_free = senders[~is_loop]
     loop_free_indptr = np.concatenate([[0], np.cumsum(np.bincount(receivers[~is_loop], minlength=num_nodes))])
@@ -164,6 +171,7 @@ def make_graph(edge_index: Any, num_nodes: int, *, edge_types: Any = None, num_e
         receivers=jnp.asarray(np.concatenate([receivers, np.full(pad, num_nodes)]), jnp.int32),
         edge_types=jnp.asarray(np.concatenate([types, np.zeros(pad, np.int64)]), jnp.int32),
         in_degrees=jnp.asarray(degrees, jnp.float32),
+        sym_norm=jnp.asarray(np.concatenate([sym_norm, np.zeros(pad)]), jnp.float32),
         indptr=jnp.asarray(indptr, jnp.int32),
         # Same length as senders, so the shapes still depend on the padded size only.
         loop_free_senders=jnp.asarray(np.concatenate([loop_free, np.zeros(pad_to - loop_free.size, np.int64)]),
@@ -257,41 +265,27 @@ def adjacency(graph: Graph, values: jax.Array | None = None, *, layout: str = "b
     raise ValueError(f"layout={layout!r} is not known; use 'bcsr' or 'bcoo'")
 
 
-# jaxlib's CPU CSR kernel (Eigen, row-major sparse x row-major dense) vectorizes a row update only
-# when the dense width is a multiple of the 8-float AVX packet: measured on PubMed-size (108k
-# nonzeros) 2.3 ms at width 7 but 0.6 ms at width 8. Products pad their columns to this multiple.
-_COLUMN_MULTIPLE = 8
-
-
-def _pad_columns(flat: jax.Array) -> jax.Array:
-    width = flat.shape[1]
-    padded = -(-width // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
-    return flat if padded == width else jnp.pad(flat, ((0, 0), (0, padded - width)))
-
-
-def _loop_free_adjacency(graph: Graph) -> sparse.BCSR:
-    """A without its self loops, unit weights, from the CSR arrays `make_graph` cached."""
-    values = jnp.ones((graph.num_padded_edges,), jnp.float32)  # entries past the last row pointer are unused
-    return sparse.BCSR((values, graph.loop_free_senders, graph.loop_free_indptr),
-                       shape=(graph.num_nodes, graph.num_nodes), indices_sorted=True)
-
-
 def spmm(graph: Graph, h: jax.Array, values: jax.Array | None = None, *, layout: str = "bcsr") -> jax.Array:
     """Fused Gather: sum over in-edges of value_e * h[sender_e], as one sparse-dense product.
 
     h is (N, ...) and values (E_pad,) or None (all ones). Extra trailing axes of h are flattened
-    into the product's column dimension (padded to a multiple of 8 for the CPU kernel, then cut).
-    With unit weights and layout "bcsr", self loops are taken out of the sparse product and added
+    into the product's column dimension.
+    Layout "bcsr" runs `jaxlib_ext.csr_matmul` (a native CPU kernel, jaxlib/cuSPARSE elsewhere);
+    "bcoo" runs jax.experimental.sparse's COO product. With unit weights and layout "bcsr", self loops are taken out of the sparse product and added
     as `self_loop_counts * h` (GCN graphs carry one loop per vertex: about 18% of the nonzeros).
     """
     flat = h.reshape(h.shape[0], -1)
-    width = flat.shape[1]
-    padded = _pad_columns(flat)
-    if values is None and layout == "bcsr" and graph.num_self_loops:
-        out = _loop_free_adjacency(graph) @ padded + graph.self_loop_counts[:, None].astype(padded.dtype) * padded
+    if layout == "bcoo":
+        out = adjacency(graph, values, layout=layout) @ flat
+    elif layout != "bcsr":
+        raise ValueError(f"layout={layout!r} is not known; use 'bcsr' or 'bcoo'")
+    elif values is None and graph.num_self_loops:
+        out = (csr_matmul(graph.loop_free_indptr, graph.loop_free_senders, None, flat)
+               + graph.self_loop_counts[:, None].astype(flat.dtype) * flat)
     else:
-        out = adjacency(graph, values, layout=layout) @ padded
-    return out[:, :width].reshape((graph.num_nodes,) + h.shape[1:])
+        # Padding edges sit past indptr[-1], so the product never reads their values.
+        out = csr_matmul(graph.indptr, graph.senders, values, flat)
+    return out.reshape((graph.num_nodes,) + h.shape[1:])
 
 
 def spmm_per_channel(graph: Graph, h: jax.Array, values: jax.Array, *, layout: str = "bcsr") -> jax.Array:
@@ -317,9 +311,8 @@ def spmm_stacked(graph: Graph, stacked: jax.Array, blocks: jax.Array, values: ja
     per_edge = blocks.shape[1]
     columns = blocks * n + graph.senders[:, None]
     values = jnp.where(graph.edge_mask[:, None], values, 0.0)
-    matrix = sparse.BCSR((values.reshape(-1), columns.reshape(-1), graph.indptr * per_edge),
-                         shape=(n, num_blocks * n))
-    return (matrix @ _pad_columns(stacked.reshape(num_blocks * n, c)))[:, :c]
+    return csr_matmul(graph.indptr * per_edge, columns.reshape(-1), values.reshape(-1),
+                      stacked.reshape(num_blocks * n, c))
 
 
 def __getattr__(name: str):

@@ -314,7 +314,8 @@ def profile_markdown(figures: dict) -> str:
     lines = [f"# GNN per-stage profile ({figures['machine']['backend']}, {figures['machine']['cpu_count']} CPUs)", "",
              f"One layer per model, {cfg['features']} features in and out, synthetic graphs sized like the paper's "
              f"datasets unless a data root was given; median of {cfg['repeats']} runs per separately jitted stage. "
-             "Times on a shared machine are noisy.", ""]
+             "Times on a shared machine are noisy.", "",
+             f"Fused Gather's CSR product: {figures.get('csr_kernel', 'not recorded')}.", ""]
     rows = []
     for kind, entry in figures["models"].items():
         for mode in ("unfused", "fused"):
@@ -403,8 +404,10 @@ def run(config: ProfileConfig, progress=None) -> dict:
             training.append(result)
             if progress:
                 progress(f"train {kind}: test accuracy {result['test_accuracy']:.3f}")
+    from jaxlib_ext import native
+
     figures = {"config": dataclasses.asdict(config), "machine": machine_description(), "datasets": described,
-               "models": models, "findings": findings(models), "cpu_note": CPU_NOTE, "training": training,
+               "csr_kernel": native.status("csr_matmul"), "models": models, "findings": findings(models), "cpu_note": CPU_NOTE, "training": training,
                "paper_shares": PAPER_SHARES, "paper_fusion_ms": PAPER_FUSION_MS}
     if config.outdir:
         outdir = Path(config.outdir)

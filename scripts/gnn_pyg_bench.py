@@ -236,7 +236,10 @@ def run(config: BenchConfig, progress=None) -> dict:
             if progress:
                 ratio = f", PyG best {row['pyg_best_ms']:.2f} ms" if row.get("pyg_best_ms") else ""
                 progress(f"{row['case']}: ours {row['ours_best_ms']:.2f} ms{ratio}")
+    from jaxlib_ext import native
+
     figures = {"config": dataclasses.asdict(config), "status": status, "pyg": pyg_meta,
+               "csr_kernel": native.status("csr_matmul"),
                "machine": machine_description(), "load_average": list(os.getloadavg()), "results": rows,
                "note": "2-layer models, inference, median over all timed calls after warm-up; ours and PyG's "
                        f"paths take turns in rounds of {config.calls_per_round} calls, so all see the same "
