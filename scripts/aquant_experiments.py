@@ -67,6 +67,11 @@ class AQuantExperimentConfig:
     methods: tuple[str, ...] = METHODS
     ablation: tuple[str, ...] = ("tensor", "channel", "level")  # extra AQuant border granularities
     ablation_setting: tuple[int, int] = (2, 2)
+    # When set, AQuant runs once per candidate border granularity at every setting and reports the
+    # one with the best accuracy on the held-out validation images (ties: the earlier candidate);
+    # the paper leaves the border's parameterization open, so it is a knob like any other. This
+    # replaces the single-setting ablation (every candidate's test accuracy is reported too).
+    granularity_candidates: tuple[str, ...] = ()
     recon: ReconConfig = EXPERIMENT_RECON
     seed: int = 0
     outdir: str = "reports/quant"
@@ -87,9 +92,16 @@ class AQuantExperimentConfig:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods={self.methods!r}; choose from {METHODS}")
-        for g in self.ablation:
+        for g in (*self.ablation, *self.granularity_candidates):
             if g not in GRANULARITIES:
                 raise ValueError(f"granularity {g!r}; choose from {GRANULARITIES}")
+        if self.granularity_candidates:
+            if self.ablation:
+                raise ValueError("granularity_candidates already runs every candidate at every setting; "
+                                 "set ablation=() (--no-ablation) with it")
+            if self.validation_size < 1:
+                raise ValueError("granularity_candidates picks on held-out validation images; "
+                                 f"validation_size={self.validation_size} must be >= 1")
         if not self.settings:
             raise ValueError("settings must list at least one (weight_bits, act_bits) pair")
         for w, a in (*self.settings, self.ablation_setting):
@@ -230,27 +242,35 @@ def run(config: AQuantExperimentConfig) -> dict:
         return out
 
     fp = evaluate("FP", float_network(trained))
-    results, blocks, fallbacks = {}, {}, {}
+    results, blocks, fallbacks, selection = {}, {}, {}, {}
+
+    def quantize(run_name: str, w: int, a: int, method: str, granularity: str) -> dict:
+        net, log = quantize_resnet(trained, calibration, _recon_config(config, w, a, method, granularity))
+        blocks[run_name] = _block_summary(log)
+        fallbacks[run_name] = log["fallbacks"]
+        return evaluate(run_name, net)
+
     for w, a in config.settings:
         name = setting_name(w, a)
         results[name] = {}
         for method in config.methods:
-            net, log = quantize_resnet(trained, calibration, _recon_config(config, w, a, method, config.granularity))
-            results[name][method] = evaluate(f"{name}/{method}", net)
-            blocks[f"{name}/{method}"] = _block_summary(log)
-            fallbacks[f"{name}/{method}"] = log["fallbacks"]
+            if method != "aquant" or not config.granularity_candidates:
+                results[name][method] = quantize(f"{name}/{method}", w, a, method, config.granularity)
+                continue
+            tried = {g: quantize(f"{name}/aquant-{g}", w, a, method, g) for g in config.granularity_candidates}
+            best = max(config.granularity_candidates, key=lambda g: tried[g]["validation"])  # first of equals
+            results[name]["aquant"] = {**tried[best], "granularity": best}
+            correct[f"{name}/aquant"] = correct[f"{name}/aquant-{best}"]
+            selection[name] = {"selected": best, "results": tried}
     ablation = {}
     if config.ablation and "aquant" in config.methods:
         w, a = config.ablation_setting
         name = setting_name(w, a)
-        for granularity in (config.granularity, *config.ablation):
+        for granularity in dict.fromkeys((config.granularity, *config.ablation)):  # each once
             if granularity == config.granularity and name in results:
                 ablation[granularity] = results[name]["aquant"]
                 continue
-            net, log = quantize_resnet(trained, calibration, _recon_config(config, w, a, "aquant", granularity))
-            ablation[granularity] = evaluate(f"{name}/aquant-{granularity}", net)
-            blocks[f"{name}/aquant-{granularity}"] = _block_summary(log)
-            fallbacks[f"{name}/aquant-{granularity}"] = log["fallbacks"]
+            ablation[granularity] = quantize(f"{name}/aquant-{granularity}", w, a, "aquant", granularity)
 
     differences = {}
     for name in results:
@@ -273,6 +293,7 @@ def run(config: AQuantExperimentConfig) -> dict:
         "fallbacks": fallbacks,
         "ablation": {"setting": setting_name(*config.ablation_setting),
                      "accuracy": {g: r["test"] for g, r in ablation.items()}, "results": ablation},
+        "granularity_selection": selection,
         "blocks": blocks,
         "checks": _checks(results, blocks),
         "paper_resnet18_imagenet": PAPER_RESNET18,
@@ -330,6 +351,14 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
                     [[name, f"{100 * figures['fp']['validation']:.2f}"]
                      + [f"{100 * figures['results'][name][m]['validation']:.2f}" for m in methods]
                      for name in figures["results"]]))
+    selection = figures.get("granularity_selection") or {}
+    if selection:
+        candidates = figures["config"]["granularity_candidates"]
+        out.append(("AQuant border granularity per setting, picked on the validation images "
+                    "(validation / test top-1 %; * = picked)", ["setting"] + list(candidates),
+                    [[name] + [("* " if g == sel["selected"] else "")
+                               + f"{100 * sel['results'][g]['validation']:.2f} / {100 * sel['results'][g]['test']:.2f}"
+                               for g in candidates] for name, sel in selection.items()]))
     if figures["ablation"]["accuracy"]:
         out.append((f"AQuant border granularity ablation at {figures['ablation']['setting']} (test top-1 %)",
                     ["granularity", "top-1 %", "std error"],
@@ -351,6 +380,14 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     return out
 
 
+def _granularity_text(config: dict) -> str:
+    candidates = config.get("granularity_candidates") or ()
+    if candidates:
+        return ("border granularity picked per setting on the held-out validation images among "
+                + ", ".join(f"`{g}`" for g in candidates))
+    return f"granularity `{config['recon']['border_granularity']}`"
+
+
 def _paper(v) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
@@ -370,7 +407,7 @@ def markdown(figures: dict, include_plot: bool = True) -> str:
         f"quantizes the same model from the same {r['calibration_size']} calibration images; QDrop-style and "
         f"AQuant run {r['iterations']} iterations per block (batch {r['batch_size']}, drop p={r['drop_prob']}, "
         f"weight lr {r['weight_lr']}, scale lr {r['scale_lr']}) and differ only in AQuant's learned border "
-        f"(granularity `{r['border_granularity']}`, border lr {r['border_lr']}). A block whose reconstruction "
+        f"({_granularity_text(c)}, border lr {r['border_lr']}). A block whose reconstruction "
         f"does not lower its calibration error below round-to-nearest keeps round-to-nearest "
         f"(fallback {'on' if r['fallback_to_nearest'] else 'off'}). Differences are paired over the same test "
         f"images (± one standard error). Run took {figures['seconds']:.0f} s on "

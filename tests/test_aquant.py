@@ -201,3 +201,56 @@ def test_accuracy_noise_estimates_match_their_formulas():
     assert se == pytest.approx(np.sqrt(np.sum((d - d.mean()) ** 2) / (len(d) - 1) / len(d)))
     # Identical predictions: no difference and no noise.
     assert paired_difference(a, a) == (0.0, 0.0)
+
+
+def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch, tmp_path):
+    """The selection uses validation accuracy only: here the validation winner is not the test winner."""
+    import types
+
+    import models.registry
+    import transforms.quant.block_recon as block_recon
+    from scripts import aquant_experiments as exp
+
+    n = 100
+    # Images are (index, is_validation); every label is 0. A net is correct on the first k images.
+    test_x = np.stack([np.arange(n), np.zeros(n)], 1)
+    val_x = np.stack([np.arange(n), np.ones(n)], 1)
+    labels = np.zeros(n, np.int64)
+    correct_count = {  # granularity: (validation, test)
+        "channel_level": (60, 90), "tensor": (80, 70), "level": (80, 50), "rtn": (40, 40), "qdrop": (50, 50)}
+
+    def net_for(key):
+        val_k, test_k = correct_count[key]
+
+        def net(images):
+            k = np.where(images[:, 1] > 0, val_k, test_k)
+            right = images[:, 0] < k
+            return np.stack([right, ~right], 1).astype(np.float32)
+        return net
+
+    data = types.SimpleNamespace(train_x=np.zeros((40, 2)), train_y=np.zeros(40, np.int64), test_x=test_x,
+                                 test_y=labels, num_classes=2, image_shape=(1, 1, 2), name="fake")
+    monkeypatch.setattr(exp, "_load_data", lambda config: (data, (val_x, labels)))
+    monkeypatch.setattr(models.registry, "create_image_model",
+                        lambda *a, **k: types.SimpleNamespace(eval=lambda: None))
+    monkeypatch.setattr(exp, "train_or_load_float_model", lambda config, data, model: (model, 0.0))
+    monkeypatch.setattr(block_recon, "float_network", lambda model: net_for("rtn"))
+
+    def fake_quantize(model, calibration, recon):
+        key = recon.border_granularity if recon.method == "aquant" else recon.method
+        return net_for(key), {"blocks": [], "fallbacks": 0}
+
+    monkeypatch.setattr(block_recon, "quantize_resnet", fake_quantize)
+    config = exp.AQuantExperimentConfig(settings=((2, 2),), ablation=(), outdir=str(tmp_path), progress=False,
+                                        granularity_candidates=("channel_level", "tensor", "level"))
+    figures = exp.run(config)
+    chosen = figures["granularity_selection"]["W2A2"]
+    assert chosen["selected"] == "tensor"  # 80 on validation; ties with "level", which comes later
+    assert figures["results"]["W2A2"]["aquant"]["granularity"] == "tensor"
+    assert figures["accuracy"]["W2A2"]["aquant"] == pytest.approx(0.70)  # not channel_level's better 0.90 test
+    assert figures["differences"]["W2A2: AQuant - QDrop-style"]["points"] == pytest.approx(20.0)
+    assert "picked on the validation images" in (tmp_path / "aquant.md").read_text()
+    with pytest.raises(ValueError, match="ablation"):
+        exp.AQuantExperimentConfig(granularity_candidates=("tensor",))
+    with pytest.raises(ValueError, match="validation_size"):
+        exp.AQuantExperimentConfig(granularity_candidates=("tensor",), ablation=(), validation_size=0)

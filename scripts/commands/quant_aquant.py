@@ -10,10 +10,10 @@ DESCRIPTION = (
     "Trains a float CIFAR-style ResNet on the built-in shapes set (or --dataset cifar10/imagefolder "
     "with --data-path), then post-training quantizes it with round-to-nearest, QDrop-style block "
     "reconstruction (AdaRound weights, LSQ activation scales, drop p=0.5) and AQuant (the same plus "
-    "learned per-channel x per-level rounding borders), all from the same calibration images and "
-    "iterations, first/last layers 8-bit. Prints the accuracy table with the papers' ResNet-18 "
-    "ImageNet numbers beside ours, a border-granularity ablation and the per-block reconstruction "
-    "errors. Writes reports/quant/aquant.{json,md,png}. --quick runs the tour's half-minute version."
+    "learned rounding borders: per channel x level, channel, level or tensor, the granularity picked per "
+    "setting on held-out validation images), all from the same calibration images and iterations, "
+    "first/last layers 8-bit. Prints the accuracy table with the papers' ResNet-18 ImageNet numbers "
+    "beside ours, every border granularity's accuracy and the per-block reconstruction errors. Writes reports/quant/aquant.{json,md,png}. --quick runs the tour's half-minute version."
 )
 TOUR_ORDER = 35
 
@@ -60,7 +60,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration-size", type=int, default=None,
                         help=f"calibration images (default {d.recon.calibration_size})")
     parser.add_argument("--granularity", default=None,
-                        help="AQuant border granularity: channel_level (default) | channel | level | tensor")
+                        help="AQuant border granularity: auto (default; every candidate at every setting, the "
+                             "best on the validation images is reported) | channel_level | channel | level | "
+                             "tensor (quick: channel_level)")
+    parser.add_argument("--candidates", default=None,
+                        help="with --granularity auto: comma list of candidate granularities (default "
+                             "channel_level,channel,level,tensor)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the border-granularity ablation")
     parser.add_argument("--first-last-bits", type=int, default=None,
                         help=f"bits of the first and last layers (default {d.recon.first_last_bits})")
@@ -71,6 +76,10 @@ def add_arguments(parser) -> None:
                              "same recipe (dataset, sizes, model, width, steps, seed), written otherwise")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, float model and reconstruction")
     parser.add_argument("--outdir", default="reports/quant", help="where reports go (default reports/quant)")
+
+
+# The paper's coarse-grained form first, so it wins ties.
+AUTO_CANDIDATES = ("channel_level", "channel", "level", "tensor")
 
 
 def _config(args):
@@ -88,9 +97,17 @@ def _config(args):
             overrides[field] = value
     if args.no_ablation:
         overrides["ablation"] = ()
+    granularity = args.granularity or (None if args.quick else "auto")
+    if args.candidates is not None and granularity != "auto":
+        raise ValueError("--candidates goes with --granularity auto")
+    if granularity == "auto":
+        overrides["granularity_candidates"] = (tuple(g.strip() for g in args.candidates.split(",") if g.strip())
+                                               if args.candidates else AUTO_CANDIDATES)
+        overrides["ablation"] = ()  # the candidates at every setting are the ablation
+        granularity = None
     recon = {"seed": args.seed, "progress": True}
     for field, value in (("iterations", args.iterations), ("calibration_size", args.calibration_size),
-                         ("border_granularity", args.granularity), ("first_last_bits", args.first_last_bits)):
+                         ("border_granularity", granularity), ("first_last_bits", args.first_last_bits)):
         if value is not None:
             recon[field] = value
     if args.no_fallback:
