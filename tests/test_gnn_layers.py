@@ -161,9 +161,10 @@ def test_every_step_is_a_known_stage_and_the_model_runs(kind):
     assert out.shape == (12, 3) and bool(jnp.isfinite(out).all())
 
 
-def test_gradients_of_fused_and_unfused_agree():
-    model = GNNClassifier("gat", 5, 3, hidden=4, heads=2, dropout=0.0, rngs=nnx.Rngs(1))
-    graph = _golden_graph().with_self_loops()
+@pytest.mark.parametrize("kind", ["gat", "gcn", "sage", "rgcn"])
+def test_gradients_of_fused_and_unfused_agree(kind):
+    model = GNNClassifier(kind, 5, 3, hidden=4, heads=2, num_relations=3, dropout=0.0, rngs=nnx.Rngs(1))
+    graph = prepare_graph(kind, _golden_graph())
     x = jnp.asarray(GOLDEN["x"])
 
     def loss(m, fused):
@@ -173,3 +174,15 @@ def test_gradients_of_fused_and_unfused_agree():
                                             nnx.grad(lambda m: loss(m, True))(m)))(model)
     for a, b in zip(jax.tree.leaves(g_unfused), jax.tree.leaves(g_fused)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_fused_model_exports_for_accelerators_without_the_cpu_kernel(platform):
+    from jax import export
+
+    model = GNNClassifier("gcn", 5, 3, hidden=8, dropout=0.0, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    graph = prepare_graph("gcn", _golden_graph())
+    forward = jax.jit(lambda p, g, x: nnx.merge(graphdef, p)(g, x, fused=True))
+    exported = export.export(forward, platforms=[platform])(params, graph, jnp.asarray(GOLDEN["x"]))
+    assert "frugal_csr_matmul" not in exported.mlir_module()
