@@ -318,8 +318,16 @@ def _checks(results: dict, blocks: dict) -> dict:
     reconstructed = [b for key, bs in blocks.items() if not key.endswith("/rtn") for b in bs]
     checks["every block: final calibration error <= round-to-nearest's"] = all(
         b["loss_final"] <= b["loss_rtn"] for b in reconstructed)
-    checks["every block: training loss decreased"] = all(
-        b["train_loss_last"] < b["train_loss_first"] for b in reconstructed if len(b["history"]) > 1)
+    # The block's reconstruction error as deployed (hard-rounded weights, learned scales and borders)
+    # over the calibration set: from its round-to-nearest start to the end of the optimization.
+    checks["every block: reconstruction error decreased during optimization"] = all(
+        b["loss_reconstructed"] < b["loss_rtn"] for b in reconstructed)
+    # Informational: the relaxed objective (soft rounding, random dropping) per logged chunk. As the
+    # rounding regularizer anneals it pushes the soft weights to hard ones, which can raise this
+    # loss late in short runs even though the hard-rounded error above keeps falling.
+    trend = [b for b in reconstructed if len(b["history"]) > 1]
+    checks["(info) every block: relaxed training loss lower in the last logged chunk than the first"] = all(
+        b["train_loss_last"] < b["train_loss_first"] for b in trend)
     return checks
 
 
