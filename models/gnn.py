@@ -269,10 +269,10 @@ def spmm(graph: Graph, h: jax.Array, values: jax.Array | None = None, *, layout:
     """Fused Gather: sum over in-edges of value_e * h[sender_e], as one sparse-dense product.
 
     h is (N, ...) and values (E_pad,) or None (all ones). Extra trailing axes of h are flattened
-    into the product's column dimension.
-    Layout "bcsr" runs `jaxlib_ext.csr_matmul` (a native CPU kernel, jaxlib/cuSPARSE elsewhere);
-    "bcoo" runs jax.experimental.sparse's COO product. With unit weights and layout "bcsr", self loops are taken out of the sparse product and added
-    as `self_loop_counts * h` (GCN graphs carry one loop per vertex: about 18% of the nonzeros).
+    into the product's column dimension. Layout "bcsr" runs `jaxlib_ext.csr_matmul` (the native CPU
+    kernel; jaxlib's or cuSPARSE's CSR product elsewhere), "bcoo" jax.experimental.sparse's COO
+    product. With unit weights and layout "bcsr", self loops are taken out of the sparse product
+    and added as `self_loop_counts * h` (graphs with one loop per vertex: ~18% of the nonzeros).
     """
     flat = h.reshape(h.shape[0], -1)
     if layout == "bcoo":

@@ -407,8 +407,8 @@ def run(config: ProfileConfig, progress=None) -> dict:
     from jaxlib_ext import native
 
     figures = {"config": dataclasses.asdict(config), "machine": machine_description(), "datasets": described,
-               "csr_kernel": native.status("csr_matmul"), "models": models, "findings": findings(models), "cpu_note": CPU_NOTE, "training": training,
-               "paper_shares": PAPER_SHARES, "paper_fusion_ms": PAPER_FUSION_MS}
+               "csr_kernel": native.status("csr_matmul"), "models": models, "findings": findings(models),
+               "cpu_note": CPU_NOTE, "training": training, "paper_shares": PAPER_SHARES, "paper_fusion_ms": PAPER_FUSION_MS}
     if config.outdir:
         outdir = Path(config.outdir)
         outdir.mkdir(parents=True, exist_ok=True)
