@@ -17,6 +17,9 @@ every other platform, chosen per platform at lowering time, so one jitted or exp
 serves both) and is differentiable in ``values`` and ``dense`` (a custom VJP: the transpose
 product as an index scatter, so the backward needs no transposed CSR).
 
+A CPU program exported with ``jax.export`` that contains the native call needs the target
+registered where it is deserialized: call :func:`native_available` there first.
+
 Conventions shared by every path: ``indptr`` is (rows + 1,) non-decreasing from 0; entries past
 ``indptr[-1]`` are unused (static-size padding); an entry whose column index is outside
 ``[0, dense.shape[0])`` is skipped. Graphs padded for jit rely on both.
