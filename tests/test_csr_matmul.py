@@ -164,6 +164,7 @@ def test_native_rejects_unsupported_dtypes_and_broken_pointers():
 
 
 def test_loader_reports_why_the_kernel_is_off(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_reasons", {})  # the process-wide state stays as it was
     monkeypatch.setenv("FRUGAL_NATIVE_CACHE", str(tmp_path))
     monkeypatch.setenv("FRUGAL_NATIVE", "0")
     assert native._build("csr_matmul") is None
@@ -178,6 +179,7 @@ def test_loader_reports_why_the_kernel_is_off(monkeypatch, tmp_path):
 def test_loader_warns_and_falls_back_when_compiling_fails(monkeypatch, tmp_path):
     if native.find_compiler() is None:
         pytest.skip("no C++ compiler here")
+    monkeypatch.setattr(native, "_reasons", {})
     source_dir = tmp_path / "src"
     source_dir.mkdir()
     (source_dir / "broken.cc").write_text("this is not C++\n")
@@ -195,6 +197,7 @@ def test_loader_reuses_a_built_library_without_compiling(monkeypatch):
         raise AssertionError("the cached library should have been reused")
 
     monkeypatch.setattr(native, "_compile", no_compiling)
+    monkeypatch.setattr(native, "_reasons", {})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert native._build("csr_matmul") is not None
