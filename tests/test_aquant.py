@@ -254,3 +254,23 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
         exp.AQuantExperimentConfig(granularity_candidates=("tensor",))
     with pytest.raises(ValueError, match="validation_size"):
         exp.AQuantExperimentConfig(granularity_candidates=("tensor",), ablation=(), validation_size=0)
+
+
+def test_cli_picks_granularity_on_validation_by_default_but_not_in_the_quick_run():
+    import argparse
+
+    from scripts.commands import quant_aquant
+
+    parser = argparse.ArgumentParser()
+    quant_aquant.add_arguments(parser)
+    full = quant_aquant._config(parser.parse_args([]))
+    assert full.granularity_candidates == quant_aquant.AUTO_CANDIDATES and full.ablation == ()
+    assert quant_aquant._config(parser.parse_args(["--quick"])).granularity_candidates == ()
+    fixed = quant_aquant._config(parser.parse_args(["--granularity", "tensor"]))
+    assert fixed.granularity_candidates == () and fixed.granularity == "tensor"
+    chosen = quant_aquant._config(parser.parse_args(["--candidates", "tensor, level"]))
+    assert chosen.granularity_candidates == ("tensor", "level")
+    with pytest.raises(ValueError, match="--candidates"):
+        quant_aquant._config(parser.parse_args(["--granularity", "tensor", "--candidates", "level"]))
+    with pytest.raises(ValueError, match="granularity"):
+        quant_aquant._config(parser.parse_args(["--candidates", "pixel"]))

@@ -13,7 +13,8 @@ DESCRIPTION = (
     "learned rounding borders: per channel x level, channel, level or tensor, the granularity picked per "
     "setting on held-out validation images), all from the same calibration images and iterations, "
     "first/last layers 8-bit. Prints the accuracy table with the papers' ResNet-18 ImageNet numbers "
-    "beside ours, every border granularity's accuracy and the per-block reconstruction errors. Writes reports/quant/aquant.{json,md,png}. --quick runs the tour's half-minute version."
+    "beside ours, every border granularity's accuracy and the per-block reconstruction errors. Writes "
+    "reports/quant/aquant.{json,md,png}. --quick runs the tour's half-minute version."
 )
 TOUR_ORDER = 35
 
@@ -66,7 +67,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--candidates", default=None,
                         help="with --granularity auto: comma list of candidate granularities (default "
                              "channel_level,channel,level,tensor)")
-    parser.add_argument("--no-ablation", action="store_true", help="skip the border-granularity ablation")
+    parser.add_argument("--no-ablation", action="store_true",
+                        help="with a fixed --granularity: skip the other granularities at W2A2")
     parser.add_argument("--first-last-bits", type=int, default=None,
                         help=f"bits of the first and last layers (default {d.recon.first_last_bits})")
     parser.add_argument("--no-fallback", action="store_true",
