@@ -82,7 +82,9 @@ _COLUMN_MULTIPLE = 8
 
 def _xla_product(indptr, indices, values, dense):
     num_rows, width = indptr.shape[0] - 1, dense.shape[1]
-    _, valid = _valid(indptr, indices, dense.shape[0])
+    # Entries past indptr[-1] are never read by a CSR product, so only the column range needs a
+    # mask here (no per-entry row search on the forward path).
+    valid = (indices >= 0) & (indices < dense.shape[0])
     ones = jnp.ones(indices.shape, dense.dtype)
     data = jnp.where(valid, ones if values is None else values.astype(dense.dtype), 0)
     matrix = sparse.BCSR((data, jnp.clip(indices, 0, dense.shape[0] - 1), indptr),
