@@ -2,11 +2,12 @@
 
 The built-in set (`make_fact_qa`) is generated offline and seeded. Each passage is a few hundred
 WordPiece tokens of real English sentences (the dataset descriptions that ship inside scikit-learn and
-the docstrings of Python's standard library) with invented facts sprinkled in: one sentence states
-the answer ("The capital of Veloria is Ostbury."), and *hard distractors* state the same relation
-about other entities or other relations about the same entity, so a model must match both the
-entity and the relation of the question. Because a passage is long (by default ~12 blocks of 32
-tokens) and only one block holds the answer, most blocks are prunable: the setting Block-Skim wants.
+the docstrings of Python's standard library) with one invented sentence that states the answer ("The
+capital of Veloria is Ostbury."). By default every other block is real text that does not bear on the
+question (by default ~15 blocks of 32 tokens, of which the answer fills one or two): the setting
+Block-Skim is built for. `distractors=N` adds *look-alike facts* that state the same relation about
+other entities or other relations about the same entity, so a model must match both the entity and
+the relation of the question; that harder set also leaves an early skim predictor far less to drop.
 
 `featurize` turns examples into fixed windows `[CLS] question [SEP] context-window [SEP]`. A context
 longer than the window is split into overlapping windows (never truncated): consecutive windows
@@ -188,15 +189,19 @@ def _fact(relation, ents) -> tuple[str, str]:
     return fact.format(**ents), ents[answer_field]
 
 
-def make_fact_qa(n: int, *, seed: int = 0, context_tokens: tuple[int, int] = (300, 360), tokenizer=None,
-                 distractors: int = 3) -> list[QAExample]:
+def make_fact_qa(n: int, *, seed: int = 0, context_tokens: tuple[int, int] = (440, 490), tokenizer=None,
+                 distractors: int = 0) -> list[QAExample]:
     """`n` seeded examples: a ~context_tokens-long passage of real sentences with one answer fact.
 
-    Distractors (per passage): facts of the same relation about other subjects and other relations
-    about the same subject, each a separate sentence placed at random among the filler.
+    By default (distractors=0) the answer fact is the only invented sentence; the other blocks are
+    real filler text. `distractors` adds look-alike facts per passage, alternating the same relation
+    about another subject and another relation about the same subject, each a separate sentence
+    placed at random among the filler (3 gives the harder set, used with context_tokens=(300, 360)).
     """
     if n < 1:
         raise ValueError(f"n={n} must be >= 1")
+    if distractors < 0:
+        raise ValueError(f"distractors={distractors} must be >= 0")
     lo, hi = context_tokens
     if not 16 <= lo <= hi:
         raise ValueError(f"context_tokens={context_tokens} must be (lo, hi) with 16 <= lo <= hi")

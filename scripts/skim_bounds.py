@@ -4,8 +4,8 @@
 predictors would reach on the built-in dev windows (exact per-layer FLOPs of `transforms.block_skim`,
 predictor CNNs left out, so these are upper bounds):
 
-- keeping the question block plus every block that holds any invented fact (the answer and the
-  hard distractors) after a given layer: the best a predictor can do that only tells facts from
+- keeping the question block plus every block that holds any invented fact (the answer and, with
+  `--distractors`, the look-alike facts) after a given layer: the best a predictor can do that only tells facts from
   filler text;
 - keeping the question block plus the answer's blocks: the best any predictor can do;
 - both in two stages (facts after one layer, answer only after a later one).
@@ -64,9 +64,12 @@ def stage_flops(tokens: int, kept: Sequence[tuple[int, float]], num_layers: int,
     return full, pruned
 
 
-def bounds(n_dev: int = 200, *, seed: int = 1000, max_seq_len: int = 384, block: int = 32, num_layers: int = 6,
-           hidden: int = 384, intermediate: int = 1536) -> dict:
-    examples = make_fact_qa(n_dev, seed=seed)
+def bounds(n_dev: int = 200, *, seed: int = 1000, distractors: int = 0, context_tokens: tuple[int, int] = (440, 490),
+           max_seq_len: int = 512, block: int = 32, num_layers: int = 6, hidden: int = 384,
+           intermediate: int = 1536) -> dict:
+    """Defaults: the dev set of `frugal skim` (seed 1000); the harder set is distractors=3,
+    context_tokens=(300, 360), max_seq_len=384."""
+    examples = make_fact_qa(n_dev, seed=seed, distractors=distractors, context_tokens=context_tokens)
     features = featurize(examples, plain_tokenizer(), max_seq_len=max_seq_len)
     filler = filler_sentences()
     plans = {f"facts after layer {L}": ("facts", None, L) for L in (0, 1)}
@@ -95,8 +98,13 @@ def bounds(n_dev: int = 200, *, seed: int = 1000, max_seq_len: int = 384, block:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-dev", type=int, default=200, help="built-in dev examples (default 200)")
+    parser.add_argument("--distractors", type=int, default=0, help="look-alike facts per passage (default 0)")
+    parser.add_argument("--context-tokens", type=int, nargs=2, default=(440, 490), metavar=("LO", "HI"),
+                        help="passage length range in tokens (default 440 490)")
+    parser.add_argument("--max-seq-len", type=int, default=512, help="window length (default 512)")
     args = parser.parse_args(argv)
-    result = bounds(args.n_dev)
+    result = bounds(args.n_dev, distractors=args.distractors, context_tokens=tuple(args.context_tokens),
+                    max_seq_len=args.max_seq_len)
     print(f"{result['windows']} dev windows; share of blocks kept by an oracle: question + facts "
           f"{result['kept_share']['facts']:.3f}, question + answer {result['kept_share']['answer']:.3f}")
     for name, speedup in result["flops_speedup_upper_bound"].items():

@@ -36,8 +36,8 @@ def _batches(n: int, size: int):
 
 def collect_per_layer(model, features: QAFeatures, layers, per_layer, batch_size: int = 8) -> np.ndarray:
     """Runs the unpruned encoder of a BlockSkimQA over `features` in batches, only up to the last
-    of `layers`, and stacks `per_layer(m, i, probs, mask, types)` of each listed layer i (m: the
-    merged model inside jit): an array (len(layers), W, ...)."""
+    of `layers`, and stacks `per_layer(m, i, probs, mask, types, hidden)` of each listed layer i (m: the
+    merged model inside jit; hidden: the layer's output): an array (len(layers), W, ...)."""
     graphdef, state = nnx.split(model)
     last = max(layers) + 1
 
@@ -51,7 +51,7 @@ def collect_per_layer(model, features: QAFeatures, layers, per_layer, batch_size
         for i in range(last):
             x, probs = enc.layers[i](x, bias)
             if i in layers:
-                out.append(per_layer(m, i, probs, mask, types))
+                out.append(per_layer(m, i, probs, mask, types, x))
         return jnp.stack(out)
 
     chunks = [np.asarray(collect(state, features.input_ids[r], features.attention_mask[r], features.token_type_ids[r]))
@@ -101,7 +101,8 @@ def evaluate_skim(runner: SkimRunner, features: QAFeatures, examples, threshold:
                     blocks_seen.append(current // bs)
                     current = int(next(kept_iter)[w].sum()) * bs
             tokens.append(per_layer)
-            flops_skim += skim_flops(per_layer, blocks_seen, hidden=h, intermediate=f, num_heads=heads, block_size=bs)
+            flops_skim += skim_flops(per_layer, blocks_seen, hidden=h, intermediate=f, num_heads=heads, block_size=bs,
+                                     features=runner.config.predictor_features)
             flops_full += n_layers * encoder_layer_flops(int(length), h, f) + 2 * int(length) * h * 2
     start, end = np.concatenate(starts), np.concatenate(ends)
     scores = squad_scores(decode_answers(features, start, end, examples), examples)
@@ -111,8 +112,9 @@ def evaluate_skim(runner: SkimRunner, features: QAFeatures, examples, threshold:
             "mean_window_tokens": float(_padded_len(features.num_tokens, bs).mean()), "start": start, "end": end}
 
 
-def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: int) -> dict:
-    """Per predictor layer on the unpruned forward: kept-block fraction and answer-block recall per threshold."""
+def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: int, layers=None) -> dict:
+    """Per predictor layer (all, or those in `layers`) on the unpruned forward: kept-block fraction and
+    answer-block recall per threshold."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
@@ -132,6 +134,8 @@ def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: i
     p, y, v = np.concatenate(keep_probs, 1), np.concatenate(labels), np.concatenate(valid)
     out = {}
     for li, layer in enumerate(cfg.layers):
+        if layers is not None and layer not in layers:
+            continue
         rows = []
         for t in thresholds:
             keep = (p[li] >= t) & v
@@ -264,6 +268,9 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
                 else f"threshold {r['threshold']}")
         rows.append([f"ours Block-Skim, {name}", f"{r['exact_match']:.2f}", f"{r['f1']:.2f}",
                      f"{r['flops_speedup']:.2f}x", "-" if wall is None else f"{wall:.2f}x"])
+    for r in figures.get("paper_predictor_sweep", []):
+        rows.append([f"ours, the paper's predictor alone, threshold {r['threshold']}", f"{r['exact_match']:.2f}",
+                     f"{r['f1']:.2f}", f"{r['flops_speedup']:.2f}x", "-"])
     out = [(f"Block-Skim ({figures['label']}): built-in fact QA dev set, pruning after layers "
             f"{figures['config']['prune_layers']}", ["model", "EM", "F1", "FLOPs speedup", "wall-clock b=1"], rows)]
     diag = []
@@ -293,15 +300,25 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
                   "encoder frozen. This deviates from the paper's purely joint training: our joint run is short "
                   "(CPU budget) and left the predictors undertrained, and with the encoder fixed the predictors "
                   "see exactly the attention they see at inference.", ""]
-    if c["predictor_features"] != "diagonal":
+    if c["predictor_features"] == "diagonal+question+match":
+        lines += ["Predictor features 'diagonal+question+match' (our extension beyond the paper): on top of each "
+                  "paper predictor (CNN and classifier unchanged) a small MLP reads per block the CNN's logit margin, "
+                  "the log question<->block attention per head and how well the layer's hidden states match the "
+                  "question's tokens (top cosine similarities), each next to the neighbouring blocks and relative "
+                  f"to the window's best block. The MLPs of layers {c['question_layers']} were fitted alone "
+                  f"(encoder and CNN frozen, {c['match_fit_steps']} full-batch AdamW steps on "
+                  f"{c['question_fit_windows']} training windows)."]
+    elif c["predictor_features"] != "diagonal":
         lines += [f"Predictor features '{c['predictor_features']}' (our extension beyond the paper): the classifier "
                   "of each predictor also reads, per head, the log of the question->block and block->question "
                   "attention (mean mass and max). After the steps above, the classifiers of layers "
                   f"{c['question_layers']} were fitted alone (encoder and CNN frozen, {c['question_fit_steps']} "
-                  f"full-batch Adam steps on {c['question_fit_windows']} training windows). One threshold per pruning "
-                  f"layer was then picked on the last {c['selection_windows']} training windows (never fitted on, "
-                  f"not dev) as the largest keeping answer-block recall >= {c['target_recall']} on the unpruned "
-                  "forward.", ""]
+                  f"full-batch Adam steps on {c['question_fit_windows']} training windows)."]
+    if c["predictor_features"] != "diagonal":
+        lines[-1] += (f" One threshold per pruning layer was then picked on the last {c['selection_windows']} "
+                      "training windows (never fitted on, not dev) as the largest keeping answer-block recall >= "
+                      f"{c['target_recall']} on the unpruned forward.")
+        lines.append("")
         sel = figures.get("selected_thresholds")
         if sel:
             rows = [[layer, t, f"{h['kept_context_fraction']:.3f}", f"{h['answer_block_recall']:.3f}"]

@@ -8,6 +8,11 @@ and `fit_question_classifiers` then trains only those classifiers - encoder and 
 on features computed once from the unpruned forward of training windows. That costs one encoder pass
 over the windows plus seconds of optimisation, instead of epochs of CNN training.
 
+The second extension (`"diagonal+question+match"`) keeps the paper CNN and its classifier as they are
+and puts a small MLP (`MatchHead`) on top: per block it reads the CNN's logit margin, the question
+features and how well the layer's hidden states match the question's tokens, next to the neighbouring
+blocks and relative to the window's best block. `fit_match_heads` trains only those heads, the same way.
+
 `select_thresholds` picks one keep threshold per pruning layer on held-out *training* windows: the
 largest threshold whose answer-block recall on those windows stays at or above a target.
 """
@@ -25,14 +30,16 @@ from flax import nnx
 from scripts.qa_data import QAFeatures
 from scripts.skim_eval import collect_per_layer
 from transforms.block_skim import (BlockSkimConfig, BlockSkimQA, block_labels, block_valid, diagonal_blocks,
-                                   question_features, question_mask_from, skim_loss)
+                                   question_features, question_mask_from, skim_loss, with_block_context)
 
 
 def with_predictor_features(model: BlockSkimQA, features: str) -> BlockSkimQA:
-    """A copy of `model` whose predictors use `features`; new classifier inputs start at weight zero.
+    """A copy of `model` whose predictors use `features`; the CNN and its BatchNorm statistics are copied.
 
-    The converted model's skim logits equal the original's (the extra inputs are multiplied by zero).
-    The copy is in eval mode.
+    To "diagonal+question" the classifier is widened with zero weights for the new inputs, so the skim
+    logits equal the original's until `fit_question_classifiers` runs. To "diagonal+question+match" the
+    paper classifier is copied unchanged (its logit margin is one of the match head's inputs) and the match
+    head starts untrained: fit it with `fit_match_heads`. The copy is in eval mode.
     """
     old_cfg = model.skim_config
     if features == old_cfg.predictor_features:
@@ -44,12 +51,29 @@ def with_predictor_features(model: BlockSkimQA, features: str) -> BlockSkimQA:
     for old_p, new_p in zip(model.predictors, new.predictors):
         for name in ("conv1", "norm1", "conv2", "norm2"):
             nnx.update(getattr(new_p, name), nnx.clone(nnx.state(getattr(old_p, name))))
+        if features == "diagonal+question+match":
+            nnx.update(new_p.classifier, nnx.clone(nnx.state(old_p.classifier)))
+            continue
         kernel = old_p.classifier.kernel[...]
         pad = new_p.classifier.kernel[...].shape[0] - kernel.shape[0]
         new_p.classifier.kernel.set_value(jnp.concatenate([kernel, jnp.zeros((pad, 2), kernel.dtype)]))
         new_p.classifier.bias.set_value(old_p.classifier.bias[...])
     new.eval()  # conversion happens after training; BatchNorm keeps the running statistics it copied
     return new
+
+
+def paper_predictors(model: BlockSkimQA) -> BlockSkimQA:
+    """The paper's predictors inside a "diagonal+question+match" model: a "diagonal" copy with the same
+    encoder, CNNs and CNN classifiers (what the match heads were stacked on), in eval mode."""
+    if model.skim_config.predictor_features != "diagonal+question+match":
+        raise ValueError(f"expected a 'diagonal+question+match' model, got {model.skim_config.predictor_features!r}")
+    cfg = dataclasses.replace(model.skim_config, predictor_features="diagonal")
+    plain = BlockSkimQA(nnx.clone(model.qa_model), cfg, rngs=nnx.Rngs(0))
+    for src, dst in zip(model.predictors, plain.predictors):
+        for name in ("conv1", "norm1", "conv2", "norm2", "classifier"):
+            nnx.update(getattr(dst, name), nnx.clone(nnx.state(getattr(src, name))))
+    plain.eval()
+    return plain
 
 
 def collect_classifier_inputs(model: BlockSkimQA, features: QAFeatures, layers, batch_size: int = 8) -> np.ndarray:
@@ -63,7 +87,7 @@ def collect_classifier_inputs(model: BlockSkimQA, features: QAFeatures, layers, 
     cfg = model.skim_config
     index = [cfg.layers.index(i) for i in layers]
 
-    def classifier_inputs(m, i, probs, mask, types):
+    def classifier_inputs(m, i, probs, mask, types, hidden):
         blocks = diagonal_blocks(probs, cfg.block_size)
         b, k = blocks.shape[:2]
         feats = m.predictors[index[list(layers).index(i)]].pooled(blocks.reshape((b * k,) + blocks.shape[2:]))
@@ -74,6 +98,70 @@ def collect_classifier_inputs(model: BlockSkimQA, features: QAFeatures, layers, 
         return feats
 
     return collect_per_layer(model, features, layers, classifier_inputs, batch_size)
+
+
+def collect_match_inputs(model: BlockSkimQA, features: QAFeatures, layers, batch_size: int = 8) -> np.ndarray:
+    """(len(layers), W, K, 6 * match_base_width) what each listed match head reads on the unpruned forward."""
+    model = nnx.clone(model)
+    model.eval()
+    cfg = model.skim_config
+    if cfg.predictor_features != "diagonal+question+match":
+        raise ValueError(f"the model's predictors use {cfg.predictor_features!r}, not 'diagonal+question+match'")
+
+    def head_inputs(m, i, probs, mask, types, hidden):
+        base = m.predictors[cfg.layers.index(i)].match_base(probs, question_mask_from(mask, types), mask, hidden)
+        return with_block_context(base, block_valid(mask, cfg.block_size))
+
+    return collect_per_layer(model, features, layers, head_inputs, batch_size)
+
+
+def fit_match_heads(model: BlockSkimQA, features: QAFeatures, layers, *, steps: int = 300,
+                    learning_rate: float = 1e-2, weight_decay: float = 1e-2, batch_size: int = 8,
+                    inputs: np.ndarray | None = None) -> dict:
+    """Fits the match heads of the predictors at `layers` in place: standardization statistics from the
+    real blocks of these windows, then full-batch AdamW on the class-weighted CE (weights [1, beta]).
+
+    Few steps on purpose: the MLP fits its training windows perfectly within ~1,000 steps and then keeps
+    more blocks at equal answer recall on held-out windows. Returns per layer the loss at start and end.
+    """
+    cfg = model.skim_config
+    x_all = collect_match_inputs(model, features, layers, batch_size) if inputs is None else inputs
+    labels, valid = window_labels(features, cfg)
+    real = valid.reshape(-1) > 0
+    y, v = jnp.asarray(labels.reshape(-1)), jnp.asarray(valid.reshape(-1))
+    log = {}
+    for li, layer in enumerate(layers):
+        head = model.predictors[cfg.layers.index(layer)].match_head
+        x = np.asarray(x_all[li], np.float32).reshape(-1, x_all.shape[-1])
+        head.mean.set_value(jnp.asarray(x[real].mean(0)))
+        head.scale.set_value(jnp.asarray(x[real].std(0) + 1e-6))
+        graphdef, params, rest = nnx.split(head, nnx.Param, ...)
+        x = jnp.asarray(x)
+        tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
+        opt_state = tx.init(params)
+
+        def loss_fn(p):
+            return skim_loss(nnx.merge(graphdef, p, rest)(x), y, v, cfg.beta)
+
+        @jax.jit
+        def step(params, opt_state):
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        first = float(loss_fn(params))
+        for _ in range(steps):
+            params, opt_state, loss = step(params, opt_state)
+        nnx.update(head, params)
+        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params))}
+    return log
+
+
+def match_keep_probabilities(model: BlockSkimQA, inputs: np.ndarray, layers) -> np.ndarray:
+    """(len(layers), W, K) P(keep) of the match heads from precomputed `collect_match_inputs`."""
+    cfg = model.skim_config
+    return np.stack([np.asarray(jax.nn.softmax(model.predictors[cfg.layers.index(layer)].match_head(
+        jnp.asarray(inputs[li])), -1)[..., 1]) for li, layer in enumerate(layers)])
 
 
 def window_labels(features: QAFeatures, config: BlockSkimConfig) -> tuple[np.ndarray, np.ndarray]:

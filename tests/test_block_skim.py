@@ -305,3 +305,100 @@ def test_widening_to_question_features_keeps_predictions(skim_model):
     for a, b in zip(before, after):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
     assert model.skim_config.predictor_features == "diagonal"  # the input is not changed
+
+
+def _match_features_loop(h, qmask, mask, bs, top_k):
+    """Plain-NumPy reference of `match_features`."""
+    b, s, _ = h.shape
+    k = s // bs
+    unit = h / np.linalg.norm(h, axis=-1, keepdims=True)
+    out = np.full((b, k, top_k), -1.0)
+    for i in range(b):
+        queries = [q for q in range(1, min(s, 64)) if qmask[i, q]]
+        context = [t for t in range(s) if mask[i, t] and not qmask[i, t]]
+        for blk in range(k):
+            keys = [t for t in context if blk * bs <= t < (blk + 1) * bs]
+            scores = sorted((max((unit[i, q] @ unit[i, t] for t in keys), default=-1.0) for q in queries),
+                            reverse=True)[:top_k]
+            out[i, blk, :len(scores)] = scores
+    return out
+
+
+def test_match_features_match_numpy_loop():
+    from transforms.block_skim import match_features
+
+    ids, mask, types, _ = _batch()
+    hidden = np.random.default_rng(1).normal(size=ids.shape + (8,)).astype(np.float32)
+    hidden[0, 50] = hidden[0, 3]  # a context token repeating a question token: similarity 1 in its block
+    qmask = question_mask_from(mask, types)
+    got = np.asarray(match_features(jnp.asarray(hidden), qmask, jnp.asarray(mask), BS, top_k=6))
+    expected = _match_features_loop(hidden.astype(np.float64), np.asarray(qmask), mask, BS, 6)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert got[0, 50 // BS, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_block_context_neighbours_and_window_maximum():
+    from transforms.block_skim import with_block_context
+
+    feats = jnp.asarray(np.arange(12, dtype=np.float32).reshape(1, 4, 3))
+    valid = jnp.asarray([[1.0, 1.0, 1.0, 0.0]])  # the last block is padding: not the window's best
+    out = np.asarray(with_block_context(feats, valid))
+    f = np.arange(12, dtype=np.float32).reshape(4, 3)
+    rel = np.concatenate([f, f - f[2]], -1)
+    zero = np.zeros((1, 6), np.float32)
+    np.testing.assert_array_equal(out[0], np.concatenate([rel, np.concatenate([zero, rel[:-1]]),
+                                                          np.concatenate([rel[1:], zero])], -1))
+
+
+@pytest.fixture(scope="module")
+def match_model(skim_model):
+    from scripts.skim_predictor_fit import with_predictor_features
+
+    model = with_predictor_features(skim_model, "diagonal+question+match")
+    for p in model.predictors:  # decisive random heads, as for the CNN predictors above
+        p.match_head.out.kernel.set_value(p.match_head.out.kernel[...] * 40.0)
+    return model
+
+
+def test_match_predictor_prunes_like_the_unpruned_forward_says(match_model):
+    ids, mask, types, qlen = _batch()
+    runner = SkimRunner(match_model)
+    res = runner(ids, mask, types, qlen, 0.5)
+    _, _, skim = match_model(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+    # After the first pruning layer the runner keeps exactly what the unpruned forward's predictor says.
+    keep0 = np.asarray(jax.nn.softmax(skim[0], -1)[..., 1]) >= 0.5
+    protected = np.arange(mask.shape[1] // BS)[None, :] * BS < qlen[:, None]
+    real = mask.reshape(mask.shape[0], -1, BS).max(-1) > 0
+    np.testing.assert_array_equal(res.kept_blocks[0], (keep0 | protected) & real)
+    assert 0 < res.kept_blocks[0][real].mean() < 1
+    kept_after = dict(zip(match_model.skim_config.layers, res.kept_blocks))
+    ref_start, _, final_mask = _masked_reference(match_model, ids, mask, types, kept_after)
+    live = final_mask > 0
+    np.testing.assert_allclose(res.start_logits[live], ref_start[live], atol=2e-5)
+    zero = runner(ids, mask, types, qlen, 0.0)
+    full_start, _ = runner.full(ids, mask, types)
+    np.testing.assert_allclose(zero.start_logits[mask > 0], full_start[mask > 0], atol=1e-5)
+    with pytest.raises(ValueError, match="hidden"):
+        match_model.predictors[0](jnp.zeros((1, SMALL.num_attention_heads, 32, 32)), jnp.zeros((1, 32), bool),
+                                  jnp.ones((1, 32)))
+
+
+def test_match_predictor_flops_are_counted():
+    from transforms.block_skim import predictor_flops
+
+    plain = predictor_flops(16, 12)
+    question = predictor_flops(16, 12, features="diagonal+question")
+    match = predictor_flops(16, 12, features="diagonal+question+match")
+    assert plain < question < match < encoder_layer_flops(512, 384, 1536) / 10
+
+
+def test_paper_predictors_inside_a_match_model_predict_like_the_original(skim_model, match_model):
+    from scripts.skim_predictor_fit import paper_predictors
+
+    ids, mask, types, _ = _batch()
+    model = nnx.clone(skim_model)
+    model.eval()
+    _, _, before = model(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+    _, _, after = paper_predictors(match_model)(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)

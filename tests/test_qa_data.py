@@ -18,15 +18,18 @@ def tokenizer():
     return plain_tokenizer()
 
 
+HARD = dict(distractors=3, context_tokens=(300, 360))  # the look-alike-facts variant
+
+
 @pytest.fixture(scope="module")
 def facts(tokenizer):
-    return make_fact_qa(12, seed=3, tokenizer=tokenizer)
+    return make_fact_qa(12, seed=3, tokenizer=tokenizer, **HARD)
 
 
 def test_fact_set_is_seeded_and_answers_point_at_the_fact(facts, tokenizer):
-    again = make_fact_qa(12, seed=3, tokenizer=tokenizer)
+    again = make_fact_qa(12, seed=3, tokenizer=tokenizer, **HARD)
     assert again == facts
-    assert make_fact_qa(2, seed=4, tokenizer=tokenizer)[0] != facts[0]
+    assert make_fact_qa(2, seed=4, tokenizer=tokenizer, **HARD)[0] != facts[0]
     for ex in facts:
         (text, start), = ex.answers
         assert ex.context[start:start + len(text)] == text
@@ -37,6 +40,24 @@ def test_fact_set_is_seeded_and_answers_point_at_the_fact(facts, tokenizer):
         sentence = ex.context[sentence_start:ex.context.find(".", start + len(text)) + 1]
         content = {w.lower() for w in ex.question.rstrip("?").split() if len(w) > 3} - {"what", "when", "which"}
         assert len(content & {w.lower() for w in sentence.rstrip(".").split()}) >= 2, (ex.question, sentence)
+
+
+def test_default_set_has_one_invented_sentence_the_answer(tokenizer):
+    from scripts.qa_data import filler_sentences
+    from scripts.skim_bounds import fact_character_mask
+
+    filler = filler_sentences()
+    for ex in make_fact_qa(6, seed=5, tokenizer=tokenizer):
+        (text, start), = ex.answers
+        assert 420 <= len(tokenizer.encode(ex.context, add_special_tokens=False).ids) <= 500
+        invented = np.flatnonzero(fact_character_mask(ex.context, filler))
+        # Everything outside the filler sentences lies in the one sentence that carries the answer.
+        previous_stop = ex.context.rfind(". ", 0, start)
+        sentence_start = previous_stop + 2 if previous_stop >= 0 else 0
+        sentence_end = ex.context.find(".", start + len(text)) + 1
+        assert invented.min() >= sentence_start and invented.max() < sentence_end, ex.context
+    with pytest.raises(ValueError, match="distractors"):
+        make_fact_qa(1, distractors=-1, tokenizer=tokenizer)
 
 
 def test_windows_cover_long_contexts_without_truncation(facts, tokenizer):

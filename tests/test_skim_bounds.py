@@ -22,10 +22,17 @@ def test_stage_flops_counts_each_layer_at_the_tokens_it_sees():
 
 
 def test_answer_oracle_beats_fact_oracle_and_bounds_exceed_one():
-    result = bounds(6)
+    result = bounds(6, distractors=3, context_tokens=(300, 360), max_seq_len=384)
     up = result["flops_speedup_upper_bound"]
     assert 0 < result["kept_share"]["answer"] < result["kept_share"]["facts"] <= 1
     assert up["answer after layer 0"] > up["facts after layer 0"] > 1
     assert up["answer after layer 0"] > up["answer after layer 1"] > up["answer after layer 2"] > 1
     # Pruning to the facts first only helps: between answer-only after layer 1 and after layer 0.
     assert up["answer after layer 1"] <= up["facts after layer 0, answer after layer 1"] <= up["answer after layer 0"]
+
+
+def test_without_distractors_the_only_fact_is_the_answer():
+    result = bounds(6)  # the default set: one answer fact among filler sentences
+    share = result["kept_share"]
+    # Facts are the answer sentence, which may reach one block past the answer span's blocks.
+    assert share["answer"] <= share["facts"] < share["answer"] + 1 / 15

@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 LABEL_RULES = ("any", "more_than_one")
-PREDICTOR_FEATURES = ("diagonal", "diagonal+question")
+PREDICTOR_FEATURES = ("diagonal", "diagonal+question", "diagonal+question+match")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,10 @@ class BlockSkimConfig:
         "diagonal+question" is our extension: per head, the question->block and block->question attention
         (mean mass and max, see `question_features`) are concatenated to the CNN's pooled features before
         the classifier. Early layers' intra-block attention carries little question signal; these do.
+        "diagonal+question+match" (also ours) adds how well the question's tokens are matched in the block
+        by the layer's hidden states (`match_features`), sees each block next to its neighbours and
+        relative to the best block of the window (`with_block_context`), and classifies with a small MLP
+        (`MatchHead`) that also reads the paper CNN's logit. Built for pruning right after layer 0.
     """
 
     layers: tuple[int, ...] = (0, 1)
@@ -100,6 +104,9 @@ def diagonal_blocks(probs: jax.Array, block_size: int) -> jax.Array:
 
 QUESTION_FEATURES_PER_HEAD = 4
 QUESTION_FEATURE_FLOOR = 1e-6
+# Question features read the question where it sits, in the first QUESTION_TOKENS positions of a window;
+# question tokens past it are ignored (SQuAD questions average ~11 WordPiece tokens, few pass 40).
+QUESTION_TOKENS = 64
 
 
 def question_features(probs: jax.Array, question_mask: jax.Array, attention_mask: jax.Array,
@@ -109,24 +116,27 @@ def question_features(probs: jax.Array, question_mask: jax.Array, attention_mask
     Per head and block k, in this order: the mean over question queries of the attention mass on block
     k; the largest single question->block-k probability; the mean over block k's real queries of the
     attention mass on question keys; the largest single block-k->question probability. question_mask
-    (B, S) marks [CLS], question and first [SEP] (real tokens with token type 0); attention_mask (B, S)
-    marks real tokens. Blocks without real tokens get probability 0 for the block->question pair.
+    (B, S) marks [CLS], question and first [SEP] (real tokens with token type 0; only those among the
+    first QUESTION_TOKENS positions count); attention_mask (B, S) marks real tokens. Blocks without real tokens get probability 0 for the block->question pair.
     Each value is returned as log(max(p, 1e-6)): attention probabilities span orders of magnitude
     (1/S is ~0.003), and on the log scale a linear classifier can weigh them next to the CNN features.
     """
     b, h, s, _ = probs.shape
     if s % block_size:
         raise ValueError(f"attention length {s} must be a multiple of block_size={block_size}")
-    k = s // block_size
-    q = question_mask.astype(probs.dtype)
+    k, nq = s // block_size, min(s, QUESTION_TOKENS)
+    # Only the question's rows and columns of the attention map matter; the question sits at the start of
+    # the window, so reading the first nq rows/columns instead of all S costs S/nq times less.
+    q = question_mask[:, :nq].astype(probs.dtype)
     real = attention_mask.astype(probs.dtype)
-    by_key_block = probs.reshape(b, h, s, k, block_size)
-    mass_on_block = by_key_block.sum(-1)  # (B, H, S queries, K)
+    by_key_block = probs[:, :, :nq, :].reshape(b, h, nq, k, block_size)
+    mass_on_block = by_key_block.sum(-1)  # (B, H, nq question queries, K)
     q_rows = q[:, None, :, None]
     q_to_block_mean = (mass_on_block * q_rows).sum(2) / jnp.clip(q.sum(-1), 1.0)[:, None, None]
     q_to_block_max = jnp.where(q_rows > 0, by_key_block.max(-1), 0.0).max(2)
-    mass_on_question = jnp.einsum("bhij,bj->bhi", probs, q).reshape(b, h, k, block_size)
-    max_on_question = jnp.where(q[:, None, None, :] > 0, probs, 0.0).max(-1).reshape(b, h, k, block_size)
+    to_question = probs[..., :nq]  # (B, H, S queries, nq question keys)
+    mass_on_question = jnp.einsum("bhij,bj->bhi", to_question, q).reshape(b, h, k, block_size)
+    max_on_question = jnp.where(q[:, None, None, :] > 0, to_question, 0.0).max(-1).reshape(b, h, k, block_size)
     real_blocks = real.reshape(b, 1, k, block_size)
     block_to_q_mean = (mass_on_question * real_blocks).sum(-1) / jnp.clip(real_blocks.sum(-1), 1.0)
     block_to_q_max = jnp.where(real_blocks > 0, max_on_question, 0.0).max(-1)
@@ -137,6 +147,71 @@ def question_features(probs: jax.Array, question_mask: jax.Array, attention_mask
 def question_mask_from(attention_mask: jax.Array, token_type_ids: jax.Array) -> jax.Array:
     """Real tokens of the first segment ([CLS] question [SEP]) as a (B, S) bool mask."""
     return (jnp.asarray(attention_mask) > 0) & (jnp.asarray(token_type_ids) == 0)
+
+
+MATCH_TOP_K = 8
+
+
+def match_features(hidden: jax.Array, question_mask: jax.Array, attention_mask: jax.Array, block_size: int,
+                   top_k: int = MATCH_TOP_K) -> jax.Array:
+    """(B, S, D) hidden states -> (B, K, top_k): how well block k matches the question, token by token.
+
+    For every question token (question_mask without [CLS], among the first QUESTION_TOKENS positions,
+    where the question sits) the best cosine similarity with any real context token of block k; per block
+    the `top_k` largest of these, descending, -1 where the question has fewer tokens. An early layer's
+    hidden states still carry token identity, so the block that repeats the question's rare words (the
+    entity asked about) stands out long before attention links question and answer.
+    """
+    b, s, _ = hidden.shape
+    if s % block_size:
+        raise ValueError(f"sequence length {s} must be a multiple of block_size={block_size}")
+    k, nq = s // block_size, min(s, QUESTION_TOKENS)
+    unit = hidden / jnp.clip(jnp.linalg.norm(hidden, axis=-1, keepdims=True), 1e-6)
+    sim = jnp.einsum("bqd,bkd->bqk", unit[:, :nq], unit)  # (B, nq, S)
+    context = (attention_mask > 0) & ~question_mask
+    sim = jnp.where(context[:, None, :], sim, -1.0)
+    best = sim.reshape(b, nq, k, block_size).max(-1)  # (B, nq, K)
+    queries = question_mask[:, :nq] & (jnp.arange(nq) > 0)[None, :]
+    best = jnp.where(queries[:, :, None], best, -1.0)
+    top = jax.lax.top_k(jnp.swapaxes(best, 1, 2), min(top_k, nq))[0]
+    if top.shape[-1] < top_k:
+        top = jnp.pad(top, ((0, 0), (0, 0), (0, top_k - top.shape[-1])), constant_values=-1.0)
+    return top
+
+
+def with_block_context(feats: jax.Array, valid: jax.Array) -> jax.Array:
+    """(B, K, D) per-block features -> (B, K, 6D): each block with its window and its neighbours.
+
+    Per block: its features, the same minus their maximum over the window's real blocks (is this the
+    best-matching block?), and both of those for the previous and the next block (zeros past the ends):
+    the answer often sits in the block after the one that names the question's subject. Neighbours are
+    adjacent slots of the sequence the layer saw (the original neighbours at the first pruning layer).
+    """
+    best = jnp.where(valid[..., None] > 0, feats, -jnp.inf).max(1, keepdims=True)
+    rel = jnp.concatenate([feats, feats - jnp.where(jnp.isfinite(best), best, 0.0)], -1)
+    zero = jnp.zeros_like(rel[:, :1])
+    prev = jnp.concatenate([zero, rel[:, :-1]], 1)
+    nxt = jnp.concatenate([rel[:, 1:], zero], 1)
+    return jnp.concatenate([rel, prev, nxt], -1)
+
+
+class MatchHead(nnx.Module):
+    """Standardize (statistics fixed when the head is fitted) -> Linear -> ReLU -> Linear(2)."""
+
+    def __init__(self, in_features: int, hidden: int = 64, *, rngs: nnx.Rngs):
+        self.mean = nnx.BatchStat(jnp.zeros(in_features))
+        self.scale = nnx.BatchStat(jnp.ones(in_features))
+        self.hidden = nnx.Linear(in_features, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, 2, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = (x - self.mean[...]) / self.scale[...]
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def match_base_width(num_heads: int, top_k: int = MATCH_TOP_K) -> int:
+    """Per-block features the match head expands: CNN logit margin, question features, match features."""
+    return 1 + QUESTION_FEATURES_PER_HEAD * num_heads + top_k
 
 
 class SkimPredictor(nnx.Module):
@@ -155,13 +230,19 @@ class SkimPredictor(nnx.Module):
         self.norm2 = nnx.BatchNorm(h, momentum=momentum, rngs=rngs)
         extra = QUESTION_FEATURES_PER_HEAD * h if features == "diagonal+question" else 0
         self.classifier = nnx.Linear(h * (block_size // 4) ** 2 + extra, 2, rngs=rngs)
+        if features == "diagonal+question+match":
+            self.match_head = MatchHead(6 * match_base_width(h), rngs=rngs)
 
     def __call__(self, probs: jax.Array, question_mask: jax.Array | None = None,
-                 attention_mask: jax.Array | None = None) -> jax.Array:
+                 attention_mask: jax.Array | None = None, hidden: jax.Array | None = None) -> jax.Array:
         """(B, H, S, S) attention probabilities -> (B, K, 2) logits.
 
-        question_mask / attention_mask (B, S) are required with features="diagonal+question".
+        question_mask / attention_mask (B, S) are required with features="diagonal+question" and
+        "diagonal+question+match"; the latter also needs the layer's output hidden states (B, S, D).
         """
+        if self.features == "diagonal+question+match":
+            return self.match_head(with_block_context(self.match_base(probs, question_mask, attention_mask, hidden),
+                                                      block_valid(attention_mask, self.block_size)))
         blocks = diagonal_blocks(probs, self.block_size)
         b, k = blocks.shape[:2]
         extra = None
@@ -172,6 +253,18 @@ class SkimPredictor(nnx.Module):
             extra = extra.reshape(b * k, -1)
         flat = blocks.reshape((b * k,) + blocks.shape[2:])
         return self.classify_blocks(flat, extra).reshape(b, k, 2)
+
+    def match_base(self, probs, question_mask, attention_mask, hidden) -> jax.Array:
+        """(B, K, match_base_width) what the match head expands: the CNN's keep-minus-skip logit (the
+        paper's predictor, classifier over the pooled features only), question and match features."""
+        if question_mask is None or attention_mask is None or hidden is None:
+            raise ValueError("a 'diagonal+question+match' predictor needs question_mask, attention_mask and hidden")
+        blocks = diagonal_blocks(probs, self.block_size)
+        b, k = blocks.shape[:2]
+        cnn = self.classifier(self.pooled(blocks.reshape((b * k,) + blocks.shape[2:]))).reshape(b, k, 2)
+        return jnp.concatenate([cnn[..., 1:] - cnn[..., :1],
+                                question_features(probs, question_mask, attention_mask, self.block_size),
+                                match_features(hidden, question_mask, attention_mask, self.block_size)], -1)
 
     def pooled(self, blocks: jax.Array) -> jax.Array:
         """(N, bs, bs, H) diagonal blocks -> (N, H * (bs/4)^2) the CNN's pooled features."""
@@ -234,10 +327,21 @@ class BlockSkimQA(nnx.Module):
 
     def __call__(self, input_ids, attention_mask, token_type_ids):
         """Unpruned forward: (start_logits, end_logits, skim_logits tuple of (B, K, 2) per predictor layer)."""
-        start, end, probs = self.qa_model(input_ids, attention_mask, token_type_ids, return_attention=True)
+        enc = self.qa_model.encoder
+        if input_ids.ndim != 2 or input_ids.shape[1] > enc.config.max_position_embeddings:
+            raise ValueError(f"input_ids must be (batch, seq) with seq <= max_position_embeddings="
+                             f"{enc.config.max_position_embeddings}, got {input_ids.shape}; window longer contexts")
+        x = enc.embeddings(input_ids, token_type_ids)
+        bias = _bias(attention_mask)
         question = question_mask_from(attention_mask, token_type_ids)
-        skim = tuple(p(probs[i], question, attention_mask) for p, i in zip(self.predictors, self.skim_config.layers))
-        return start, end, skim
+        skim = []
+        for i, layer in enumerate(enc.layers):
+            x, probs = layer(x, bias)
+            if i in self.skim_config.layers:
+                predictor = self.predictors[self.skim_config.layers.index(i)]
+                skim.append(predictor(probs, question, attention_mask, hidden=x))
+        logits = self.qa_model.qa_outputs(x)
+        return logits[..., 0], logits[..., 1], tuple(skim)
 
 
 def apply_block_skim(qa_model: nnx.Module, config: BlockSkimConfig, *, seed: int = 0) -> BlockSkimQA:
@@ -320,7 +424,7 @@ class SkimRunner:
             logits = model.qa_model.qa_outputs(x)
             return x, logits[..., 0], logits[..., 1]
         predictor = model.predictors[self._predictor_index[stage_index]]
-        logits = predictor(probs, question_mask_from(mask, types), mask)
+        logits = predictor(probs, question_mask_from(mask, types), mask, hidden=x)
         keep_prob = jax.nn.softmax(logits, axis=-1)[..., 1]
         return x, keep_prob, None
 
@@ -414,16 +518,28 @@ def encoder_layer_flops(tokens: int, hidden: int, intermediate: int) -> int:
     return 2 * n * hidden * (4 * hidden + 2 * intermediate) + 2 * 2 * n * n * hidden
 
 
-def predictor_flops(num_blocks: int, num_heads: int, block_size: int = 32) -> int:
-    """The skim CNN on `num_blocks` diagonal blocks (two 3x3 convolutions and the classifier)."""
-    h, s = num_heads, block_size
+def predictor_flops(num_blocks: int, num_heads: int, block_size: int = 32, *, features: str = "diagonal",
+                    hidden: int = 384) -> int:
+    """One predictor on `num_blocks` blocks: the skim CNN (two 3x3 convolutions and the classifier), plus
+    for our extensions the question features (four passes over the attention probabilities), the match
+    features (question x sequence similarities of `hidden`-wide states) and the match head's MLP."""
+    h, s, k = num_heads, block_size, int(num_blocks)
     per_block = 2 * 9 * h * h * (s * s + (s // 2) ** 2) + 2 * h * (s // 4) ** 2 * 2
-    return int(num_blocks) * per_block
+    total = k * per_block
+    seq = k * s
+    if features in ("diagonal+question", "diagonal+question+match"):
+        total += 4 * h * seq * min(seq, QUESTION_TOKENS) + k * 2 * QUESTION_FEATURES_PER_HEAD * h * 2
+    if features == "diagonal+question+match":
+        width = 6 * match_base_width(h)
+        total += 2 * min(seq, QUESTION_TOKENS) * seq * hidden + 3 * seq * hidden  # similarities, norms
+        total += k * 2 * (width * 64 + 64 * 2)
+    return total
 
 
 def skim_flops(tokens_per_layer: Sequence[int], blocks_at_predictors: Sequence[int], *, hidden: int,
-               intermediate: int, num_heads: int, block_size: int = 32) -> int:
+               intermediate: int, num_heads: int, block_size: int = 32, features: str = "diagonal") -> int:
     """Encoder + predictors + span head FLOPs for one example, given what each layer actually processed."""
     total = sum(encoder_layer_flops(n, hidden, intermediate) for n in tokens_per_layer)
-    total += sum(predictor_flops(k, num_heads, block_size) for k in blocks_at_predictors)
+    total += sum(predictor_flops(k, num_heads, block_size, features=features, hidden=hidden)
+                 for k in blocks_at_predictors)
     return total + 2 * int(tokens_per_layer[-1]) * hidden * 2

@@ -9,15 +9,15 @@ COMMAND = ("skim",)
 HELP = "Block-Skim: fine-tune MiniLM for QA with skim predictors, prune blocks, report F1 vs FLOPs/wall-clock"
 DESCRIPTION = (
     "Fine-tunes all-MiniLM-L6-v2 with a span head on the built-in offline fact-QA set (long passages of "
-    "real sentences, one answer fact among distractors) twice: plain QA loss (vanilla) and the joint "
-    "Block-Skim loss (skim predictors on the diagonal 32x32 attention blocks). Then evaluates EM/F1 of "
-    "the unpruned model and of pruned inference at several thresholds, the FLOPs speedup counted from the "
-    "tokens each layer processes, and wall-clock speedup at batch 1 on this CPU (timed under the shared "
-    "benchmark lock), next to the paper's BERT-base SQuAD figures. Fine-tuned weights are cached "
-    "(--cache-dir) so a rerun only evaluates. Writes reports/skim/skim.{json,md,png}."
+    "real sentences, one of which states the answer; --distractors adds look-alike facts) twice: plain "
+    "QA loss (vanilla) and the joint Block-Skim loss (skim predictors on the diagonal 32x32 attention "
+    "blocks). Then evaluates EM/F1 of the unpruned model and of pruned inference at several thresholds, "
+    "the FLOPs speedup counted from the tokens each layer processes, and wall-clock speedup at batch 1 on "
+    "this CPU (timed under the shared benchmark lock), next to the paper's BERT-base SQuAD figures. "
+    "Fine-tuned weights are cached (--cache-dir) so a rerun only evaluates. Writes "
+    "reports/skim/skim.{json,md,png}."
 )
 TOUR_ORDER = 45
-TOUR_THRESHOLD = 0.1  # the operating point the tour shows when the full-size fine-tune is cached
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -30,6 +30,16 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _token_range(text: str) -> tuple[int, int]:
+    import argparse
+
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO,HI token counts, e.g. 300,360") from None
+    return lo, hi
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
@@ -40,10 +50,18 @@ def _ints(text: str) -> tuple[int, ...]:
 def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="small honest run (seq 128, a short fine-tune on a small slice; numbers labelled quick)")
-    parser.add_argument("--train-steps", type=int, default=None, help="fine-tuning steps per model (default 120)")
+    parser.add_argument("--train-steps", type=int, default=None, help="fine-tuning steps per model (default 100)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch (default 8)")
     parser.add_argument("--n-train", type=int, default=None, help="built-in training examples (default 3000)")
     parser.add_argument("--n-dev", type=int, default=None, help="built-in dev examples (default 200)")
+    parser.add_argument("--distractors", type=int, default=None,
+                        help="look-alike facts per built-in passage besides the answer fact (default 0: the answer "
+                             "fact among real filler sentences; 3: the harder set, with same-relation/other-subject "
+                             "and same-subject/other-relation facts)")
+    parser.add_argument("--max-seq-len", type=int, default=None,
+                        help="window length in tokens, a multiple of 32 up to 512 (default 512)")
+    parser.add_argument("--context-tokens", type=_token_range, default=None,
+                        help="built-in passage length range LO,HI in WordPiece tokens (default 440,490)")
     parser.add_argument("--thresholds", type=_floats, default=None, help="keep thresholds (default 0,0.05,0.1,0.3,0.5)")
     parser.add_argument("--prune-layers", type=_ints, default=None,
                         help="predictor layers used to prune at inference (default 0,1)")
@@ -51,10 +69,18 @@ def add_arguments(parser) -> None:
                         help="layers that get a trained predictor (default 0,1,2,3,4)")
     parser.add_argument("--label-rule", default=None, choices=("any", "more_than_one"),
                         help="block label: any answer token (default) or the reference's more-than-one rule")
-    parser.add_argument("--predictor-features", default=None, choices=("diagonal", "diagonal+question"),
-                        help="skim predictor input: the paper's diagonal blocks (default), or (our extension) plus "
-                             "question<->block attention features, with per-layer thresholds picked on held-out "
+    parser.add_argument("--predictor-features", default=None,
+                        choices=("diagonal", "diagonal+question", "diagonal+question+match"),
+                        help="skim predictor input: the paper's diagonal blocks (default), or (our extensions) plus "
+                             "question<->block attention features, or plus those and hidden-state question matching "
+                             "with an MLP head; the extensions get per-layer thresholds picked on held-out "
                              "training windows")
+    parser.add_argument("--question-layers", type=_ints, default=None,
+                        help="layers whose extended predictors are fitted (default 0,1,2); must cover --prune-layers")
+    parser.add_argument("--fit-windows", type=int, default=None,
+                        help="training windows the extended predictors are fitted on (default 600)")
+    parser.add_argument("--selection-windows", type=int, default=None,
+                        help="held-out training windows the per-layer thresholds are picked on (default 200)")
     parser.add_argument("--target-recall", type=float, default=None,
                         help="answer-block recall the per-layer thresholds keep on held-out training windows (0.99)")
     parser.add_argument("--beta", type=float, default=None, help="keep-class weight (default 20)")
@@ -73,10 +99,14 @@ def _config(args):
     overrides = {"seed": args.seed, "outdir": args.outdir}
     for field, value in (("train_steps", args.train_steps), ("batch_size", args.batch_size),
                          ("n_train", args.n_train), ("n_dev", args.n_dev), ("thresholds", args.thresholds),
+                         ("distractors", args.distractors), ("max_seq_len", args.max_seq_len),
+                         ("context_tokens", args.context_tokens),
                          ("prune_layers", args.prune_layers), ("predictor_layers", args.predictor_layers),
                          ("label_rule", args.label_rule), ("beta", args.beta), ("alpha", args.alpha),
                          ("timing_examples", args.timing_examples), ("cache_dir", args.cache_dir),
-                         ("predictor_features", args.predictor_features), ("target_recall", args.target_recall)):
+                         ("predictor_features", args.predictor_features), ("target_recall", args.target_recall),
+                         ("question_layers", args.question_layers), ("question_fit_windows", args.fit_windows),
+                         ("selection_windows", args.selection_windows)):
         if value is not None:
             overrides[field] = value
     if args.no_vanilla:
@@ -108,18 +138,21 @@ def quick_config(outdir, *, tour: bool = False):
         prune_layers=(0,), thresholds=(0.0, 0.5) if tour else (0.0, 0.3, 0.5, 0.7), train_vanilla=not tour,
         timing_examples=4 if tour else 20, timing_repeats=1, eval_batch_size=24, cache_dir=None,
         outdir=str(outdir), label="quick", progress=not tour, lock_timeout_s=5.0 if tour else None,
-        refine_layers=(0,), question_fit_steps=200)
+        refine_layers=(0,), question_fit_steps=200, question_fit_windows=300, selection_windows=100,
+        # the tour's 16 windows are too few to fit and select the match heads: it shows the paper's predictor
+        **({"predictor_features": "diagonal"} if tour else {}))
 
 
 def cached_tour_config(outdir):
     """When `frugal skim` has cached its full-size fine-tunes, the tour evaluates them on a dev slice."""
-    from scripts.skim_experiments import SkimExperimentConfig, cache_path
+    from scripts.skim_experiments import SkimExperimentConfig, cache_path, fully_cached
 
     full = SkimExperimentConfig()
-    if cache_path(full, skim=True) is None or not cache_path(full, skim=True).is_file():
+    if not fully_cached(full, vanilla=False):
         return None
-    return dataclasses.replace(full, n_dev=8, thresholds=(0.0, TOUR_THRESHOLD), timing_examples=4, timing_repeats=1,
-                               eval_batch_size=8,
+    # The per-layer thresholds picked on held-out training windows join the sweep by themselves.
+    return dataclasses.replace(full, n_dev=8, thresholds=(0.0,), paper_thresholds=(), timing_examples=4,
+                               timing_repeats=1, eval_batch_size=8,
                                train_vanilla=cache_path(full, skim=False).is_file(), diagnostics=False,
                                outdir=str(outdir), label="tour_cached", progress=False, lock_timeout_s=5.0)
 
