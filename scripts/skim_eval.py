@@ -179,7 +179,11 @@ def time_batch1(runner: SkimRunner, features: QAFeatures, thresholds, n: int, re
     """Seconds per window at batch 1: the unskimmed jitted forward vs the staged skim forward per threshold.
 
     Each window is cut to its length rounded up to whole blocks (no padding beyond that). Every shape is
-    compiled in an untimed warm-up pass; the timed passes alternate the variants window by window.
+    compiled in an untimed warm-up pass; the timed passes alternate the variants window by window, and the
+    order rotates from window to window so that each variant runs equally often right after the full
+    model (which leaves the caches cold for whatever follows it). A window's time is its fastest of the
+    `repeats` passes (as `timeit` does): on this shared 2-core box single calls catch 20-40% spikes from
+    other processes, which swamped the differences between nearby thresholds in means.
     """
     rows = list(range(min(n, len(features))))
     inputs = []
@@ -198,20 +202,22 @@ def time_batch1(runner: SkimRunner, features: QAFeatures, thresholds, n: int, re
     for fn in variants.values():  # warm-up: compile every bucket these windows need
         for x in inputs:
             fn(x)
-    seconds = {k: 0.0 for k in variants}
+    seconds = {k: np.full(len(inputs), np.inf) for k in variants}
     import os
 
     load_before = os.getloadavg()[0]
     niceness = os.nice(0)
     with _bench_lock(lock_timeout_s) as locked:
         load_locked = os.getloadavg()[0]
+        names = list(variants)
         for _ in range(repeats):
-            for x in inputs:
-                for name, fn in variants.items():
+            for i, x in enumerate(inputs):
+                for name in names[i % len(names):] + names[:i % len(names)]:
+                    fn = variants[name]
                     t0 = time.perf_counter()
                     fn(x)
-                    seconds[name] += time.perf_counter() - t0
-    per = {k: v / (len(inputs) * repeats) for k, v in seconds.items()}
+                    seconds[name][i] = min(seconds[name][i], time.perf_counter() - t0)
+    per = {k: float(v.mean()) for k, v in seconds.items()}
     return {"windows": len(inputs), "repeats": repeats, "seconds_per_window": per,
             "speedup": {k: per["full"] / v for k, v in per.items() if k != "full"},
             "load_average_before": load_before, "load_average_at_lock": load_locked,
@@ -334,7 +340,8 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
               "```", json.dumps(ch, indent=1, default=str), "```", ""]
     if "timing" in figures:
         t = figures["timing"]
-        lines += [f"Wall-clock: {t['windows']} dev windows x {t['repeats']} at batch 1, each cut to whole blocks; "
+        lines += [f"Wall-clock: {t['windows']} dev windows at batch 1, each cut to whole blocks, each timed as its "
+                  f"fastest of {t['repeats']} passes (variants interleaved, order rotating per window); "
                   f"load average {t['load_average_at_lock']:.2f} at the lock (held: {t['bench_lock_held']}, niceness "
                   f"{t['niceness']}); 2-core CPU shared with other agents, so "
                   "absolute times are noisy and the same-run ratios are what to trust.", ""]

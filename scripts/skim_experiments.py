@@ -80,7 +80,7 @@ class SkimExperimentConfig:
     lower_priority: bool = True  # nice 19 for training and accuracy sweeps (timing keeps its priority if cached)
     eval_batch_size: int = 16
     timing_examples: int = 30
-    timing_repeats: int = 2
+    timing_repeats: int = 3
     seed: int = 0
     lock_timeout_s: float | None = None  # wait this long for the benchmark lock, then time without it
     cache_dir: str | None = "reports/skim/cache"

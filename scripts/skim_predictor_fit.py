@@ -140,20 +140,20 @@ def fit_match_heads(model: BlockSkimQA, features: QAFeatures, layers, *, steps: 
         tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
         opt_state = tx.init(params)
 
-        def loss_fn(p):
+        def loss_fn(p, x):
             return skim_loss(nnx.merge(graphdef, p, rest)(x), y, v, cfg.beta)
 
         @jax.jit
-        def step(params, opt_state):
-            loss, grads = jax.value_and_grad(loss_fn)(params)
+        def step(params, opt_state, x):  # x an argument, not a closure: XLA would constant-fold tens of MB
+            loss, grads = jax.value_and_grad(loss_fn)(params, x)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
-        first = float(loss_fn(params))
+        first = float(loss_fn(params, x))
         for _ in range(steps):
-            params, opt_state, loss = step(params, opt_state)
+            params, opt_state, loss = step(params, opt_state, x)
         nnx.update(head, params)
-        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params))}
+        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params, x))}
     return log
 
 
@@ -192,21 +192,21 @@ def fit_question_classifiers(model: BlockSkimQA, features: QAFeatures, layers, *
         tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
         opt_state = tx.init(params)
 
-        def loss_fn(p):
+        def loss_fn(p, x):
             return skim_loss(x @ p["kernel"] + p["bias"], y, v, cfg.beta)
 
         @jax.jit
-        def step(params, opt_state):
-            loss, grads = jax.value_and_grad(loss_fn)(params)
+        def step(params, opt_state, x):  # x an argument, not a closure: XLA would constant-fold tens of MB
+            loss, grads = jax.value_and_grad(loss_fn)(params, x)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
-        first = float(loss_fn(params))
+        first = float(loss_fn(params, x))
         for _ in range(steps):
-            params, opt_state, loss = step(params, opt_state)
+            params, opt_state, loss = step(params, opt_state, x)
         head.kernel.set_value(params["kernel"])
         head.bias.set_value(params["bias"])
-        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params))}
+        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params, x))}
     return log
 
 

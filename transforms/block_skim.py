@@ -117,7 +117,8 @@ def question_features(probs: jax.Array, question_mask: jax.Array, attention_mask
     k; the largest single question->block-k probability; the mean over block k's real queries of the
     attention mass on question keys; the largest single block-k->question probability. question_mask
     (B, S) marks [CLS], question and first [SEP] (real tokens with token type 0; only those among the
-    first QUESTION_TOKENS positions count); attention_mask (B, S) marks real tokens. Blocks without real tokens get probability 0 for the block->question pair.
+    first QUESTION_TOKENS positions count); attention_mask (B, S) marks real tokens. Blocks without real
+    tokens get probability 0 for the block->question pair.
     Each value is returned as log(max(p, 1e-6)): attention probabilities span orders of magnitude
     (1/S is ~0.003), and on the log scale a linear classifier can weigh them next to the CNN features.
     """
