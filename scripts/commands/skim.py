@@ -62,27 +62,28 @@ def add_arguments(parser) -> None:
                         help="window length in tokens, a multiple of 32 up to 512 (default 512)")
     parser.add_argument("--context-tokens", type=_token_range, default=None,
                         help="built-in passage length range LO,HI in WordPiece tokens (default 440,490)")
-    parser.add_argument("--thresholds", type=_floats, default=None, help="keep thresholds (default 0,0.05,0.1,0.3,0.5)")
+    parser.add_argument("--thresholds", type=_floats, default=None, help="keep thresholds (default 0,0.01,0.1,0.5)")
     parser.add_argument("--prune-layers", type=_ints, default=None,
-                        help="predictor layers used to prune at inference (default 0,1)")
+                        help="predictor layers used to prune at inference (default 0)")
     parser.add_argument("--predictor-layers", type=_ints, default=None,
                         help="layers that get a trained predictor (default 0,1,2,3,4)")
     parser.add_argument("--label-rule", default=None, choices=("any", "more_than_one"),
                         help="block label: any answer token (default) or the reference's more-than-one rule")
     parser.add_argument("--predictor-features", default=None,
                         choices=("diagonal", "diagonal+question", "diagonal+question+match"),
-                        help="skim predictor input: the paper's diagonal blocks (default), or (our extensions) plus "
+                        help="skim predictor input: the paper's diagonal blocks alone, or (our extensions) plus "
                              "question<->block attention features, or plus those and hidden-state question matching "
-                             "with an MLP head; the extensions get per-layer thresholds picked on held-out "
-                             "training windows")
+                             "with an MLP head (default); the extensions get per-layer thresholds picked on held-out "
+                             "training windows, and the paper's predictor is swept beside the match one")
     parser.add_argument("--question-layers", type=_ints, default=None,
-                        help="layers whose extended predictors are fitted (default 0,1,2); must cover --prune-layers")
+                        help="layers whose extended predictors are fitted (default 0); must cover --prune-layers")
     parser.add_argument("--fit-windows", type=int, default=None,
-                        help="training windows the extended predictors are fitted on (default 600)")
+                        help="training windows the extended predictors are fitted on (default 2600)")
     parser.add_argument("--selection-windows", type=int, default=None,
-                        help="held-out training windows the per-layer thresholds are picked on (default 200)")
+                        help="held-out training windows the per-layer thresholds are picked on (default 400)")
     parser.add_argument("--target-recall", type=float, default=None,
-                        help="answer-block recall the per-layer thresholds keep on held-out training windows (0.99)")
+                        help="answer-block recall the per-layer thresholds keep on held-out training windows "
+                             "(default 1.0)")
     parser.add_argument("--beta", type=float, default=None, help="keep-class weight (default 20)")
     parser.add_argument("--alpha", type=float, default=None, help="skim loss weight (default 0.1)")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla (no Block-Skim) fine-tune")
