@@ -115,6 +115,24 @@ def collect_match_inputs(model: BlockSkimQA, features: QAFeatures, layers, batch
     return collect_per_layer(model, features, layers, head_inputs, batch_size)
 
 
+def _fit_full_batch(loss_fn, params, x, *, steps: int, learning_rate: float, weight_decay: float):
+    """(fitted params, {"loss_start", "loss_end"}): `steps` full-batch AdamW steps (cosine-decayed rate) on
+    loss_fn(params, x). x is a jit argument, not a closure: XLA would constant-fold tens of MB."""
+    tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, x):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    first = float(loss_fn(params, x))
+    for _ in range(steps):
+        params, opt_state, _ = step(params, opt_state, x)
+    return params, {"loss_start": first, "loss_end": float(loss_fn(params, x))}
+
+
 def fit_match_heads(model: BlockSkimQA, features: QAFeatures, layers, *, steps: int = 300,
                     learning_rate: float = 1e-2, weight_decay: float = 1e-2, batch_size: int = 8,
                     inputs: np.ndarray | None = None) -> dict:
@@ -137,23 +155,10 @@ def fit_match_heads(model: BlockSkimQA, features: QAFeatures, layers, *, steps: 
         head.scale.set_value(jnp.asarray(x[real].std(0) + 1e-6))
         graphdef, params, rest = nnx.split(head, nnx.Param, ...)
         x = jnp.asarray(x)
-        tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
-        opt_state = tx.init(params)
-
-        def loss_fn(p, x):
-            return skim_loss(nnx.merge(graphdef, p, rest)(x), y, v, cfg.beta)
-
-        @jax.jit
-        def step(params, opt_state, x):  # x an argument, not a closure: XLA would constant-fold tens of MB
-            loss, grads = jax.value_and_grad(loss_fn)(params, x)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        first = float(loss_fn(params, x))
-        for _ in range(steps):
-            params, opt_state, loss = step(params, opt_state, x)
+        params, log[str(layer)] = _fit_full_batch(
+            lambda p, x: skim_loss(nnx.merge(graphdef, p, rest)(x), y, v, cfg.beta), params, x,
+            steps=steps, learning_rate=learning_rate, weight_decay=weight_decay)
         nnx.update(head, params)
-        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params, x))}
     return log
 
 
@@ -189,24 +194,11 @@ def fit_question_classifiers(model: BlockSkimQA, features: QAFeatures, layers, *
         head = model.predictors[cfg.layers.index(layer)].classifier
         params = {"kernel": head.kernel[...], "bias": head.bias[...]}
         x = jnp.asarray(x_all[li].reshape(-1, x_all.shape[-1]))
-        tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
-        opt_state = tx.init(params)
-
-        def loss_fn(p, x):
-            return skim_loss(x @ p["kernel"] + p["bias"], y, v, cfg.beta)
-
-        @jax.jit
-        def step(params, opt_state, x):  # x an argument, not a closure: XLA would constant-fold tens of MB
-            loss, grads = jax.value_and_grad(loss_fn)(params, x)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        first = float(loss_fn(params, x))
-        for _ in range(steps):
-            params, opt_state, loss = step(params, opt_state, x)
+        params, log[str(layer)] = _fit_full_batch(
+            lambda p, x: skim_loss(x @ p["kernel"] + p["bias"], y, v, cfg.beta), params, x,
+            steps=steps, learning_rate=learning_rate, weight_decay=weight_decay)
         head.kernel.set_value(params["kernel"])
         head.bias.set_value(params["bias"])
-        log[str(layer)] = {"loss_start": first, "loss_end": float(loss_fn(params, x))}
     return log
 
 
