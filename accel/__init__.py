@@ -1,28 +1,28 @@
 """JAX-traced accelerator cost model: function -> workload -> cycles, energy, area.
 
 - `trace_workload(fn, *args)` turns any JAX function (Flax NNX models included) into a Workload
-  of GEMMs/convolutions with shapes and bit widths (accel.workload);
+  of GEMMs/convolutions with shapes and bit widths (frugal.accel.workload);
 - `gemm_compute_cycles(m, n, k, rows=, cols=, dataflow=)` counts systolic-array cycles exactly as
-  SCALE-Sim does (accel.systolic); precision-scalable arrays follow BitFusion;
-- `Design` is a pytree design point (accel.designs) with the ANT paper's designs as presets;
-  `evaluate` gives cycles, stalls, energy (static/DRAM/buffer/core) and area (accel.cost);
-- `accel.salo`: the SALO cycle model, energy, GPU roofline and a bit-accurate fixed-point mode;
-- `accel.sweep`: vmap sweeps, Pareto fronts and gradient-based design search.
+  SCALE-Sim does (frugal.accel.systolic); precision-scalable arrays follow BitFusion;
+- `Design` is a pytree design point (frugal.accel.designs) with the ANT paper's designs as presets;
+  `evaluate` gives cycles, stalls, energy (static/DRAM/buffer/core) and area (frugal.accel.cost);
+- `frugal.accel.salo`: the SALO cycle model, energy, GPU roofline and a bit-accurate fixed-point mode;
+- `frugal.accel.sweep`: vmap sweeps, Pareto fronts and gradient-based design search.
 
 Depends only on JAX (and numpy/optax); nothing here imports the models or transforms packages.
 """
 
-from accel.cost import design_area_mm2, evaluate, evaluate_batch, evaluate_jit, layer_costs, pad_layers
-from accel.designs import (PAPER_DESIGNS, Design, adafloat_design, ant_design, biscaled_design, bitfusion_design,
+from frugal.accel.cost import design_area_mm2, evaluate, evaluate_batch, evaluate_jit, layer_costs, pad_layers
+from frugal.accel.designs import (PAPER_DESIGNS, Design, adafloat_design, ant_design, biscaled_design, bitfusion_design,
                            make_design, olaccel_design, stack_designs)
-from accel.energy import EnergyTable, pe_energy_table
-from accel.paper_workloads import paper_bits, paper_workload
-from accel.salo import (SaloArray, SaloWorkload, gpu_roofline_seconds, hybrid_attention_float,
+from frugal.accel.energy import EnergyTable, pe_energy_table
+from frugal.accel.paper_workloads import paper_bits, paper_workload
+from frugal.accel.salo import (SaloArray, SaloWorkload, gpu_roofline_seconds, hybrid_attention_float,
                         salo_attention_fixed_point, salo_cycles, salo_report)
-from accel.sweep import SearchConfig, grad_design_search, pareto_mask, sweep_points, throughput_benchmark
-from accel.systolic import (compute_utilization, gemm_compute_cycles, gemm_folds, mapping_efficiency,
+from frugal.accel.sweep import SearchConfig, grad_design_search, pareto_mask, sweep_points, throughput_benchmark
+from frugal.accel.systolic import (compute_utilization, gemm_compute_cycles, gemm_folds, mapping_efficiency,
                             precision_factor, scaled_gemm_cycles)
-from accel.workload import AttentionOp, GemmOp, Workload, bits_from_plan, conv_layer, linear_layer, trace_workload
+from frugal.accel.workload import AttentionOp, GemmOp, Workload, bits_from_plan, conv_layer, linear_layer, trace_workload
 
 __all__ = [
     "AttentionOp", "bits_from_plan", "Design", "EnergyTable", "GemmOp", "PAPER_DESIGNS", "SaloArray", "SaloWorkload",

@@ -1,6 +1,6 @@
 """Recognising hybrid (SALO) attention calls while tracing a workload.
 
-While `accel.trace_workload` traces a function, `transforms.attention.hybrid_attention` (only when
+While `frugal.accel.trace_workload` traces a function, `frugal.transforms.attention.hybrid_attention` (only when
 that module can be imported) is swapped, in every loaded module that holds it as a global, for a
 wrapper that records the call's pattern and shapes and runs it inside a jit named
 HYBRID_ATTENTION_NAME. The tracer then turns each such named equation into one AttentionOp instead
@@ -22,13 +22,13 @@ HYBRID_ATTENTION_NAME = "hybrid_attention"
 
 @contextlib.contextmanager
 def intercept_hybrid_attention(records: list):
-    """Routes calls of transforms.attention.hybrid_attention through a named jit and records each
+    """Routes calls of frugal.transforms.attention.hybrid_attention through a named jit and records each
     call's pattern and shapes; a no-op when that module cannot be imported."""
     try:
-        if importlib.util.find_spec("transforms.attention") is None:
+        if importlib.util.find_spec("frugal.transforms.attention") is None:
             yield False
             return
-        module = importlib.import_module("transforms.attention")
+        module = importlib.import_module("frugal.transforms.attention")
     except Exception:  # a broken or half-written sibling module must not break tracing
         yield False
         return

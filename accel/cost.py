@@ -2,7 +2,7 @@
 
 Per GEMM layer (arrays from `Workload.as_arrays()`):
 - compute cycles: `scaled_gemm_cycles` (SCALE-Sim folding on a precision-scalable array) x count;
-- DRAM traffic and stalls: `accel.memory`; total cycles = compute + stalls;
+- DRAM traffic and stalls: `frugal.accel.memory`; total cycles = compute + stalls;
 - energy, split the way the ANT simulator reports it (`stats.get_energy_breakdown`):
     static = cycles * static energy per cycle
     dram   = read bits * pJ/bit + write bits * pJ/bit
@@ -22,11 +22,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from accel.designs import Design
-from accel.energy import OUTPUT_BITS
-from accel.memory import dram_traffic_bits, memory_cycles, stall_cycles
-from accel.systolic import scaled_gemm_cycles
-from accel.workload import Workload
+from frugal.accel.designs import Design
+from frugal.accel.energy import OUTPUT_BITS
+from frugal.accel.memory import dram_traffic_bits, memory_cycles, stall_cycles
+from frugal.accel.systolic import scaled_gemm_cycles
+from frugal.accel.workload import Workload
 
 LAYER_FIELDS = ("m", "n", "k", "count", "a_bits", "w_bits", "a_elems", "w_elems", "o_elems")
 

@@ -17,8 +17,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from accel.energy import EnergyTable, pe_energy_table
-from accel.systolic import DATAFLOWS
+from frugal.accel.energy import EnergyTable, pe_energy_table
+from frugal.accel.systolic import DATAFLOWS
 
 _ARRAY_FIELDS = (
     "rows", "cols", "pmax", "pmin", "freq_mhz", "wbuf_kib", "ibuf_kib", "obuf_kib", "if_width_bits", "fill_drain",
@@ -56,7 +56,7 @@ class Design:
     static_nj_cycle: jax.Array
     sram_area_mm2_per_kib: jax.Array
     # Lower bound on DRAM traffic as a fraction of interface bandwidth x compute cycles. 0 = the
-    # minimal-traffic tiling of accel.memory. The ANT presets use REFERENCE_DRAM_BUSY_FRACTION.
+    # minimal-traffic tiling of frugal.accel.memory. The ANT presets use REFERENCE_DRAM_BUSY_FRACTION.
     dram_busy_fraction: jax.Array
     dataflow: str = "os"
     name: str = "custom"

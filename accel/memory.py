@@ -19,8 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from accel.energy import OUTPUT_BITS
-from accel.systolic import ceil_div
+from frugal.accel.energy import OUTPUT_BITS
+from frugal.accel.systolic import ceil_div
 
 KIB_BITS = 8 * 1024
 

@@ -11,14 +11,14 @@ and the per-layer bit widths each design runs them at:
 - AdaFloat: 8-bit everywhere; BiScaled: 6-bit everywhere.
 
 Layer shapes are facts about the networks (VGG-16, ResNet-18/50, Inception-v3 at 299x299,
-ViT-B/16 at 224x224, BERT-base at sequence length 128); the ResNets match `models.resnet` layer
-for layer, which `scripts.accel_ant_experiment` checks against a trace of our own models. We add the
+ViT-B/16 at 224x224, BERT-base at sequence length 128); the ResNets match `frugal.models.resnet` layer
+for layer, which `frugal.scripts.accel_ant_experiment` checks against a trace of our own models. We add the
 ViT patch-embedding convolution (8-bit for every design); the ANT benchmark lists omit it for ANT.
 """
 
 from __future__ import annotations
 
-from accel.workload import GemmOp, Workload, conv_layer, linear_layer
+from frugal.accel.workload import GemmOp, Workload, conv_layer, linear_layer
 
 MODELS = ("vgg16", "resnet18", "resnet50", "inceptionv3", "vit", "bert_mnli", "bert_cola", "bert_sst2")
 MODEL_LABELS = {"vgg16": "VGG16", "resnet18": "ResNet18", "resnet50": "ResNet50", "inceptionv3": "InceptionV3",

@@ -2,7 +2,7 @@
 
 A sweep stacks design points (array rows x cols, buffer sizes, operand bit width) into one
 batched `Design` plus per-point bit widths, and evaluates the whole batch in one jitted vmap of
-`accel.cost.evaluate`. Design search optimises continuous (log-scale) array and buffer sizes with
+`frugal.accel.cost.evaluate`. Design search optimises continuous (log-scale) array and buffer sizes with
 `jax.grad` through the relaxed cost model (straight-through ceilings, softplus stalls), then rounds
 the result and reports it with the exact model.
 """
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from accel.cost import design_area_mm2, evaluate, layer_arrays
-from accel.designs import Design, make_design
-from accel.workload import Workload
+from frugal.accel.cost import design_area_mm2, evaluate, layer_arrays
+from frugal.accel.designs import Design, make_design
+from frugal.accel.workload import Workload
 
 
 def _points_design(base: Design, rows, cols, wbuf, ibuf) -> Design:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from accel.attention_intercept import HYBRID_ATTENTION_NAME, intercept_hybrid_attention
+from frugal.accel.attention_intercept import HYBRID_ATTENTION_NAME, intercept_hybrid_attention
 
 ELEMENTWISE = frozenset({
     "add", "sub", "mul", "div", "max", "min", "neg", "abs", "sign", "select_n", "clamp", "integer_pow",
@@ -378,7 +378,7 @@ def trace_workload(fn: Callable, *args, bits=None, param_argnums: Sequence[int] 
 
     Returns:
       A Workload with GEMMs in program order named dot0.., conv0.. (and attn0.. for hybrid
-      attention calls, recognised only when `transforms.attention` is importable: during the trace
+      attention calls, recognised only when `frugal.transforms.attention` is importable: during the trace
       its `hybrid_attention` is swapped, in every loaded module that holds it as a global, for a
       recording wrapper; a call through a function-local alias is traced as plain GEMMs instead).
     """
@@ -412,7 +412,7 @@ def bits_from_plan(plan, *, float_bits: int = 32) -> list[tuple[int, int]]:
 
     Duck-typed so accel does not import transforms: `plan.layers` is a sequence whose items have
     `.act` and `.weight`, each None (left in float) or carrying `.ntype.bits` (as
-    `transforms.quant.QuantPlan` does). Pass the result as `trace_workload(..., bits=...)`; when
+    `frugal.transforms.quant.QuantPlan` does). Pass the result as `trace_workload(..., bits=...)`; when
     every GEMM of the model is quantized, the plan's call order is the trace's GEMM order.
     """
     layers = getattr(plan, "layers", None)

@@ -6,7 +6,7 @@ needs only an integer multiply and a shift. This module computes
 
     out[m, n] = a_scale[m] * w_scale[n] * sum_k A[m, k] * W[k, n]
 
-where ``A`` and ``W`` are the integer-scale values of the codes (see ``transforms.quant.numerics``
+where ``A`` and ``W`` are the integer-scale values of the codes (see ``frugal.transforms.quant.numerics``
 for the layouts; this module re-implements the 4-bit decoders because ``jaxlib_ext`` imports
 nothing from the rest of the repo).
 
@@ -45,7 +45,7 @@ CODE_BITS = 4
 class CodeFormat:
     """A 4-bit ANT code format: kind, signedness and (float only) exponent bits.
 
-    ``transforms.quant.NumericType`` objects with ``bits == 4`` are accepted wherever a
+    ``frugal.transforms.quant.NumericType`` objects with ``bits == 4`` are accepted wherever a
     CodeFormat is, and converted with :meth:`of`.
     """
 

@@ -5,7 +5,7 @@ SAGE's mean) is this product, so its CPU speed decides how we compare with PyG. 
 
 * :func:`csr_matmul_reference`: plain jax.numpy (row ids from the pointers, gather, segment_sum).
   Obviously correct; the tests' reference and the backward pass.
-* the native CPU kernel ``csr_matmul.cc`` (built on first use by :mod:`jaxlib_ext.native`, called
+* the native CPU kernel ``csr_matmul.cc`` (built on first use by :mod:`frugal.jaxlib_ext.native`, called
   through ``jax.ffi``): rows accumulated in vector registers, split over XLA's intra-op threads.
   About 2-3x faster than jaxlib's CSR kernel on citation graphs at width 16, and it needs no
   column padding (jaxlib's kernel vectorizes only at widths that are multiples of 8).
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import sparse
 
-from jaxlib_ext import native
+from frugal.jaxlib_ext import native
 
 IMPLS = ("auto", "native", "xla", "reference")
 _TARGET = "frugal_csr_matmul"

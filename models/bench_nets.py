@@ -1,7 +1,7 @@
 """Benchmark models for activation-memory studies; each follows the activation convention.
 
 Every module that applies an element-wise activation keeps it in `self.activation` (see
-`models.layers`), so `transforms.activation_policy.activation_memory` can swap it on a copy.
+`frugal.models.layers`), so `frugal.transforms.activation_policy.activation_memory` can swap it on a copy.
 
 - `BertEncoder`: a BERT-base-shaped post-LN encoder stack (hidden 768, 12 heads, FFN 3072, GELU).
 - `MobileNetSiLU`: a MobileNetV2/EfficientNet-style CNN of inverted-residual blocks with SiLU.
@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import make_norm, resolve_activation
+from frugal.models.layers import make_norm, resolve_activation
 
 
 class FeedForward(nnx.Module):

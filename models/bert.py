@@ -6,7 +6,7 @@ offline and `sentence_embeddings()` reproduces sentence-transformers' normalized
 
 Every projection is an `nnx.Linear`, so transforms that intercept `dot_general` (quantization)
 see them without any change here; the feed-forward activation lives in `self.activation`
-(the `models.layers` convention), and attention probabilities can be returned per layer.
+(the `frugal.models.layers` convention), and attention probabilities can be returned per layer.
 
 Module paths (what quantization rules match on): `embeddings/...`,
 `layers/<i>/{query,key,value,attention_output,intermediate,output}`.
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.layers import resolve_activation
+from frugal.models.layers import resolve_activation
 
 # Hugging Face spells activations its own way; these are the ones BERT-family configs use.
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",

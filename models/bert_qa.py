@@ -2,7 +2,7 @@
 
 `BertForQuestionAnswering` is the encoder plus one `nnx.Linear(hidden, 2)` giving start and end
 logits per token (the Hugging Face `qa_outputs` head). Its parts follow a small protocol that
-`transforms.block_skim` drives layer by layer without importing this module:
+`frugal.transforms.block_skim` drives layer by layer without importing this module:
 
 - `model.encoder.embeddings(input_ids, token_type_ids) -> (B, S, hidden)`
 - `model.encoder.layers[i](x, mask_bias) -> (x, attention_probs (B, heads, S, S))`
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.bert import BertConfig, BertEncoder, load_bert, minilm_dir
+from frugal.models.bert import BertConfig, BertEncoder, load_bert, minilm_dir
 
 
 def attention_bias(attention_mask: jax.Array) -> jax.Array:

@@ -18,12 +18,12 @@ compiles once per padded size. Padding edges point at the out-of-range destinati
 which every segment op drops. Structure-only facts (degrees, CSR row pointers, the CSR without
 self loops) are computed once on the host in `make_graph`, as PyG's `cached=True` does.
 
-CPU speed notes for the fused Gather: the CSR product is `jaxlib_ext.csr_matmul` (a native kernel
+CPU speed notes for the fused Gather: the CSR product is `frugal.jaxlib_ext.csr_matmul` (a native kernel
 built on first use, vectorized rows over XLA's threads; jaxlib's CSR kernel when no compiler is
 around). Its cost is mostly per nonzero, so a unit-weight product leaves the self loops out of the
 sparse matrix and adds them as an element-wise term (GCN's graphs: 18% fewer nonzeros).
 
-The layers themselves live in `models.gnn_layers`; their names are re-exported here lazily.
+The layers themselves live in `frugal.models.gnn_layers`; their names are re-exported here lazily.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from jaxlib_ext.csr_matmul import csr_matmul
+from frugal.jaxlib_ext.csr_matmul import csr_matmul
 
 STAGES = ("Scatter", "ApplyEdge", "Gather", "ApplyVertex")
 
@@ -269,7 +269,7 @@ def spmm(graph: Graph, h: jax.Array, values: jax.Array | None = None, *, layout:
     """Fused Gather: sum over in-edges of value_e * h[sender_e], as one sparse-dense product.
 
     h is (N, ...) and values (E_pad,) or None (all ones). Extra trailing axes of h are flattened
-    into the product's column dimension. Layout "bcsr" runs `jaxlib_ext.csr_matmul` (the native CPU
+    into the product's column dimension. Layout "bcsr" runs `frugal.jaxlib_ext.csr_matmul` (the native CPU
     kernel; jaxlib's or cuSPARSE's CSR product elsewhere), "bcoo" jax.experimental.sparse's COO
     product. With unit weights and layout "bcsr", self loops are taken out of the sparse product
     and added as `self_loop_counts * h` (graphs with one loop per vertex: ~18% of the nonzeros).
@@ -316,9 +316,9 @@ def spmm_stacked(graph: Graph, stacked: jax.Array, blocks: jax.Array, values: ja
 
 
 def __getattr__(name: str):
-    # Lazy re-export of the layer classes, so `from models.gnn import GCNLayer` works without an
-    # import cycle (models.gnn_layers imports this module).
-    layers = importlib.import_module("models.gnn_layers")
+    # Lazy re-export of the layer classes, so `from frugal.models.gnn import GCNLayer` works without an
+    # import cycle (frugal.models.gnn_layers imports this module).
+    layers = importlib.import_module("frugal.models.gnn_layers")
     if name in layers.__all__:
         return getattr(layers, name)
-    raise AttributeError(f"module 'models.gnn' has no attribute {name!r}")
+    raise AttributeError(f"module 'frugal.models.gnn' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 Every layer lists its forward pass as `steps(fused)`: a tuple of `Step(stage, method, kwargs)`.
 Each method takes `(graph, state)` (state: a dict of named arrays, starting with {"x": x}) and
 returns the arrays it adds. `__call__` runs the steps in order inside one program; the profiler
-(`scripts.gnn_profile`) jits each step on its own, so the stage times it reports are the times of
+(`frugal.scripts.gnn_profile`) jits each step on its own, so the stage times it reports are the times of
 exactly the code the layer runs.
 
 Semantics follow PyTorch Geometric (checked against PyG 2.8.1 outputs in tests):
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.gnn import (
+from frugal.models.gnn import (
     STAGES,
     Graph,
     check_node_features,
@@ -78,7 +78,7 @@ class StagedLayer(nnx.Module):
 
     def __call__(self, graph: Graph, x: jax.Array, *, fused: bool = False) -> jax.Array:
         if not isinstance(graph, Graph):
-            raise TypeError(f"graph must be a models.gnn.Graph (see make_graph), got {type(graph).__name__}")
+            raise TypeError(f"graph must be a frugal.models.gnn.Graph (see make_graph), got {type(graph).__name__}")
         check_node_features(graph, x, features=self.in_features)
         if fused and not self.fused_gather:
             raise ValueError(f"{type(self).__name__} has no fused Gather for this aggregator; use fused=False")

@@ -2,7 +2,7 @@
 
 Convention used by every frugal model (transforms rely on it): a module that applies an
 element-wise activation stores it in an attribute named `activation` and calls
-`self.activation(x)`. Transforms such as `transforms.activations.activation_memory` swap that
+`self.activation(x)`. Transforms such as `frugal.transforms.activations.activation_memory` swap that
 attribute on a copy of the model, so model code never changes.
 """
 

@@ -8,7 +8,7 @@ weights stored as safetensors load by name: `embeddings.word_embeddings.weight`,
 checkpoints, is accepted; unused heads such as `pooler.*` or `lm_head.*` are reported, not loaded).
 Linear weights are stored (out, in) there and transposed into NNX kernels (in, out).
 
-Attention is `transforms.attention.hybrid_attention` with Longformer's pattern: `attention_window // 2`
+Attention is `frugal.transforms.attention.hybrid_attention` with Longformer's pattern: `attention_window // 2`
 keys on each side, symmetric global tokens with separate global Q/K/V projections. Unlike Hugging Face,
 the global tokens are static (a tuple per call, e.g. the question's positions), which is what lets the
 banded and Pallas paths plan their blocks at trace time; sequences need no padding to a window multiple.
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.layers import resolve_activation
-from transforms.attention import AttentionPattern, hybrid_attention, masked_softmax_weights
+from frugal.models.layers import resolve_activation
+from frugal.transforms.attention import AttentionPattern, hybrid_attention, masked_softmax_weights
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Callable
 
 from flax import nnx
 
-from models import resnet
+from frugal.models import resnet
 
 IMAGE_MODELS: dict[str, Callable[..., nnx.Module]] = {
     "resnet18": resnet.resnet18,

@@ -1,7 +1,7 @@
 """ResNets in Flax NNX: ImageNet-style ResNet-18/50 and CIFAR-style ResNet-20/ResNet-18.
 
 Inputs are NHWC float arrays. The activation and the normalization are constructor arguments
-(names from `models.layers` or callables), because later transforms swap activations and quantize
+(names from `frugal.models.layers` or callables), because later transforms swap activations and quantize
 convolutions without touching this code.
 """
 
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import make_norm, resolve_activation
+from frugal.models.layers import make_norm, resolve_activation
 
 
 def _conv(in_ch, out_ch, kernel, stride, *, rngs):

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import resolve_activation
-from transforms.attention import AttentionPattern, hybrid_attention
+from frugal.models.layers import resolve_activation
+from frugal.transforms.attention import AttentionPattern, hybrid_attention
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from accel import cost, designs, paper_workloads
-from accel.workload import Workload, trace_workload
+from frugal.accel import cost, designs, paper_workloads
+from frugal.accel.workload import Workload, trace_workload
 
 # Speedup / energy ratio of each design over ANT-OS (X / ANT), from ant_simulator/results/ant_res.csv
 # (papers/ant-aquant-nested-ad.md section 2.8).
@@ -42,7 +42,7 @@ class AntConfig:
 
     models: tuple[str, ...] = paper_workloads.MODELS
     batch: int = 64
-    trace_resnets: bool = True  # take ResNet-18/50 from a trace of models.resnet instead of the hand list
+    trace_resnets: bool = True  # take ResNet-18/50 from a trace of frugal.models.resnet instead of the hand list
 
     def __post_init__(self):
         unknown = set(self.models) - set(paper_workloads.MODELS)
@@ -53,10 +53,10 @@ class AntConfig:
 
 
 def traced_resnet(name: str) -> Workload:
-    """ResNet-18/50 from `models.resnet`, traced at 224x224 without materialising weights."""
+    """ResNet-18/50 from `frugal.models.resnet`, traced at 224x224 without materialising weights."""
     from flax import nnx
 
-    from models import resnet
+    from frugal.models import resnet
 
     builder = {"resnet18": resnet.resnet18, "resnet50": resnet.resnet50}[name]
     graphdef, state = nnx.split(nnx.eval_shape(lambda: builder(rngs=nnx.Rngs(0))))
@@ -75,8 +75,8 @@ def _model_workload(model: str, trace_resnets: bool) -> tuple[Workload, str]:
         hand = paper_workloads.paper_workload(model)
         same = [(a.m, a.n, a.k) for a in traced.gemms] == [(b.m, b.n, b.k) for b in hand.gemms]
         if not same:
-            raise RuntimeError(f"traced {model} differs from the ANT layer list; check models.resnet")
-        return traced, "traced from models.resnet"
+            raise RuntimeError(f"traced {model} differs from the ANT layer list; check frugal.models.resnet")
+        return traced, "traced from frugal.models.resnet"
     return paper_workloads.paper_workload(model), "layer list"
 
 
@@ -140,7 +140,7 @@ def run_ant(config: AntConfig = AntConfig()) -> dict:
     # type-aware PE energy: ANT's PEs decode int/flint/PoT; the reference charges every type the same.
     # With our documented "estimated" decoder factors (flint +6%) on every ANT PE, the mean energy
     # ratios move by the amounts below.
-    from accel.energy import TYPE_ENERGY_FACTORS
+    from frugal.accel.energy import TYPE_ENERGY_FACTORS
 
     flint = TYPE_ENERGY_FACTORS["estimated"]["flint"]
     type_aware = {}

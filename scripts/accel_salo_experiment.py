@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from accel import salo
-from transforms.attention import AttentionPattern, hybrid_attention
+from frugal.accel import salo
+from frugal.transforms.attention import AttentionPattern, hybrid_attention
 
 @dataclasses.dataclass(frozen=True)
 class SaloConfig:
@@ -48,7 +48,7 @@ SALO_FIXED_POINT_MAX_ABS_ERROR = 0.05
 
 
 def _attention_implementation():
-    """Our hybrid attention (the banded XLA path of `transforms.attention`) as fn(q, k, v, workload)
+    """Our hybrid attention (the banded XLA path of `frugal.transforms.attention`) as fn(q, k, v, workload)
     with q, k, v [seq, heads, dim], plus the sequence length each SALO workload runs at."""
 
     def pattern_of(w):
@@ -68,7 +68,7 @@ def _attention_implementation():
             compiled[w.name] = jax.jit(functools.partial(hybrid_attention, pattern=pattern_of(w), impl="banded"))
         return compiled[w.name](q[None], k[None], v[None])[0]
 
-    return "transforms.attention.hybrid_attention (impl='banded', jit)", ours, seq_of
+    return "frugal.transforms.attention.hybrid_attention (impl='banded', jit)", ours, seq_of
 
 
 def _time_cpu(fn, args, repeats: int) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from accel import cost, designs, paper_workloads, sweep
+from frugal.accel import cost, designs, paper_workloads, sweep
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:

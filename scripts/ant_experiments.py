@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts import report
+from frugal.scripts import report
 
 # ANT's ResNet-18 ImageNet top-1 after 4-bit fine-tuning (repo README; FP is torchvision's).
 PAPER_RESNET18 = {"FP": 69.76, "Int4": 66.28, "IP-F": 67.86, "ANT4 (FIP-F)": 67.85, "ANT4-8": 69.64}
@@ -107,7 +107,7 @@ class AntExperimentConfig:
 
 
 def _rule(bits_kinds: tuple, step: float):
-    from transforms.quant.model_quant import QuantRule
+    from frugal.transforms.quant.model_quant import QuantRule
 
     kinds = bits_kinds
     return QuantRule(module_path=".*", weight_bits=4, act_bits=4, weight_kinds=kinds, act_kinds=kinds,
@@ -117,8 +117,8 @@ def _rule(bits_kinds: tuple, step: float):
 def _plans(samples, *, step: float, high_first: int, high_last: int, extra_high: int, olive: bool = False) -> dict:
     """Int4, IP-F, ANT4, ANT4-8 and Int4-8 (and ANT4+OliVe) plans from one set of calibration
     samples; the widest candidate set is swept first and the others are read off its results."""
-    from transforms.quant.mixed_precision import MixedPrecisionPolicy, mixed_precision_plan
-    from transforms.quant.model_quant import SelectionCache, select_plan
+    from frugal.transforms.quant.mixed_precision import MixedPrecisionPolicy, mixed_precision_plan
+    from frugal.transforms.quant.model_quant import SelectionCache, select_plan
 
     cache = SelectionCache()
     plans = {}
@@ -143,10 +143,10 @@ def _plans(samples, *, step: float, high_first: int, high_last: int, extra_high:
 def run_image(config: AntExperimentConfig) -> dict:
     import jax.numpy as jnp
 
-    from models.registry import create_image_model
-    from scripts.data import load_dataset
-    from scripts.harness import FitConfig, evaluate_classifier, fit_classifier
-    from transforms.quant.model_quant import apply_plan, collect_layer_inputs
+    from frugal.models.registry import create_image_model
+    from frugal.scripts.data import load_dataset
+    from frugal.scripts.harness import FitConfig, evaluate_classifier, fit_classifier
+    from frugal.transforms.quant.model_quant import apply_plan, collect_layer_inputs
 
     t0 = time.perf_counter()
     dataset = load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size,
@@ -211,8 +211,8 @@ def _agreement(reference: np.ndarray, other: np.ndarray) -> dict:
 def run_text(config: AntExperimentConfig) -> dict:
     import jax.numpy as jnp
 
-    from models.bert import load_minilm, sentence_embeddings, tokenize
-    from transforms.quant.model_quant import apply_plan, collect_layer_inputs
+    from frugal.models.bert import load_minilm, sentence_embeddings, tokenize
+    from frugal.transforms.quant.model_quant import apply_plan, collect_layer_inputs
 
     t0 = time.perf_counter()
     model, tokenizer = load_minilm()

@@ -1,7 +1,7 @@
 """AQuant experiment: FP vs round-to-nearest vs QDrop-style reconstruction vs AQuant borders.
 
 `run(config)` trains a float CIFAR-style ResNet (built-in `shapes` set by default, or a user's
-CIFAR-10 / ImageNet-style folder), then quantizes it with `transforms.quant.block_recon` at every
+CIFAR-10 / ImageNet-style folder), then quantizes it with `frugal.transforms.quant.block_recon` at every
 W/A setting with each method, all from the same calibration images and the same iterations per
 block, and writes `aquant.json`, `aquant.md` and `aquant.png` under `config.outdir`. The paper's
 and QDrop's ResNet-18 ImageNet numbers are printed beside ours as context (different model and
@@ -18,8 +18,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from transforms.quant.aquant import GRANULARITIES
-from transforms.quant.block_recon import METHODS, ReconConfig
+from frugal.transforms.quant.aquant import GRANULARITIES
+from frugal.transforms.quant.block_recon import METHODS, ReconConfig
 
 # ResNet-18 ImageNet top-1 (%): QDrop from its repository README, AQuant from its abstract
 # (papers/ant-aquant-nested-ad.md section 3). AQuant's paper table for the other settings is not
@@ -34,7 +34,7 @@ PAPER_RESNET18 = {
 METHOD_LABELS = {"rtn": "round-to-nearest", "qdrop": "QDrop-style", "aquant": "AQuant"}
 
 
-# The reconstruction settings of our experiment: QDrop's recipe (transforms.quant.recon_config)
+# The reconstruction settings of our experiment: QDrop's recipe (frugal.transforms.quant.recon_config)
 # with the fields a CPU budget forces us to change overridden here, and only here.
 EXPERIMENT_RECON = ReconConfig(
     iterations=500,  # QDrop: 20,000 per block; far beyond a shared 2-core CPU
@@ -86,9 +86,9 @@ class AQuantExperimentConfig:
         if self.dataset not in ("shapes", "digits", "cifar10", "imagefolder"):
             raise ValueError(f"dataset={self.dataset!r}; choose shapes, digits, cifar10 or imagefolder")
         if self.model not in ("cifar_resnet8", "cifar_resnet20", "cifar_resnet18", "resnet18", "resnet50"):
-            raise ValueError(f"model={self.model!r}; choose a ResNet from models.resnet")
+            raise ValueError(f"model={self.model!r}; choose a ResNet from frugal.models.resnet")
         if not isinstance(self.recon, ReconConfig):
-            raise TypeError(f"recon must be a transforms.quant.block_recon.ReconConfig, got {type(self.recon).__name__}")
+            raise TypeError(f"recon must be a frugal.transforms.quant.block_recon.ReconConfig, got {type(self.recon).__name__}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods={self.methods!r}; choose from {METHODS}")
@@ -128,7 +128,7 @@ def train_or_load_float_model(config: AQuantExperimentConfig, data, model):
     same recipe stored in `config.fp_cache` (.npz, no pickle). Returns (model, train seconds)."""
     from flax import nnx
 
-    from scripts.harness import fit_classifier
+    from frugal.scripts.harness import fit_classifier
 
     cache = Path(config.fp_cache) if config.fp_cache else None
     if cache is not None and cache.exists():
@@ -157,7 +157,7 @@ def setting_name(weight_bits: int, act_bits: int) -> str:
 
 def _load_data(config: AQuantExperimentConfig):
     """(train split for the float model and calibration, held-out validation split, the dataset)."""
-    from scripts.data import load_dataset, make_shapes_dataset
+    from frugal.scripts.data import load_dataset, make_shapes_dataset
 
     if config.dataset == "shapes":
         data = make_shapes_dataset(config.n_train, config.n_test, image_size=config.image_size or 32, seed=config.seed)
@@ -215,9 +215,9 @@ def _block_summary(log: dict) -> list[dict]:
 
 def run(config: AQuantExperimentConfig) -> dict:
     """Trains the float model, quantizes it every way, and returns (and writes) the figures."""
-    from models.registry import create_image_model
-    from scripts import report
-    from transforms.quant.block_recon import float_network, quantize_resnet
+    from frugal.models.registry import create_image_model
+    from frugal.scripts import report
+    from frugal.transforms.quant.block_recon import float_network, quantize_resnet
 
     t0 = time.perf_counter()
     data, (val_x, val_y) = _load_data(config)
@@ -402,7 +402,7 @@ def _paper(v) -> str:
 
 def markdown(figures: dict, include_plot: bool = True) -> str:
     """The Markdown report (aquant.md, next to the plot; the tour links plots itself)."""
-    from scripts import report
+    from frugal.scripts import report
 
     c = figures["config"]
     r = c["recon"]
@@ -433,7 +433,7 @@ def markdown(figures: dict, include_plot: bool = True) -> str:
 
 
 def _plot(figures: dict, path: Path) -> Path:
-    from scripts import report
+    from frugal.scripts import report
 
     fig, ax = report.new_figure(figsize=(7, 3.5))
     names = list(figures["accuracy"])

@@ -9,7 +9,7 @@ Two measurements, each taken in one process, side by side:
    temporaries, so we add them up ourselves). Dense runs only where its planned memory fits
    `dense_memory_limit_gib`; beyond that the table says how much it would need.
 2. A whole Longformer self-attention layer, projections included, banded in JAX
-   (`models.longformer.longformer_self_attention`, the function the model runs: q/k/v as one fused GEMM,
+   (`frugal.models.longformer.longformer_self_attention`, the function the model runs: q/k/v as one fused GEMM,
    the global rows with the key_global/value_global projections folded into the global query, an exact
    rewrite that avoids projecting every token twice more), against Hugging Face's
    `LongformerSelfAttention` with the same weights and against PyTorch's dense
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transforms.attention import AttentionPattern, attention_flops, hybrid_attention
+from frugal.transforms.attention import AttentionPattern, attention_flops, hybrid_attention
 
 GIB = 1024 ** 3
 
@@ -152,10 +152,10 @@ def longformer_layer_weights(embed: int, seed: int) -> dict[str, np.ndarray]:
 def jax_longformer_self_attention(weights, hidden, pattern: AttentionPattern, heads: int):
     """Longformer self-attention (no output projection, like HF's LongformerSelfAttention), banded.
 
-    `models.longformer.longformer_self_attention`, the function the Longformer model runs: q/k/v as one
+    `frugal.models.longformer.longformer_self_attention`, the function the Longformer model runs: q/k/v as one
     fused GEMM, the global rows with the key/value global projections folded into the query side.
     """
-    from models.longformer import PROJECTIONS, longformer_self_attention
+    from frugal.models.longformer import PROJECTIONS, longformer_self_attention
 
     params = {name: (weights[f"{name}.weight"], weights[f"{name}.bias"]) for name in PROJECTIONS}
     return longformer_self_attention(params, hidden, pattern, heads, impl="banded")
@@ -323,7 +323,7 @@ def torch_table(figures: dict) -> tuple[list[str], list[list]]:
 
 
 def markdown_report(figures: dict) -> str:
-    from scripts.report import machine_description, markdown_table
+    from frugal.scripts.report import machine_description, markdown_table
 
     cfg = figures["config"]
     machine = machine_description()
@@ -358,13 +358,13 @@ def markdown_report(figures: dict) -> str:
 def _pretty(obj) -> str:
     import json
 
-    from scripts.report import to_jsonable
+    from frugal.scripts.report import to_jsonable
 
     return json.dumps(to_jsonable(obj), indent=2)
 
 
 def plot(figures: dict, path) -> None:
-    from scripts.report import new_figure, save_figure
+    from frugal.scripts.report import new_figure, save_figure
 
     fig, (ax_time, ax_mem) = new_figure(1, 2, figsize=(11, 4))
     for g in sorted({r["num_global"] for r in figures["attention"]}):

@@ -6,7 +6,7 @@
   find the value that *follows the marker* (a local, windowed question) and bring it to the CLS token
   at position 0, far outside any window (a global question). The model classifies from CLS, which is
   a global token; the ablation without global tokens must stay at chance.
-* ViL (Vision Longformer) on the built-in digits images (32 x 32) through `scripts.harness.fit_classifier`.
+* ViL (Vision Longformer) on the built-in digits images (32 x 32) through `frugal.scripts.harness.fit_classifier`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def make_evidence_batch(rng: np.random.Generator, batch: int, config: EvidenceTa
 
 def train_longformer_evidence(config: EvidenceTaskConfig, progress: bool = False) -> dict:
     """Trains a small LongformerClassifier on the evidence task; returns losses and test accuracy."""
-    from models.longformer import LongformerClassifier, LongformerConfig
+    from frugal.models.longformer import LongformerClassifier, LongformerConfig
 
     model_config = LongformerConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                                     num_hidden_layers=config.layers, num_attention_heads=config.heads,
@@ -137,9 +137,9 @@ class ViLTaskConfig:
 
 def train_vil(config: ViLTaskConfig, progress: bool = False) -> dict:
     """Trains the default two-stage ViL on 32 x 32 built-in images; returns test accuracy and losses."""
-    from models.vil import ViL, ViLConfig
-    from scripts.data import load_digits, make_shapes_dataset
-    from scripts.harness import fit_classifier
+    from frugal.models.vil import ViL, ViLConfig
+    from frugal.scripts.data import load_digits, make_shapes_dataset
+    from frugal.scripts.harness import fit_classifier
 
     data = load_digits(image_size=32) if config.dataset == "digits" else make_shapes_dataset(2000, 500)
     model = ViL(ViLConfig(in_channels=data.image_shape[-1], num_classes=data.num_classes),
@@ -170,7 +170,7 @@ def run(config: TasksConfig, progress: bool = False) -> dict:
 
 
 def tasks_markdown(figures: dict) -> str:
-    from scripts.report import markdown_table
+    from frugal.scripts.report import markdown_table
 
     rows = [[f"Longformer, evidence task n={r['seq_len']}", "CLS global" if r["use_global"] else "window only",
              r["steps"], r["first_loss"], r["last_loss"], r["test_accuracy"], r["chance"]]

@@ -1,6 +1,6 @@
 """The `frugal` command line.
 
-Subcommands are discovered, not listed: every module in `scripts.commands` that defines
+Subcommands are discovered, not listed: every module in `frugal.scripts.commands` that defines
 
     COMMAND = ("bench", "memory")      # its path under `frugal`
     HELP = "one line shown in --help"
@@ -9,7 +9,7 @@ Subcommands are discovered, not listed: every module in `scripts.commands` that 
 
 becomes `frugal bench memory`. Commands that measure something (MEASURES = True, the default) get
 `--json PATH` added, and the figures they return are written there. A module may also define
-`tour_section(quick, outdir)` (see `scripts.tour`) to join `frugal tour`.
+`tour_section(quick, outdir)` (see `frugal.scripts.tour`) to join `frugal tour`.
 
 User mistakes (bad flags, missing paths, invalid values) end as one `frugal: error: ...` line and
 exit status 2; `--debug` (or FRUGAL_DEBUG=1) shows the traceback instead.
@@ -37,13 +37,13 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, Per
 
 
 def command_modules() -> list[ModuleType]:
-    import scripts.commands as package
+    import frugal.scripts.commands as package
 
     modules = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"scripts.commands.{info.name}")
+        module = importlib.import_module(f"frugal.scripts.commands.{info.name}")
         if hasattr(module, "COMMAND"):
             modules.append(module)
     return modules
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figures = module.run_command(args)
         if getattr(args, "json", None) and figures is not None:
-            from scripts.report import write_json
+            from frugal.scripts.report import write_json
 
             path = write_json(args.json, figures)
             print(f"figures written to {path}")

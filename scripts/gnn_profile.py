@@ -1,7 +1,7 @@
 """Per-stage GNN profiler (the CAL'20 characterization on this machine) and node-classification runs.
 
-`run(ProfileConfig(...))` builds one layer of each model on a graph from `scripts.graph_data`,
-jits every step of its forward pass on its own (`models.gnn_layers.Step`), warms it up and takes
+`run(ProfileConfig(...))` builds one layer of each model on a graph from `frugal.scripts.graph_data`,
+jits every step of its forward pass on its own (`frugal.models.gnn_layers.Step`), warms it up and takes
 the median of repeats. Per stage it reports time, FLOPs and bytes (XLA's cost analysis of the
 compiled step), arithmetic intensity and the share of the layer; it does this for the unfused
 Gather (Scatter materializes (E, F) messages, segment ops reduce them) and the fused one (one
@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.gnn import STAGES
-from models.gnn_layers import GNN_KINDS, GATLayer, GCNLayer, GGNNLayer, GINLayer, GNNClassifier, RGCNLayer, SAGELayer
-from scripts import graph_data
+from frugal.models.gnn import STAGES
+from frugal.models.gnn_layers import GNN_KINDS, GATLayer, GCNLayer, GGNNLayer, GINLayer, GNNClassifier, RGCNLayer, SAGELayer
+from frugal.scripts import graph_data
 
 # The paper's Fig. 5 time shares (GPU, DGL/PyG; read from the plot, +-0.05), for side-by-side tables.
 PAPER_SHARES = {
@@ -308,7 +308,7 @@ def findings(models: dict) -> list[dict]:
 
 
 def profile_markdown(figures: dict) -> str:
-    from scripts.report import markdown_table
+    from frugal.scripts.report import markdown_table
 
     cfg = figures["config"]
     lines = [f"# GNN per-stage profile ({figures['machine']['backend']}, {figures['machine']['cpu_count']} CPUs)", "",
@@ -363,7 +363,7 @@ CPU_NOTE = ("Where CPU differs from the paper's GPU: the paper's 700 ms -> 3 ms 
 
 
 def plot_shares(figures: dict, path: Path) -> Path:
-    from scripts.report import new_figure, save_figure
+    from frugal.scripts.report import new_figure, save_figure
 
     bars, labels = [], []
     for kind, entry in figures["models"].items():
@@ -393,7 +393,7 @@ def plot_shares(figures: dict, path: Path) -> Path:
 
 def run(config: ProfileConfig, progress=None) -> dict:
     """Profiles the configured models and trains the configured classifiers; writes the report."""
-    from scripts.report import machine_description, write_json
+    from frugal.scripts.report import machine_description, write_json
 
     models, described = profile_models(config, progress) if config.models else ({}, {})
     training = []
@@ -404,7 +404,7 @@ def run(config: ProfileConfig, progress=None) -> dict:
             training.append(result)
             if progress:
                 progress(f"train {kind}: test accuracy {result['test_accuracy']:.3f}")
-    from jaxlib_ext import native
+    from frugal.jaxlib_ext import native
 
     figures = {"config": dataclasses.asdict(config), "machine": machine_description(), "datasets": described,
                "csr_kernel": native.status("csr_matmul"), "models": models, "findings": findings(models),

@@ -165,9 +165,9 @@ def run(config: BenchConfig, progress=None) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from models.gnn_layers import GNNClassifier, prepare_graph
-    from scripts import graph_data
-    from scripts.report import machine_description, markdown_table, write_json
+    from frugal.models.gnn_layers import GNNClassifier, prepare_graph
+    from frugal.scripts import graph_data
+    from frugal.scripts.report import machine_description, markdown_table, write_json
 
     pyg_python = find_pyg_python(config.pyg_python)
     status = "compared" if pyg_python else SKIPPED
@@ -236,7 +236,7 @@ def run(config: BenchConfig, progress=None) -> dict:
             if progress:
                 ratio = f", PyG best {row['pyg_best_ms']:.2f} ms" if row.get("pyg_best_ms") else ""
                 progress(f"{row['case']}: ours {row['ours_best_ms']:.2f} ms{ratio}")
-    from jaxlib_ext import native
+    from frugal.jaxlib_ext import native
 
     figures = {"config": dataclasses.asdict(config), "status": status, "pyg": pyg_meta,
                "csr_kernel": native.status("csr_matmul"),
@@ -268,7 +268,7 @@ def _our_gcn_parts(model, graph, x, hidden: int, classes: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from models.gnn import spmm
+    from frugal.models.gnn import spmm
 
     rng = np.random.default_rng(0)
     kernel = model.layers[0].linear.kernel[...]

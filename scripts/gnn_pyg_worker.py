@@ -7,7 +7,7 @@ environment that has torch + torch-geometric (the optional `bench` extra), e.g.
     /tmp/pyg-venv/bin/python scripts/gnn_pyg_worker.py golden tests/data/gnn_pyg_golden.npz
     /tmp/pyg-venv/bin/python scripts/gnn_pyg_worker.py serve REQUEST.npz RESULT.json
 
-`frugal gnn bench` (the driver in scripts.gnn_pyg_bench) writes each graph and our weights to an .npz
+`frugal gnn bench` (the driver in frugal.scripts.gnn_pyg_bench) writes each graph and our weights to an .npz
 request and starts `serve` in the PyG interpreter (`--pyg-python`, $FRUGAL_PYG_PYTHON, or the
 current interpreter when it can import torch_geometric) as a worker process. It then alternates
 short rounds of timed calls: ours (fused, unfused Gather), PyG edge_index, PyG CSR, again and

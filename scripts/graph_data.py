@@ -78,8 +78,8 @@ class GraphDataset:
         return int(self.edge_index.shape[1])
 
     def to_graph(self, *, pad_edges_to: int | None = None):
-        """The `models.gnn.Graph` for this dataset (sorted, validated, optionally padded)."""
-        from models.gnn import make_graph
+        """The `frugal.models.gnn.Graph` for this dataset (sorted, validated, optionally padded)."""
+        from frugal.models.gnn import make_graph
 
         return make_graph(self.edge_index, self.num_nodes, edge_types=self.edge_type,
                           num_edge_types=self.num_relations if self.edge_type is not None else None,

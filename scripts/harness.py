@@ -32,7 +32,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from scripts.data import BatchSampler, ImageDataset, eval_batches
+from frugal.scripts.data import BatchSampler, ImageDataset, eval_batches
 
 PyTree = Any
 StepFn = Callable[[Any, PyTree, jax.Array], dict]

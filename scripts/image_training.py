@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from scripts import report
+from frugal.scripts import report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +32,9 @@ class ImageTrainingConfig:
 
 
 def run(config: ImageTrainingConfig) -> dict:
-    from models.registry import create_image_model
-    from scripts.data import load_dataset
-    from scripts.harness import FitConfig, data_parallel_mesh, fit_classifier
+    from frugal.models.registry import create_image_model
+    from frugal.scripts.data import load_dataset
+    from frugal.scripts.harness import FitConfig, data_parallel_mesh, fit_classifier
 
     mesh = data_parallel_mesh(config.devices)
     if config.batch_size % config.devices:

@@ -1,4 +1,4 @@
-"""Activation-memory benchmark: every policy of `transforms.activation_policy` on four models.
+"""Activation-memory benchmark: every policy of `frugal.transforms.activation_policy` on four models.
 
 For each model and policy it measures, side by side in one process:
   jit    one jitted train step: compiled `memory_analysis().temp_size_in_bytes` and step time.
@@ -31,8 +31,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
-from transforms.activation_policy import (AUTO_CHOICE, NESTED_MIN_RESIDUALS, PER_ACTIVATION, POLICIES, REGIMES,
+from frugal.models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
+from frugal.transforms.activation_policy import (AUTO_CHOICE, NESTED_MIN_RESIDUALS, PER_ACTIVATION, POLICIES, REGIMES,
                                           ActivationPolicy, activation_memory, activation_summary)
 
 MiB = 1024.0 * 1024.0
@@ -330,7 +330,7 @@ def reference_mlp_check() -> dict:
 
 def run(config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> dict:
     """Measures every model/policy/regime and returns the figures (see the module docstring)."""
-    from scripts.report import machine_description
+    from frugal.scripts.report import machine_description
 
     specs = model_specs(config.quick)
     started = time.perf_counter()
@@ -381,7 +381,7 @@ def table_rows(figures: dict) -> list[list]:
 
 
 def markdown_report(figures: dict) -> str:
-    from scripts.report import markdown_table
+    from frugal.scripts.report import markdown_table
 
     machine = figures["machine"]
     lines = [
@@ -452,7 +452,7 @@ def markdown_report(figures: dict) -> str:
 
 def plot_memory(figures: dict, path: Path) -> Path:
     """Grouped bars: memory per policy, one panel per regime, models on the x axis."""
-    from scripts.report import new_figure, save_figure
+    from frugal.scripts.report import new_figure, save_figure
 
     regimes = [g for g in REGIMES if any(r["regime"] == g for r in figures["rows"])]
     fig, axes = new_figure(1, len(regimes), figsize=(5 * len(regimes), 3.6), squeeze=False)
@@ -475,10 +475,10 @@ def plot_memory(figures: dict, path: Path) -> Path:
 
 def markdown_table_for_tour(figures: dict) -> str:
     """The compact table for `frugal tour`: the memory table plus what auto picks."""
-    from scripts.report import markdown_table
+    from frugal.scripts.report import markdown_table
 
     return "\n".join([
-        "Memory a training step keeps for its activations under each policy (`transforms.activation_policy`): "
+        "Memory a training step keeps for its activations under each policy (`frugal.transforms.activation_policy`): "
         "**jit** = compiled temp bytes of one jitted step, **split** = residual bytes between a jitted forward and "
         "a jitted backward, **eager** = bytes held by the op-by-op VJP. "
         f"{figures['models'][0]['description']}. {figures['note']}.",

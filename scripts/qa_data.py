@@ -262,7 +262,7 @@ def plain_tokenizer():
     """The MiniLM WordPiece tokenizer without padding or truncation (windows are cut here instead)."""
     from tokenizers import Tokenizer
 
-    from models.bert import minilm_dir
+    from frugal.models.bert import minilm_dir
 
     tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
     tokenizer.no_padding()

@@ -1,7 +1,7 @@
 """How far Block-Skim can go on the built-in fact-QA set: FLOPs speedups of *perfect* predictors.
 
-`python -m scripts.skim_bounds` prints, for MiniLM-L6 sized layers, the FLOPs speedup that oracle
-predictors would reach on the built-in dev windows (exact per-layer FLOPs of `transforms.block_skim`,
+`python -m frugal.scripts.skim_bounds` prints, for MiniLM-L6 sized layers, the FLOPs speedup that oracle
+predictors would reach on the built-in dev windows (exact per-layer FLOPs of `frugal.transforms.block_skim`,
 predictor CNNs left out, so these are upper bounds):
 
 - keeping the question block plus every block that holds any invented fact (the answer and, with
@@ -11,7 +11,7 @@ predictor CNNs left out, so these are upper bounds):
 - both in two stages (facts after one layer, answer only after a later one).
 
 Facts are found as the context text not covered by the filler sentences the generator draws from
-(`scripts.qa_data.filler_sentences`), so this applies to the built-in set only.
+(`frugal.scripts.qa_data.filler_sentences`), so this applies to the built-in set only.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from scripts.qa_data import QAFeatures, featurize, filler_sentences, make_fact_qa, plain_tokenizer
-from transforms.block_skim import encoder_layer_flops
+from frugal.scripts.qa_data import QAFeatures, featurize, filler_sentences, make_fact_qa, plain_tokenizer
+from frugal.transforms.block_skim import encoder_layer_flops
 
 
 def fact_character_mask(context: str, filler: Sequence[str]) -> np.ndarray:

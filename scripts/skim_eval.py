@@ -1,7 +1,7 @@
 """Block-Skim evaluation and reports: EM/F1, FLOPs from the tokens each layer processes, wall-clock at batch 1,
 per-layer predictor diagnostics, the checks against the issue's targets, and the Markdown/JSON/PNG reports.
 
-Split out of `scripts.skim_experiments` (which trains and runs the experiment); nothing here trains.
+Split out of `frugal.scripts.skim_experiments` (which trains and runs the experiment); nothing here trains.
 The wall-clock section takes the shared benchmark lock (`/tmp/frugal-bench.lock`) while it times.
 """
 
@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.bert_qa import attention_bias, decode_answers, squad_scores
-from scripts.qa_data import QAFeatures
-from transforms.block_skim import SkimRunner, block_labels, block_valid, encoder_layer_flops, skim_flops
+from frugal.models.bert_qa import attention_bias, decode_answers, squad_scores
+from frugal.scripts.qa_data import QAFeatures
+from frugal.transforms.block_skim import SkimRunner, block_labels, block_valid, encoder_layer_flops, skim_flops
 
 PAPER = {"model": "BERT-base, SQuAD v1.1 (Guan et al. 2022, Block-Skim table)", "vanilla_f1": 88.32,
          "block_skim_f1": 88.52, "block_skim_flops_speedup": 3.01}
@@ -289,7 +289,7 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
 
 
 def markdown(figures: dict, *, include_plot: bool = True) -> str:
-    from scripts.report import markdown_table
+    from frugal.scripts.report import markdown_table
 
     lines = [f"# Block-Skim on all-MiniLM-L6-v2 ({figures['label']})", ""]
     d, c = figures["data"], figures["config"]
@@ -355,7 +355,7 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
 
 
 def _write_reports(figures: dict, config) -> None:
-    from scripts import report
+    from frugal.scripts import report
 
     outdir = Path(config.outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ measure EM/F1, the FLOPs speedup counted from the tokens each layer processes, a
 `run(config) -> dict` is what `frugal skim` and the tour call. Fine-tuned weights are cached as
 safetensors under `cache_dir`, keyed by the training recipe, so a rerun only evaluates.
 Evaluation, wall-clock timing (under the shared benchmark lock) and the reports live in
-`scripts.skim_eval`; the question-aware predictor fit in `scripts.skim_predictor_fit`.
+`frugal.scripts.skim_eval`; the question-aware predictor fit in `frugal.scripts.skim_predictor_fit`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models.bert_qa import decode_answers, qa_loss, qa_model_from_minilm
-from scripts.qa_data import QAFeatures, featurize, make_fact_qa, plain_tokenizer
-from scripts.skim_eval import (PAPER, _checks, _write_reports, collect_per_layer, evaluate_full, evaluate_skim,
+from frugal.models.bert_qa import decode_answers, qa_loss, qa_model_from_minilm
+from frugal.scripts.qa_data import QAFeatures, featurize, make_fact_qa, plain_tokenizer
+from frugal.scripts.skim_eval import (PAPER, _checks, _write_reports, collect_per_layer, evaluate_full, evaluate_skim,
                                predictor_diagnostics, time_batch1)
-from scripts.skim_eval import markdown, tables  # noqa: F401  (re-exported for scripts.commands.skim)
-from transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
+from frugal.scripts.skim_eval import markdown, tables  # noqa: F401  (re-exported for frugal.scripts.commands.skim)
+from frugal.transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
                                    diagonal_blocks, joint_loss, skim_loss)
 
 
@@ -36,7 +36,7 @@ from transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim
 class SkimExperimentConfig:
     n_train: int = 3000
     n_dev: int = 200
-    # The built-in set (scripts.qa_data.make_fact_qa): by default the issue's form, one answer fact among
+    # The built-in set (frugal.scripts.qa_data.make_fact_qa): by default the issue's form, one answer fact among
     # real filler sentences, in passages that fill MiniLM's 512 positions. `distractors=3` adds look-alike
     # facts (same relation / other subject, same subject / other relation): the harder set we measured first
     # (with max_seq_len=384, context_tokens=(300, 360)).
@@ -62,7 +62,7 @@ class SkimExperimentConfig:
     refine_windows: int = 600
     refine_learning_rate: float = 2e-3
     refine_layers: tuple[int, ...] = (0, 1)  # predictors the refine step retrains (those also trained)
-    # Our extensions (see transforms.block_skim.BlockSkimConfig.predictor_features). After the refine step the
+    # Our extensions (see frugal.transforms.block_skim.BlockSkimConfig.predictor_features). After the refine step the
     # predictors are widened - "diagonal+question": question<->block attention features into the classifier;
     # "diagonal+question+match" (default): an MLP over the paper predictor's logit, those features and
     # hidden-state question matching - and fitted on `question_fit_windows` training windows; then one
@@ -101,7 +101,7 @@ class SkimExperimentConfig:
         if not set(self.prune_layers) <= set(self.predictor_layers):
             raise ValueError(f"prune_layers={self.prune_layers} must be a subset of predictor_layers="
                              f"{self.predictor_layers}")
-        from transforms.block_skim import PREDICTOR_FEATURES
+        from frugal.transforms.block_skim import PREDICTOR_FEATURES
 
         if self.predictor_features not in PREDICTOR_FEATURES:
             raise ValueError(f"predictor_features={self.predictor_features!r} must be one of {PREDICTOR_FEATURES}")
@@ -293,7 +293,7 @@ def _question_key(config: SkimExperimentConfig) -> str:
 def add_question_predictors(model, train_features, config: SkimExperimentConfig, path: Path | None):
     """(widened model, info) - info holds the fit log and the per-pruning-layer thresholds picked on held-out
     training windows. Cached next to the other weights (`path`: the joint fine-tune's cache file)."""
-    from scripts.skim_predictor_fit import (collect_classifier_inputs, collect_match_inputs,
+    from frugal.scripts.skim_predictor_fit import (collect_classifier_inputs, collect_match_inputs,
                                             fit_match_heads, fit_question_classifiers, keep_probabilities,
                                             match_keep_probabilities, protected_blocks, recall_curve,
                                             select_thresholds, window_labels, with_predictor_features)
@@ -482,7 +482,7 @@ def run(config: SkimExperimentConfig) -> dict:
     figures["sweep"] = sweep
     if config.predictor_features.endswith("+match") and config.paper_thresholds:
         # The paper's predictor is still inside (the match heads read its logit): sweep it on the same windows.
-        from scripts.skim_predictor_fit import paper_predictors
+        from frugal.scripts.skim_predictor_fit import paper_predictors
 
         paper_runner = SkimRunner(paper_predictors(skim_model), layers=config.prune_layers)
         figures["paper_predictor_sweep"] = [

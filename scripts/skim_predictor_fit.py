@@ -27,9 +27,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scripts.qa_data import QAFeatures
-from scripts.skim_eval import collect_per_layer
-from transforms.block_skim import (BlockSkimConfig, BlockSkimQA, block_labels, block_valid, diagonal_blocks,
+from frugal.scripts.qa_data import QAFeatures
+from frugal.scripts.skim_eval import collect_per_layer
+from frugal.transforms.block_skim import (BlockSkimConfig, BlockSkimQA, block_labels, block_valid, diagonal_blocks,
                                    question_features, question_mask_from, skim_loss, with_block_context)
 
 

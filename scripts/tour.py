@@ -1,6 +1,6 @@
 """`frugal tour`: every capability's section, run on built-in data, gathered into one report.
 
-A section is any module in `scripts.commands` that defines
+A section is any module in `frugal.scripts.commands` that defines
 
     TOUR_ORDER = 10                       # sections run in ascending order
     def tour_section(quick: bool, outdir: Path) -> TourSection
@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from scripts import report
+from frugal.scripts import report
 
 
 @dataclasses.dataclass
@@ -31,7 +31,7 @@ class TourSection:
 
 
 def tour_modules() -> list:
-    from scripts.cli import command_modules
+    from frugal.scripts.cli import command_modules
 
     modules = [m for m in command_modules() if hasattr(m, "tour_section")]
     return sorted(modules, key=lambda m: (getattr(m, "TOUR_ORDER", 100), m.__name__))

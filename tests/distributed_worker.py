@@ -34,8 +34,8 @@ def main() -> None:
                                    initialization_timeout=120)
     from flax import nnx
 
-    from scripts.data import BatchSampler, load_digits
-    from scripts.harness import FitConfig, TrainState, Trainer, TrainerConfig, classification_step, data_parallel_mesh, make_optimizer
+    from frugal.scripts.data import BatchSampler, load_digits
+    from frugal.scripts.harness import FitConfig, TrainState, Trainer, TrainerConfig, classification_step, data_parallel_mesh, make_optimizer
 
     data = load_digits()
     batch_size = 32

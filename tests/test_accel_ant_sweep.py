@@ -4,12 +4,12 @@ import jax
 import numpy as np
 import pytest
 
-from accel import cost, designs, paper_workloads, sweep
+from frugal.accel import cost, designs, paper_workloads, sweep
 
 
 @pytest.fixture(scope="module")
 def ant_table():
-    from scripts.accel_ant_experiment import AntConfig, run_ant
+    from frugal.scripts.accel_ant_experiment import AntConfig, run_ant
 
     return run_ant(AntConfig(trace_resnets=False))
 
@@ -96,7 +96,7 @@ def test_sweep_validation():
 def test_cli_accel_ant_and_salo_write_json(tmp_path):
     import json
 
-    from scripts.cli import main
+    from frugal.scripts.cli import main
 
     assert main(["accel", "ant", "--models", "resnet18", "vit", "--hand-resnets", "--outdir", str(tmp_path),
                  "--json", str(tmp_path / "ant.json")]) == 0

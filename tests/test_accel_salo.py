@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from accel import salo
+from frugal.accel import salo
 
 # Utilization printed by the reference performance_model.py for its three workloads.
 REFERENCE_UTILIZATION = {"longformer": 0.738, "vil_stage1": 0.653, "vil_stage2": 0.640}
@@ -48,7 +48,7 @@ def test_fixed_point_within_documented_bound(seq=64, heads=2, dim=16, window=9, 
     ref = salo.hybrid_attention_float(q, k, v, window=window, num_globals=globals_)
     fixed = salo.salo_attention_fixed_point(q, k, v, window=window, num_globals=globals_)
     err = np.abs(np.asarray(ref) - np.asarray(fixed))
-    assert err.max() <= 0.05  # SALO_FIXED_POINT_MAX_ABS_ERROR in scripts.accel_salo_experiment
+    assert err.max() <= 0.05  # SALO_FIXED_POINT_MAX_ABS_ERROR in frugal.scripts.accel_salo_experiment
     assert err.mean() <= 0.01
     # the fixed-point path is not float in disguise: coarser inputs give a larger error
     coarse = salo.salo_attention_fixed_point(q, k, v, window=window, num_globals=globals_,
@@ -73,9 +73,9 @@ def test_hybrid_mask_pattern():
         salo.hybrid_key_indices(10, 0, 1)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("transforms.attention") is None, reason="transforms.attention missing")
+@pytest.mark.skipif(importlib.util.find_spec("frugal.transforms.attention") is None, reason="frugal.transforms.attention missing")
 def test_float_reference_matches_transforms_attention():
-    from transforms.attention import AttentionPattern, hybrid_attention
+    from frugal.transforms.attention import AttentionPattern, hybrid_attention
 
     q, k, v = jax.random.normal(jax.random.PRNGKey(1), (3, 48, 2, 8))
     ours = salo.hybrid_attention_float(q, k, v, window=9, num_globals=1)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel import cost, designs, systolic
-from accel.workload import Workload, conv_layer, linear_layer
+from frugal.accel import cost, designs, systolic
+from frugal.accel.workload import Workload, conv_layer, linear_layer
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "scalesim_golden.json").read_text())["cases"]
 # Extra values quoted in papers/environment-facts.md from SCALE-Sim 3.0 runs (512^3 GEMM, os, 32x32).

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from accel import paper_workloads
-from accel.workload import GemmOp, Workload, bits_from_plan, conv_layer, linear_layer, trace_workload
-from models.resnet import resnet18
+from frugal.accel import paper_workloads
+from frugal.accel.workload import GemmOp, Workload, bits_from_plan, conv_layer, linear_layer, trace_workload
+from frugal.models.resnet import resnet18
 
 
 def _hand_count_resnet18_macs(image=224, classes=1000):
@@ -121,9 +121,9 @@ def test_hand_layers_and_validation():
         trace_workload(lambda x: x, jnp.zeros(2), param_argnums=(3,))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("transforms.attention") is None, reason="transforms.attention missing")
+@pytest.mark.skipif(importlib.util.find_spec("frugal.transforms.attention") is None, reason="frugal.transforms.attention missing")
 def test_hybrid_attention_call_is_recognised():
-    import transforms.attention as module
+    import frugal.transforms.attention as module
 
     pattern = module.AttentionPattern(window=64, global_tokens=(0,))
     original = module.hybrid_attention

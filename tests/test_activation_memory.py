@@ -8,12 +8,12 @@ import pytest
 from flax import nnx
 from jax._src.ad_checkpoint import saved_residuals
 
-from models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
-from models.resnet import cifar_resnet8
-from transforms.activation_policy import (AUTO_CHOICE, PER_ACTIVATION, POLICIES, ActivationPolicy,
+from frugal.models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
+from frugal.models.resnet import cifar_resnet8
+from frugal.transforms.activation_policy import (AUTO_CHOICE, PER_ACTIVATION, POLICIES, ActivationPolicy,
                                           RecomputedActivation, activation_memory, activation_summary, auto_choice,
                                           autodiff_residual_count, wrap_activation)
-from transforms.activations import NestedActivation, get_activation
+from frugal.transforms.activations import NestedActivation, get_activation
 
 
 def _loss_and_state(model, inputs, labels):
@@ -177,7 +177,7 @@ def test_refusals():
 
 @pytest.mark.slow
 def test_benchmark_driver_small_config():
-    from scripts.memory_bench import MemoryBenchConfig, auto_checks, markdown_report, run
+    from frugal.scripts.memory_bench import MemoryBenchConfig, auto_checks, markdown_report, run
 
     config = MemoryBenchConfig(models=("gelu_mlp",), policies=("autodiff", "nested", "recompute", "auto"),
                                regimes=("split", "eager"), quick=True, repeats=1, reference_check=False)

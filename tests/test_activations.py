@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax._src.ad_checkpoint import saved_residuals
 
-from transforms import activations as A
+from frugal.transforms import activations as A
 
 # name -> (our factory kwargs, the jax.nn reference)
 REFERENCES = {
@@ -168,7 +168,7 @@ def test_sharded_inputs():
     code = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-        from transforms.activations import mish
+        from frugal.transforms.activations import mish
         mesh = Mesh(np.array(jax.devices()), ("data",))
         x = jax.device_put(jnp.linspace(-5, 5, 64).reshape(8, 8), NamedSharding(mesh, P("data")))
         act = mish()

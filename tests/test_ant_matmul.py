@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 from jax import export
 
-from jaxlib_ext.ant_matmul import (
+from frugal.jaxlib_ext.ant_matmul import (
     CodeFormat,
     _decode_parts,
     ant_matmul,
     ant_matmul_reference,
     default_compiler_params,
 )
-from transforms.quant import NumericType, decode, decode_parts, pack_int4, quantize, quantize_to_codes
+from frugal.transforms.quant import NumericType, decode, decode_parts, pack_int4, quantize, quantize_to_codes
 
 FORMATS = [CodeFormat(kind, signed) for kind in ("int", "pot", "float", "flint") for signed in (False, True)]
 
 
 def numpy_expected(a_codes, a_scale, w_codes, w_scale, a_type, w_type):
-    """float64 product of the decoded codes, decoded by transforms.quant (independent decoder)."""
+    """float64 product of the decoded codes, decoded by frugal.transforms.quant (independent decoder)."""
     a = decode(np.asarray(a_codes), a_type) * np.asarray(a_scale, np.float64).reshape(-1, 1)
     w = decode(np.asarray(w_codes), w_type) * np.asarray(w_scale, np.float64).reshape(1, -1)
     return a @ w

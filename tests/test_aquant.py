@@ -1,4 +1,4 @@
-"""AQuant's learned rounding border (transforms.quant.aquant) against plain NumPy references."""
+"""AQuant's learned rounding border (frugal.transforms.quant.aquant) against plain NumPy references."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from transforms.quant import NumericType, round_to_grid
-from transforms.quant.aquant import (
+from frugal.transforms.quant import NumericType, round_to_grid
+from frugal.transforms.quant.aquant import (
     BORDER_MARGIN,
     GRANULARITIES,
     activation_codes,
@@ -153,8 +153,8 @@ def test_calibration_and_grid_errors():
 
 
 def test_experiment_config_and_cli_settings_errors():
-    from scripts.aquant_experiments import AQuantExperimentConfig
-    from scripts.commands.quant_aquant import _settings
+    from frugal.scripts.aquant_experiments import AQuantExperimentConfig
+    from frugal.scripts.commands.quant_aquant import _settings
 
     assert _settings("w2a2, W3A3") == ((2, 2), (3, 3))
     with pytest.raises(ValueError, match="W2A2"):
@@ -170,8 +170,8 @@ def test_experiment_config_and_cli_settings_errors():
 def test_experiment_reuses_the_reconstruction_config_and_methods_differ_only_in_the_border():
     import dataclasses
 
-    from scripts.aquant_experiments import AQuantExperimentConfig, _recon_config
-    from transforms.quant.block_recon import ReconConfig
+    from frugal.scripts.aquant_experiments import AQuantExperimentConfig, _recon_config
+    from frugal.transforms.quant.block_recon import ReconConfig
 
     config = AQuantExperimentConfig()
     assert isinstance(config.recon, ReconConfig)
@@ -190,7 +190,7 @@ def test_experiment_reuses_the_reconstruction_config_and_methods_differ_only_in_
 
 
 def test_accuracy_noise_estimates_match_their_formulas():
-    from scripts.aquant_experiments import paired_difference, std_error
+    from frugal.scripts.aquant_experiments import paired_difference, std_error
 
     assert std_error(0.5, 10000) == pytest.approx(0.005)
     rng = np.random.default_rng(0)
@@ -207,9 +207,9 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
     """The selection uses validation accuracy only: here the validation winner is not the test winner."""
     import types
 
-    import models.registry
-    import transforms.quant.block_recon as block_recon
-    from scripts import aquant_experiments as exp
+    import frugal.models.registry
+    import frugal.transforms.quant.block_recon as block_recon
+    from frugal.scripts import aquant_experiments as exp
 
     n = 100
     # Images are (index, is_validation); every label is 0. A net is correct on the first k images.
@@ -231,7 +231,7 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
     data = types.SimpleNamespace(train_x=np.zeros((40, 2)), train_y=np.zeros(40, np.int64), test_x=test_x,
                                  test_y=labels, num_classes=2, image_shape=(1, 1, 2), name="fake")
     monkeypatch.setattr(exp, "_load_data", lambda config: (data, (val_x, labels)))
-    monkeypatch.setattr(models.registry, "create_image_model",
+    monkeypatch.setattr(frugal.models.registry, "create_image_model",
                         lambda *a, **k: types.SimpleNamespace(eval=lambda: None))
     monkeypatch.setattr(exp, "train_or_load_float_model", lambda config, data, model: (model, 0.0))
     monkeypatch.setattr(block_recon, "float_network", lambda model: net_for("rtn"))
@@ -259,7 +259,7 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
 def test_cli_picks_granularity_on_validation_by_default_but_not_in_the_quick_run():
     import argparse
 
-    from scripts.commands import quant_aquant
+    from frugal.scripts.commands import quant_aquant
 
     parser = argparse.ArgumentParser()
     quant_aquant.add_arguments(parser)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from transforms.attention import AttentionPattern, dense_mask, hybrid_attention
+from frugal.transforms.attention import AttentionPattern, dense_mask, hybrid_attention
 
 TOL = 1e-5
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models.longformer import (PROJECTIONS, LongformerConfig, LongformerModel, from_pretrained,
+from frugal.models.longformer import (PROJECTIONS, LongformerConfig, LongformerModel, from_pretrained,
                                hf_parameter_names, load_hf_state_dict, load_safetensors,
                                longformer_self_attention, to_hf_state_dict)
-from transforms.attention import AttentionPattern, hybrid_attention
-from models.vil import ViL, ViLConfig, ViLStage
+from frugal.transforms.attention import AttentionPattern, hybrid_attention
+from frugal.models.vil import ViL, ViLConfig, ViLStage
 
 TINY = LongformerConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=80, attention_window=8)
@@ -137,7 +137,7 @@ def test_vil_shapes_banded_equals_dense_and_errors():
 
 @pytest.mark.slow
 def test_longformer_learns_the_evidence_task_and_needs_the_global_token():
-    from scripts.attention_tasks import EvidenceTaskConfig, train_longformer_evidence
+    from frugal.scripts.attention_tasks import EvidenceTaskConfig, train_longformer_evidence
 
     config = EvidenceTaskConfig(seq_len=64, attention_window=8, hidden_size=32, layers=2, heads=2, steps=100,
                                 batch_size=32, num_test=128, learning_rate=3e-3)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from jax import export
 
-from jaxlib_ext.hybrid_attention import hybrid_attention_pallas, hybrid_attention_reference
-from transforms.attention import AttentionPattern, hybrid_attention
+from frugal.jaxlib_ext.hybrid_attention import hybrid_attention_pallas, hybrid_attention_reference
+from frugal.transforms.attention import AttentionPattern, hybrid_attention
 
 TOL = 1e-5
 

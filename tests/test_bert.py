@@ -1,4 +1,4 @@
-"""models.bert: the NNX BERT encoder against an independent plain-jnp encoder over the raw weights."""
+"""frugal.models.bert: the NNX BERT encoder against an independent plain-jnp encoder over the raw weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models.bert import BertConfig, BertEncoder, load_bert, load_minilm, mean_pool, sentence_embeddings, tokenize
+from frugal.models.bert import BertConfig, BertEncoder, load_bert, load_minilm, mean_pool, sentence_embeddings, tokenize
 
 SENTENCES = ["This is an example sentence", "Each sentence is converted",
              "A man is eating food.", "A man is eating a piece of bread.",
@@ -26,7 +26,7 @@ def _reference_embeddings(sentences, tokenizer):
     """The 30-line encoder from environment-facts, straight over the safetensors dict."""
     from safetensors.numpy import load_file
 
-    from models.bert import minilm_dir
+    from frugal.models.bert import minilm_dir
 
     W = {k: jnp.asarray(v) for k, v in load_file(str(minilm_dir() / "model.safetensors")).items()}
 
@@ -86,7 +86,7 @@ def test_attention_probabilities_and_activation_convention(minilm):
     padded_keys = np.asarray(probs[0])[0][..., mask[0] == 0]
     assert padded_keys.size > 0 and np.all(padded_keys == 0.0)
     np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids), jnp.asarray(mask))), np.asarray(hidden))
-    # Swapping the activation attribute on a copy changes the output (the models.layers convention).
+    # Swapping the activation attribute on a copy changes the output (the frugal.models.layers convention).
     swapped = nnx.clone(model)
     for layer in swapped.layers:
         layer.activation = jax.nn.relu

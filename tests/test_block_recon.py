@@ -1,4 +1,4 @@
-"""Block-reconstruction PTQ (transforms.quant.block_recon): folding, AdaRound, QDrop/AQuant runs, errors."""
+"""Block-reconstruction PTQ (frugal.transforms.quant.block_recon): folding, AdaRound, QDrop/AQuant runs, errors."""
 
 import dataclasses
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models.resnet import ResNet
-from transforms.quant.aquant import BORDER_MARGIN, fake_quant_activation, grid_spec
-from transforms.quant.block_recon import (
+from frugal.models.resnet import ResNet
+from frugal.transforms.quant.aquant import BORDER_MARGIN, fake_quant_activation, grid_spec
+from frugal.transforms.quant.block_recon import (
     ReconConfig,
     float_network,
     init_weight_rounding,

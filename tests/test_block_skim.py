@@ -1,4 +1,4 @@
-"""transforms.block_skim: predictor input, labels, loss and pruned inference against plain references.
+"""frugal.transforms.block_skim: predictor input, labels, loss and pruned inference against plain references.
 
 A small random-init BERT (3 layers, hidden 64, 4 heads, blocks of 16) runs the mechanics; the pruned
 forward is checked against an independent reference that keeps the full length and masks the pruned
@@ -15,9 +15,9 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.bert import BertConfig, BertEncoder
-from models.bert_qa import BertForQuestionAnswering, attention_bias, best_spans, qa_loss
-from transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
+from frugal.models.bert import BertConfig, BertEncoder
+from frugal.models.bert_qa import BertForQuestionAnswering, attention_bias, best_spans, qa_loss
+from frugal.transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
                                    diagonal_blocks, encoder_layer_flops, joint_loss, question_features,
                                    question_mask_from, skim_flops, skim_loss)
 
@@ -293,7 +293,7 @@ def test_question_predictor_classifies_blocks_independently_of_order():
 
 
 def test_widening_to_question_features_keeps_predictions(skim_model):
-    from scripts.skim_predictor_fit import with_predictor_features
+    from frugal.scripts.skim_predictor_fit import with_predictor_features
 
     model = nnx.clone(skim_model)
     model.eval()
@@ -325,7 +325,7 @@ def _match_features_loop(h, qmask, mask, bs, top_k):
 
 
 def test_match_features_match_numpy_loop():
-    from transforms.block_skim import match_features
+    from frugal.transforms.block_skim import match_features
 
     ids, mask, types, _ = _batch()
     hidden = np.random.default_rng(1).normal(size=ids.shape + (8,)).astype(np.float32)
@@ -338,7 +338,7 @@ def test_match_features_match_numpy_loop():
 
 
 def test_block_context_neighbours_and_window_maximum():
-    from transforms.block_skim import with_block_context
+    from frugal.transforms.block_skim import with_block_context
 
     feats = jnp.asarray(np.arange(12, dtype=np.float32).reshape(1, 4, 3))
     valid = jnp.asarray([[1.0, 1.0, 1.0, 0.0]])  # the last block is padding: not the window's best
@@ -352,7 +352,7 @@ def test_block_context_neighbours_and_window_maximum():
 
 @pytest.fixture(scope="module")
 def match_model(skim_model):
-    from scripts.skim_predictor_fit import with_predictor_features
+    from frugal.scripts.skim_predictor_fit import with_predictor_features
 
     model = with_predictor_features(skim_model, "diagonal+question+match")
     for p in model.predictors:  # decisive random heads, as for the CNN predictors above
@@ -384,7 +384,7 @@ def test_match_predictor_prunes_like_the_unpruned_forward_says(match_model):
 
 
 def test_match_predictor_flops_are_counted():
-    from transforms.block_skim import predictor_flops
+    from frugal.transforms.block_skim import predictor_flops
 
     plain = predictor_flops(16, 12)
     question = predictor_flops(16, 12, features="diagonal+question")
@@ -393,7 +393,7 @@ def test_match_predictor_flops_are_counted():
 
 
 def test_paper_predictors_inside_a_match_model_predict_like_the_original(skim_model, match_model):
-    from scripts.skim_predictor_fit import paper_predictors
+    from frugal.scripts.skim_predictor_fit import paper_predictors
 
     ids, mask, types, _ = _batch()
     model = nnx.clone(skim_model)

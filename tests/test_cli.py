@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import cli, tour
+from frugal.scripts import cli, tour
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,8 @@ def test_tour_writes_report_summary_and_survives_a_failing_section(tmp_path, mon
     def bad(quick, outdir):
         raise RuntimeError("boom")
 
-    fake = [types.SimpleNamespace(__name__="scripts.commands.good", tour_section=good, TOUR_ORDER=1),
-            types.SimpleNamespace(__name__="scripts.commands.bad", tour_section=bad, TOUR_ORDER=2)]
+    fake = [types.SimpleNamespace(__name__="frugal.scripts.commands.good", tour_section=good, TOUR_ORDER=1),
+            types.SimpleNamespace(__name__="frugal.scripts.commands.bad", tour_section=bad, TOUR_ORDER=2)]
     monkeypatch.setattr(tour, "tour_modules", lambda: fake)
     summary = tour.run_tour(quick=True, outdir=tmp_path)
     saved = json.loads((tmp_path / "summary.json").read_text())

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import export
 
-from jaxlib_ext import native
-from jaxlib_ext.csr_matmul import csr_matmul, csr_matmul_reference, native_available
+from frugal.jaxlib_ext import native
+from frugal.jaxlib_ext.csr_matmul import csr_matmul, csr_matmul_reference, native_available
 
 needs_native = pytest.mark.skipif(not native_available(), reason=f"native kernel: {native.status('csr_matmul')}")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scripts.data import (CIFAR10_CLASSES, BatchSampler, eval_batches, load_cifar10, load_dataset, load_digits,
+from frugal.scripts.data import (CIFAR10_CLASSES, BatchSampler, eval_batches, load_cifar10, load_dataset, load_digits,
                           load_image_folder, make_shapes_dataset)
 
 

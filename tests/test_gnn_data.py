@@ -11,9 +11,9 @@ import pytest
 import scipy.sparse as sp
 from flax import nnx
 
-from models.gnn import gather_sum, make_graph, segment_softmax, spmm
-from models.gnn_layers import GCNLayer
-from scripts import graph_data
+from frugal.models.gnn import gather_sum, make_graph, segment_softmax, spmm
+from frugal.models.gnn_layers import GCNLayer
+from frugal.scripts import graph_data
 
 
 # --- make_graph and the stage primitives ---------------------------------------------------------
@@ -48,7 +48,7 @@ def test_feature_node_mismatch_is_a_clear_error():
         layer(graph, jnp.ones((4, 4)))
     with pytest.raises(ValueError, match="5 features per node but the layer expects 4"):
         layer(graph, jnp.ones((3, 5)))
-    with pytest.raises(TypeError, match="models.gnn.Graph"):
+    with pytest.raises(TypeError, match="frugal.models.gnn.Graph"):
         layer(np.array([[0, 1], [1, 2]]), jnp.ones((3, 4)))
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models.gnn import STAGES, make_graph
-from models.gnn_layers import (
+from frugal.models.gnn import STAGES, make_graph
+from frugal.models.gnn_layers import (
     GNN_KINDS, GATLayer, GCNLayer, GGNNLayer, GINLayer, GNNClassifier, RGCNLayer, SAGELayer, prepare_graph,
 )
 

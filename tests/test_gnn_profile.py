@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from scripts import graph_data
-from scripts.gnn_profile import ProfileConfig, findings, run, train_node_classifier
-from scripts.gnn_pyg_bench import SKIPPED, BenchConfig, find_pyg_python
+from frugal.scripts import graph_data
+from frugal.scripts.gnn_profile import ProfileConfig, findings, run, train_node_classifier
+from frugal.scripts.gnn_pyg_bench import SKIPPED, BenchConfig, find_pyg_python
 
 
 @pytest.mark.slow
@@ -84,7 +84,7 @@ def test_bench_without_pyg_reports_skipped(tmp_path, monkeypatch):
     monkeypatch.delenv("FRUGAL_PYG_PYTHON", raising=False)
     if find_pyg_python() is not None:
         pytest.skip("torch_geometric is importable here; the skip path cannot be exercised")
-    figures = __import__("scripts.gnn_pyg_bench", fromlist=["run"]).run(
+    figures = __import__("frugal.scripts.gnn_pyg_bench", fromlist=["run"]).run(
         BenchConfig(datasets=("citeseer",), models=("gcn",), repeats=1, outdir=str(tmp_path)))
     assert figures["status"] == SKIPPED and "install the bench extra" in SKIPPED
     row = figures["results"][0]
@@ -93,7 +93,7 @@ def test_bench_without_pyg_reports_skipped(tmp_path, monkeypatch):
 
 
 def test_cli_reports_user_errors(capsys):
-    from scripts.cli import main
+    from frugal.scripts.cli import main
 
     assert main(["gnn", "bench", "--models", "gin"]) == 2
     assert "PyG comparison covers" in capsys.readouterr().err
@@ -102,7 +102,7 @@ def test_cli_reports_user_errors(capsys):
 
 
 def test_interleaved_rounds_alternate_and_keep_the_fastest_call():
-    from scripts.gnn_pyg_bench import _interleaved_times
+    from frugal.scripts.gnn_pyg_bench import _interleaved_times
 
     calls = []
 
@@ -124,7 +124,7 @@ def test_bench_drives_a_pyg_worker_in_alternating_rounds(tmp_path):
     it answers with fixed times, and the report turns them into medians and ratios."""
     import sys
 
-    from scripts.gnn_pyg_bench import run as bench
+    from frugal.scripts.gnn_pyg_bench import run as bench
 
     log = tmp_path / "log.txt"
     fake = tmp_path / "fake_python"

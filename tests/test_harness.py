@@ -15,9 +15,9 @@ import optax
 import pytest
 from flax import nnx
 
-from models.resnet import cifar_resnet8
-from scripts.data import BatchSampler, load_digits
-from scripts.harness import (CheckpointError, Checkpointer, FitConfig, TrainState, Trainer, TrainerConfig,
+from frugal.models.resnet import cifar_resnet8
+from frugal.scripts.data import BatchSampler, load_digits
+from frugal.scripts.harness import (CheckpointError, Checkpointer, FitConfig, TrainState, Trainer, TrainerConfig,
                              classification_step, data_parallel_mesh, fit_classifier, make_optimizer)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_fit_classifier_learns_digits_and_leaves_input_untouched(digits):
 
 
 def _train_cmd(workdir, json_path):
-    return [sys.executable, "-m", "scripts.cli", "train", "--model", "cifar_resnet8", "--width", "4",
+    return [sys.executable, "-m", "frugal.scripts.cli", "train", "--model", "cifar_resnet8", "--width", "4",
             "--dataset", "digits", "--steps", "150", "--batch-size", "32", "--checkpoint-every", "10",
             "--workdir", str(workdir), "--no-progress", "--json", str(json_path)]
 

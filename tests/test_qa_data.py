@@ -1,4 +1,4 @@
-"""scripts.qa_data and the QA metrics/decoding in models.bert_qa: windows, loaders, bad input, SQuAD scores."""
+"""frugal.scripts.qa_data and the QA metrics/decoding in frugal.models.bert_qa: windows, loaders, bad input, SQuAD scores."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.bert_qa import best_spans, decode_answers, f1_score, normalize_answer, squad_scores
-from scripts.qa_data import QAExample, featurize, load_squad, make_fact_qa, plain_tokenizer
+from frugal.models.bert_qa import best_spans, decode_answers, f1_score, normalize_answer, squad_scores
+from frugal.scripts.qa_data import QAExample, featurize, load_squad, make_fact_qa, plain_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_fact_set_is_seeded_and_answers_point_at_the_fact(facts, tokenizer):
 
 
 def test_default_set_has_one_invented_sentence_the_answer(tokenizer):
-    from scripts.qa_data import filler_sentences
-    from scripts.skim_bounds import fact_character_mask
+    from frugal.scripts.qa_data import filler_sentences
+    from frugal.scripts.skim_bounds import fact_character_mask
 
     filler = filler_sentences()
     for ex in make_fact_qa(6, seed=5, tokenizer=tokenizer):

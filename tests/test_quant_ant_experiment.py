@@ -1,4 +1,4 @@
-"""scripts.ant_experiments and `frugal quant ant`, end to end on shrunk settings."""
+"""frugal.scripts.ant_experiments and `frugal quant ant`, end to end on shrunk settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from scripts.ant_experiments import AntExperimentConfig, _agreement, run, tables
-from scripts.cli import main
+from frugal.scripts.ant_experiments import AntExperimentConfig, _agreement, run, tables
+from frugal.scripts.cli import main
 
 
 def test_text_part_ant_beats_int4_on_minilm(tmp_path):

@@ -1,4 +1,4 @@
-"""transforms.quant.model_quant / mixed_precision: rules, calibration, PTQ, QAT, ANT4-8.
+"""frugal.transforms.quant.model_quant / mixed_precision: rules, calibration, PTQ, QAT, ANT4-8.
 
 Quantized models are checked against a NumPy fake-quant reference (nearest value of the type's
 grid scaled to alpha) applied by hand to the same weights and inputs.
@@ -15,8 +15,8 @@ import optax
 import pytest
 from flax import nnx
 
-from transforms.quant.mixed_precision import MixedPrecisionPolicy, mixed_precision_plan
-from transforms.quant.model_quant import (
+from frugal.transforms.quant.mixed_precision import MixedPrecisionPolicy, mixed_precision_plan
+from frugal.transforms.quant.model_quant import (
     QuantAlpha,
     QuantPlan,
     QuantRule,
@@ -250,8 +250,8 @@ def test_bad_input(mlp_setup):
 
 
 def test_padded_selection_equals_plain_selection():
-    from transforms.quant import select_numeric_type
-    from transforms.quant.model_quant import _select_padded
+    from frugal.transforms.quant import select_numeric_type
+    from frugal.transforms.quant.model_quant import _select_padded
 
     rng = np.random.default_rng(4)
     weight = rng.laplace(size=(3, 3, 5, 7)).astype(np.float32)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.quant import (
+from frugal.transforms.quant import (
     KINDS,
     NumericType,
     decode,

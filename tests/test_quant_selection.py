@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transforms.quant import (
+from frugal.transforms.quant import (
     NumericType,
     alpha_ratios,
     mse_sweep,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models.registry import create_image_model
-from models.resnet import cifar_resnet20, resnet18, resnet50
+from frugal.models.registry import create_image_model
+from frugal.models.resnet import cifar_resnet20, resnet18, resnet50
 
 
 def _count(make):

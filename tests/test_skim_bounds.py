@@ -1,7 +1,7 @@
 """Oracle FLOPs bounds for Block-Skim on the built-in set."""
 
-from scripts.skim_bounds import bounds, fact_character_mask, stage_flops
-from transforms.block_skim import encoder_layer_flops
+from frugal.scripts.skim_bounds import bounds, fact_character_mask, stage_flops
+from frugal.transforms.block_skim import encoder_layer_flops
 
 
 def test_fact_mask_covers_exactly_the_text_outside_filler_sentences():

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from scripts.commands import skim as skim_command
-from scripts.skim_experiments import SkimExperimentConfig, cache_path
+from frugal.scripts.commands import skim as skim_command
+from frugal.scripts.skim_experiments import SkimExperimentConfig, cache_path
 
 
 def _parse(argv):
@@ -55,7 +55,7 @@ def _tiny_config(tmp_path, **overrides):
 def test_match_pipeline_end_to_end_and_from_cache(tmp_path):
     """Tiny real-MiniLM run of the default pipeline: joint fine-tune, refine, match-head fit, threshold
     selection, pruned sweeps beside the paper's predictor, reports; then the same run from the cache."""
-    from scripts.skim_experiments import fully_cached, run
+    from frugal.scripts.skim_experiments import fully_cached, run
 
     config = _tiny_config(tmp_path)
     assert not fully_cached(config, vanilla=False)
@@ -76,7 +76,7 @@ def test_match_pipeline_end_to_end_and_from_cache(tmp_path):
 
 def test_question_feature_pipeline_end_to_end(tmp_path):
     """The other extension: widened linear classifiers fitted, a threshold picked, answers at 0 unchanged."""
-    from scripts.skim_experiments import run
+    from frugal.scripts.skim_experiments import run
 
     figures = run(_tiny_config(tmp_path, predictor_features="diagonal+question", train_vanilla=False,
                                timing_examples=0, diagnostics=False))

@@ -1,11 +1,11 @@
 """The activation memory policy: choose, per model, what reverse mode keeps for each activation.
 
 `activation_memory(model, policy)` returns a copy of a Flax NNX model whose every `activation`
-attribute (the convention in `models.layers`) is replaced; model code never changes.
+attribute (the convention in `frugal.models.layers`) is replaced; model code never changes.
 
 Policies:
   autodiff     plain reverse mode: keeps every intermediate of a composite activation.
-  nested       nested forward-AD (`transforms.activations`): keeps f'(x) only.
+  nested       nested forward-AD (`frugal.transforms.activations`): keeps f'(x) only.
   recompute    `jax.checkpoint` around the activation: keeps its input x, re-runs f and f's
                VJP in the backward pass.
   nested_lowp  nested, with f'(x) stored in `derivative_dtype` (bfloat16 by default).
@@ -79,7 +79,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from transforms.activations import NestedActivation, base_function, check_elementwise, function_name
+from frugal.transforms.activations import NestedActivation, base_function, check_elementwise, function_name
 
 POLICIES = ("autodiff", "nested", "recompute", "nested_lowp", "auto")
 REGIMES = ("jit", "split", "eager")
@@ -229,7 +229,7 @@ def activation_memory(model: nnx.Module, policy: ActivationPolicy | str = "auto"
 
     Args:
       model: a Flax NNX module following the `self.activation` convention (ResNets in
-        models.resnet, models.bench_nets, transformer MLPs).
+        frugal.models.resnet, frugal.models.bench_nets, transformer MLPs).
       policy: a name from POLICIES or an ActivationPolicy.
       regime: for a policy name, the execution regime `auto` decides for (default "jit").
       derivative_dtype: for a policy name, the `nested_lowp` storage dtype (default bfloat16).
@@ -263,7 +263,7 @@ def activation_memory(model: nnx.Module, policy: ActivationPolicy | str = "auto"
     if not found:
         raise ValueError(
             f"model {type(model).__name__} has no module with an `activation` attribute; "
-            "activation_memory relies on the convention in models.layers"
+            "activation_memory relies on the convention in frugal.models.layers"
         )
     return copy
 

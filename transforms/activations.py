@@ -25,7 +25,7 @@ through `jax.jvp(f, x, t)` instead would keep every intermediate again.)
 6e-4 to 4e-3 (f32 nested: 1e-7 to 8e-7). The up-cast happens inside a `jax.checkpoint`, so the
 bfloat16 tensor, not an f32 copy of it, is what stays alive between forward and backward.
 
-The policy that applies these to whole models lives in `transforms.activation_policy`.
+The policy that applies these to whole models lives in `frugal.transforms.activation_policy`.
 """
 
 from __future__ import annotations

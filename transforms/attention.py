@@ -19,8 +19,8 @@ A pattern says which keys each query may see:
 q, k, v laid out (batch, seq, heads, head_dim) as in `jax.nn.dot_product_attention`:
 
 * `"dense"`: the masked O(n^2) reference;
-* `"banded"`: pure XLA, O(n*(w+g)) time and memory (`transforms.attention_banded`), the CPU path;
-* `"pallas"`: the block-sparse flash-attention kernel in `jaxlib_ext.hybrid_attention` (1-D patterns;
+* `"banded"`: pure XLA, O(n*(w+g)) time and memory (`frugal.transforms.attention_banded`), the CPU path;
+* `"pallas"`: the block-sparse flash-attention kernel in `frugal.jaxlib_ext.hybrid_attention` (1-D patterns;
   2-D grids go through "banded"), interpreted on CPU (slow; for tests), compiled on GPU/TPU;
 * `"auto"`: dense for short sequences, banded otherwise.
 
@@ -347,14 +347,14 @@ def hybrid_attention(q, k, v, pattern: AttentionPattern, *, impl: str = "auto", 
     if impl == "dense":
         return dense_hybrid_attention(q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv, scale=scale)
     if impl == "banded":
-        from transforms.attention_banded import banded_hybrid_attention
+        from frugal.transforms.attention_banded import banded_hybrid_attention
 
         return banded_hybrid_attention(q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv,
                                        scale=scale, block_size=block_size)
     if pattern.grid is not None:
         raise ValueError("impl='pallas' supports 1-D patterns (grid=None); use impl='banded' or 'dense' "
                          f"for grid={pattern.grid}")
-    from jaxlib_ext.hybrid_attention import hybrid_attention_pallas
+    from frugal.jaxlib_ext.hybrid_attention import hybrid_attention_pallas
 
     return hybrid_attention_pallas(q, k, v, window=pattern.window, dilation=pattern.head_dilations(q.shape[2]),
                                    global_tokens=pattern.global_tokens, causal=pattern.causal,

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transforms.attention import MASKED_SCORE, AttentionPattern, global_rows, masked_softmax_weights
+from frugal.transforms.attention import MASKED_SCORE, AttentionPattern, global_rows, masked_softmax_weights
 
 DEFAULT_BLOCK_1D = 128
 DEFAULT_TILE_2D = (4, 8)
@@ -264,7 +264,7 @@ def _global_rows(q_g, k, v, pattern, key_mask, scale):
 
 def banded_hybrid_attention(q, k, v, pattern: AttentionPattern, *, key_mask=None, global_qkv=None,
                             scale=None, block_size=None):
-    """Banded O(n*(w+g)) hybrid attention; arguments as in `transforms.attention.hybrid_attention`."""
+    """Banded O(n*(w+g)) hybrid attention; arguments as in `frugal.transforms.attention.hybrid_attention`."""
     batch, seq_len, num_heads, head_dim = q.shape
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     to_bhnd = functools.partial(jnp.transpose, axes=(0, 2, 1, 3))

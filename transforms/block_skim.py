@@ -25,7 +25,7 @@ per-example one. jit compiles one version of a stage per bucket size (at most K 
 At batch 1 with bucket_blocks=1 nothing is padded: each layer runs on exactly the kept tokens.
 
 This module imports nothing from `models`; the QA model it wraps follows the protocol documented in
-`models.bert_qa` (`encoder.embeddings`, `encoder.layers[i](x, bias) -> (x, probs)`, `qa_outputs`).
+`frugal.models.bert_qa` (`encoder.embeddings`, `encoder.layers[i](x, bias) -> (x, probs)`, `qa_outputs`).
 """
 
 from __future__ import annotations

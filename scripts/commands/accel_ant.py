@@ -10,17 +10,17 @@ TOUR_ORDER = 50
 
 
 def add_arguments(parser) -> None:
-    from accel.paper_workloads import MODELS
+    from frugal.accel.paper_workloads import MODELS
 
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="workloads (default: all)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (ANT's set-up: 64)")
     parser.add_argument("--hand-resnets", dest="trace_resnets", action="store_false",
-                        help="use the hand-written ResNet layer lists instead of tracing models.resnet")
+                        help="use the hand-written ResNet layer lists instead of tracing frugal.models.resnet")
     parser.add_argument("--outdir", default="reports/accel", help="where ant.{json,md,png} go")
 
 
 def _rows(figures):
-    from scripts.accel_ant_experiment import BASELINES
+    from frugal.scripts.accel_ant_experiment import BASELINES
 
     rows = []
     for r in figures["rows"] + [dict(model="mean", **figures["means"])]:
@@ -34,8 +34,8 @@ def _rows(figures):
 
 
 def run_command(args) -> dict:
-    from scripts.accel_ant_experiment import BASELINES, AntConfig, ant_markdown, ant_plot, run_ant
-    from scripts.report import print_table, write_json
+    from frugal.scripts.accel_ant_experiment import BASELINES, AntConfig, ant_markdown, ant_plot, run_ant
+    from frugal.scripts.report import print_table, write_json
 
     figures = run_ant(AntConfig(models=tuple(args.models), batch=args.batch, trace_resnets=args.trace_resnets))
     print_table("ANT-OS vs baselines: speedup / energy ratio, ours (paper)", ["model", *BASELINES], _rows(figures))
@@ -51,11 +51,11 @@ def run_command(args) -> dict:
 
 def tour_section(quick: bool, outdir: Path):
     """The accelerator cost model in one section: ANT table, SALO cycles and fixed point, a sweep."""
-    from accel.sweep import SearchConfig
-    from scripts.accel_ant_experiment import AntConfig, ant_markdown, ant_plot, run_ant
-    from scripts.accel_salo_experiment import SaloConfig, run_salo, salo_markdown
-    from scripts.accel_sweep_experiment import SweepConfig, run_sweep, sweep_markdown, sweep_plot
-    from scripts.tour import TourSection
+    from frugal.accel.sweep import SearchConfig
+    from frugal.scripts.accel_ant_experiment import AntConfig, ant_markdown, ant_plot, run_ant
+    from frugal.scripts.accel_salo_experiment import SaloConfig, run_salo, salo_markdown
+    from frugal.scripts.accel_sweep_experiment import SweepConfig, run_sweep, sweep_markdown, sweep_plot
+    from frugal.scripts.tour import TourSection
 
     ant = run_ant(AntConfig())
     salo = run_salo(SaloConfig(cpu_workloads=("vil_stage2",) if quick else ("vil_stage2", "vil_stage1", "longformer"),

@@ -9,7 +9,7 @@ HELP = "SALO hybrid-attention accelerator: golden cycles, energy, CPU (measured)
 
 
 def add_arguments(parser) -> None:
-    from accel.salo import GPUS, SALO_WORKLOADS
+    from frugal.accel.salo import GPUS, SALO_WORKLOADS
 
     parser.add_argument("--cpu-workloads", nargs="*", choices=sorted(SALO_WORKLOADS),
                         default=["vil_stage2", "vil_stage1", "longformer"],
@@ -22,8 +22,8 @@ def add_arguments(parser) -> None:
 
 
 def run_command(args) -> dict:
-    from scripts.accel_salo_experiment import SaloConfig, run_salo, salo_markdown
-    from scripts.report import print_table, write_json
+    from frugal.scripts.accel_salo_experiment import SaloConfig, run_salo, salo_markdown
+    from frugal.scripts.report import print_table, write_json
 
     figures = run_salo(SaloConfig(cpu_workloads=tuple(args.cpu_workloads), cpu_repeats=args.repeats,
                                   gpus=tuple(args.gpus), fixed_point_seq=args.fixed_point_seq))

@@ -22,9 +22,9 @@ def add_arguments(parser) -> None:
 
 
 def run_command(args) -> dict:
-    from accel.sweep import SearchConfig
-    from scripts.accel_sweep_experiment import SweepConfig, run_sweep, sweep_markdown, sweep_plot
-    from scripts.report import print_table, write_json
+    from frugal.accel.sweep import SearchConfig
+    from frugal.scripts.accel_sweep_experiment import SweepConfig, run_sweep, sweep_markdown, sweep_plot
+    from frugal.scripts.report import print_table, write_json
 
     for name in ("rows", "cols", "buffer_kib", "bits"):
         if any(v < 1 for v in getattr(args, name)):

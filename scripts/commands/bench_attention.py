@@ -35,7 +35,7 @@ def add_arguments(parser) -> None:
 def config_from_args(args):
     import dataclasses
 
-    from scripts.attention_bench import AttentionBenchConfig
+    from frugal.scripts.attention_bench import AttentionBenchConfig
 
     config = AttentionBenchConfig.quick() if args.quick else AttentionBenchConfig()
     overrides = {"seq_lens": args.seq_lens, "window": args.window, "num_globals": args.num_globals,
@@ -46,8 +46,8 @@ def config_from_args(args):
 
 
 def _write(figures: dict, outdir: Path) -> list[Path]:
-    from scripts.attention_bench import markdown_report, plot
-    from scripts.report import write_json
+    from frugal.scripts.attention_bench import markdown_report, plot
+    from frugal.scripts.report import write_json
 
     outdir.mkdir(parents=True, exist_ok=True)
     md = outdir / "attention.md"
@@ -66,8 +66,8 @@ def _progress(row: dict) -> None:
 
 
 def run_command(args) -> dict:
-    from scripts.attention_bench import attention_table, run, torch_table
-    from scripts.report import print_table
+    from frugal.scripts.attention_bench import attention_table, run, torch_table
+    from frugal.scripts.report import print_table
 
     figures = run(config_from_args(args), progress=_progress)
     note = "2-core CPU shared with other agents: times are noisy"
@@ -85,9 +85,9 @@ def tour_section(quick: bool, outdir: Path):
     """The benchmark at small sizes, plus a tiny Longformer training run on the evidence task."""
     import dataclasses
 
-    from scripts.attention_bench import AttentionBenchConfig, attention_table, plot, run, torch_table
-    from scripts.report import markdown_table
-    from scripts.tour import TourSection
+    from frugal.scripts.attention_bench import AttentionBenchConfig, attention_table, plot, run, torch_table
+    from frugal.scripts.report import markdown_table
+    from frugal.scripts.tour import TourSection
 
     config = AttentionBenchConfig.quick() if quick else dataclasses.replace(
         AttentionBenchConfig(), seq_lens=(1024, 2048, 4096, 8192), num_globals=(1,), torch_seq_lens=(4096,))
@@ -112,7 +112,7 @@ def tour_section(quick: bool, outdir: Path):
         summary.append((f"layer vs HF Longformer at n={r['seq_len']}",
                         f"{r['speedup_vs_hf']:.1f}x, max |diff| {r['max_abs_diff_vs_hf']:.1e}"))
     try:
-        from scripts.attention_tasks import tour_training
+        from frugal.scripts.attention_tasks import tour_training
 
         training = tour_training(quick)
         figures["training"] = training

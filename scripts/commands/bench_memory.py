@@ -11,8 +11,8 @@ TOUR_ORDER = 20
 
 
 def add_arguments(parser) -> None:
-    from scripts.memory_bench import MODELS
-    from transforms.activation_policy import POLICIES, REGIMES
+    from frugal.scripts.memory_bench import MODELS
+    from frugal.transforms.activation_policy import POLICIES, REGIMES
 
     parser.add_argument("--quick", action="store_true", help="smaller models and batches (about a minute of CPU time)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to measure")
@@ -25,8 +25,8 @@ def add_arguments(parser) -> None:
 
 
 def _write(figures: dict, outdir: Path) -> list[Path]:
-    from scripts.memory_bench import markdown_report, plot_memory
-    from scripts.report import write_json
+    from frugal.scripts.memory_bench import markdown_report, plot_memory
+    from frugal.scripts.report import write_json
 
     outdir.mkdir(parents=True, exist_ok=True)
     md = outdir / "memory.md"
@@ -35,8 +35,8 @@ def _write(figures: dict, outdir: Path) -> list[Path]:
 
 
 def run_command(args) -> dict:
-    from scripts.memory_bench import TABLE_HEADERS, MemoryBenchConfig, run, table_rows
-    from scripts.report import print_table
+    from frugal.scripts.memory_bench import TABLE_HEADERS, MemoryBenchConfig, run, table_rows
+    from frugal.scripts.report import print_table
 
     config = MemoryBenchConfig(models=tuple(args.models), policies=tuple(args.policies), regimes=tuple(args.regimes),
                                quick=args.quick, repeats=args.repeats, reference_check=args.reference_check)
@@ -55,8 +55,8 @@ def run_command(args) -> dict:
 
 def tour_section(quick: bool, outdir: Path):
     """A small model's memory table: the GELU-tanh MLP in the jit and split regimes (eager too with --full)."""
-    from scripts.memory_bench import MemoryBenchConfig, markdown_table_for_tour, plot_memory, run
-    from scripts.tour import TourSection
+    from frugal.scripts.memory_bench import MemoryBenchConfig, markdown_table_for_tour, plot_memory, run
+    from frugal.scripts.tour import TourSection
 
     config = MemoryBenchConfig(models=("gelu_mlp",) if quick else ("gelu_mlp", "mish_cnn"),
                                regimes=("jit", "split") if quick else ("jit", "split", "eager"),

@@ -13,7 +13,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser) -> None:
-    from scripts.gnn_pyg_bench import BenchConfig
+    from frugal.scripts.gnn_pyg_bench import BenchConfig
 
     d = BenchConfig()
     parser.add_argument("--datasets", type=_csv, default=d.datasets, help="comma list (default cora,pubmed)")
@@ -32,8 +32,8 @@ def add_arguments(parser) -> None:
 def run_command(args) -> dict:
     from rich.console import Console
 
-    from scripts.gnn_pyg_bench import BREAKDOWN_HEADER, TABLE_HEADER, BenchConfig, breakdown_rows, run, table_row
-    from scripts.report import print_table
+    from frugal.scripts.gnn_pyg_bench import BREAKDOWN_HEADER, TABLE_HEADER, BenchConfig, breakdown_rows, run, table_row
+    from frugal.scripts.report import print_table
 
     console = Console()
     config = BenchConfig(datasets=args.datasets, models=args.models, repeats=args.repeats,

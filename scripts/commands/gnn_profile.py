@@ -15,7 +15,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser) -> None:
-    from scripts.gnn_profile import ProfileConfig
+    from frugal.scripts.gnn_profile import ProfileConfig
 
     d = ProfileConfig()
     parser.add_argument("--models", type=_csv, default=d.models, help=f"comma list (default {','.join(d.models)})")
@@ -38,7 +38,7 @@ def add_arguments(parser) -> None:
 
 
 def _config(args):
-    from scripts.gnn_profile import ProfileConfig
+    from frugal.scripts.gnn_profile import ProfileConfig
 
     return ProfileConfig(models=args.models, dataset=args.dataset, relational_dataset=args.relational_dataset,
                          data_root=args.data_root, entities_root=args.entities_root, scale=args.scale, features=args.features,
@@ -47,7 +47,7 @@ def _config(args):
 
 
 def _summary_rows(figures):
-    from models.gnn import STAGES
+    from frugal.models.gnn import STAGES
 
     rows = []
     for kind, entry in figures["models"].items():
@@ -62,9 +62,9 @@ def _summary_rows(figures):
 def run_command(args) -> dict:
     from rich.console import Console
 
-    from models.gnn import STAGES
-    from scripts.gnn_profile import run
-    from scripts.report import print_table
+    from frugal.models.gnn import STAGES
+    from frugal.scripts.gnn_profile import run
+    from frugal.scripts.report import print_table
 
     console = Console()
     figures = run(_config(args), progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
@@ -83,8 +83,8 @@ def run_command(args) -> dict:
 
 
 def tour_section(quick: bool, outdir: Path):
-    from scripts.gnn_profile import ProfileConfig, plot_shares, profile_markdown, run
-    from scripts.tour import TourSection
+    from frugal.scripts.gnn_profile import ProfileConfig, plot_shares, profile_markdown, run
+    from frugal.scripts.tour import TourSection
 
     if quick:  # a Cora-shaped graph at a third of the size; every stage still runs separately
         config = ProfileConfig(models=("gcn", "gat", "rgcn", "sage_lstm"), scale=0.3, features=32, repeats=3,

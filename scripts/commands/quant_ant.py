@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
 
 
 def _config(args):
-    from scripts.ant_experiments import AntExperimentConfig
+    from frugal.scripts.ant_experiments import AntExperimentConfig
 
     return AntExperimentConfig(
         dataset=args.dataset, data_path=args.data_path, image_size=args.image_size, model=args.model, width=args.width,
@@ -52,8 +52,8 @@ def _config(args):
 
 
 def run_command(args) -> dict:
-    from scripts import report
-    from scripts.ant_experiments import run, tables
+    from frugal.scripts import report
+    from frugal.scripts.ant_experiments import run, tables
 
     figures = run(_config(args))
     for title, headers, rows in tables(figures):
@@ -68,15 +68,15 @@ def quick_config(outdir: Path):
     The ResNet part needs a float model trained on 32x32 images before activation tails (and so
     ANT's advantage) appear, which does not fit the tour's budget; `frugal quant ant` runs it.
     """
-    from scripts.ant_experiments import AntExperimentConfig
+    from frugal.scripts.ant_experiments import AntExperimentConfig
 
     return AntExperimentConfig(image=False, alpha_step=0.1, sentences_per_topic=3,
                                variants=("Int4", "ANT4", "ANT4-8"), outdir=str(outdir / "quant_ant"))
 
 
 def tour_section(quick: bool, outdir: Path):
-    from scripts.ant_experiments import AntExperimentConfig, markdown, run
-    from scripts.tour import TourSection
+    from frugal.scripts.ant_experiments import AntExperimentConfig, markdown, run
+    from frugal.scripts.tour import TourSection
 
     config = quick_config(outdir) if quick else AntExperimentConfig(outdir=str(outdir / "quant_ant"))
     figures = run(config)

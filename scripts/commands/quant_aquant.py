@@ -38,7 +38,7 @@ def _methods(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser) -> None:
-    from scripts.aquant_experiments import AQuantExperimentConfig
+    from frugal.scripts.aquant_experiments import AQuantExperimentConfig
 
     d = AQuantExperimentConfig()
     parser.add_argument("--quick", action="store_true",
@@ -87,7 +87,7 @@ AUTO_CANDIDATES = ("channel_level", "channel", "level", "tensor")
 def _config(args):
     import dataclasses
 
-    from scripts.aquant_experiments import AQuantExperimentConfig
+    from frugal.scripts.aquant_experiments import AQuantExperimentConfig
 
     base = tour_config(Path(args.outdir), nested=False) if args.quick else AQuantExperimentConfig(outdir=args.outdir)
     overrides = {"data_path": args.data_path, "seed": args.seed, "fp_cache": args.fp_cache, "progress": True}
@@ -119,8 +119,8 @@ def _config(args):
 
 
 def run_command(args) -> dict:
-    from scripts import report
-    from scripts.aquant_experiments import run, tables
+    from frugal.scripts import report
+    from frugal.scripts.aquant_experiments import run, tables
 
     figures = run(_config(args))
     for title, headers, rows in tables(figures):
@@ -133,7 +133,7 @@ def small_config(outdir):
     """The tour's --full run (minutes): the shapes set, W2A2 and W3A3, 200 iterations per block."""
     import dataclasses
 
-    from scripts.aquant_experiments import EXPERIMENT_RECON, AQuantExperimentConfig
+    from frugal.scripts.aquant_experiments import EXPERIMENT_RECON, AQuantExperimentConfig
 
     return AQuantExperimentConfig(n_train=4500, n_test=1000, validation_size=500, fp_steps=500,
                                   recon=dataclasses.replace(EXPERIMENT_RECON, calibration_size=256, iterations=200),
@@ -145,7 +145,7 @@ def tour_config(outdir: Path, nested: bool = True):
     iterations per block; reports go to `outdir`/quant_aquant (nested) or `outdir`."""
     import dataclasses
 
-    from scripts.aquant_experiments import EXPERIMENT_RECON, AQuantExperimentConfig
+    from frugal.scripts.aquant_experiments import EXPERIMENT_RECON, AQuantExperimentConfig
 
     return AQuantExperimentConfig(dataset="digits", width=8, fp_steps=120, max_shift=0, validation_size=0,
                                   recon=dataclasses.replace(EXPERIMENT_RECON, calibration_size=64, iterations=30,
@@ -156,8 +156,8 @@ def tour_config(outdir: Path, nested: bool = True):
 
 
 def tour_section(quick: bool, outdir: Path):
-    from scripts.aquant_experiments import markdown, run
-    from scripts.tour import TourSection
+    from frugal.scripts.aquant_experiments import markdown, run
+    from frugal.scripts.tour import TourSection
 
     config = tour_config(outdir) if quick else small_config(outdir / "quant_aquant")
     figures = run(config)

@@ -94,7 +94,7 @@ def add_arguments(parser) -> None:
 
 
 def _config(args):
-    from scripts.skim_experiments import SkimExperimentConfig
+    from frugal.scripts.skim_experiments import SkimExperimentConfig
 
     base = quick_config(args.outdir) if args.quick else SkimExperimentConfig(outdir=args.outdir)
     overrides = {"seed": args.seed, "outdir": args.outdir}
@@ -116,8 +116,8 @@ def _config(args):
 
 
 def run_command(args) -> dict:
-    from scripts import report
-    from scripts.skim_experiments import run, tables
+    from frugal.scripts import report
+    from frugal.scripts.skim_experiments import run, tables
 
     figures = run(_config(args))
     for title, headers, rows in tables(figures):
@@ -130,7 +130,7 @@ def run_command(args) -> dict:
 
 def quick_config(outdir, *, tour: bool = False):
     """Seq 128 (4 blocks), a short fine-tune on a small slice; honest numbers, labelled quick."""
-    from scripts.skim_experiments import SkimExperimentConfig
+    from frugal.scripts.skim_experiments import SkimExperimentConfig
 
     return SkimExperimentConfig(
         n_train=16 if tour else 400, n_dev=12 if tour else 100, max_seq_len=128, context_tokens=(90, 110),
@@ -146,7 +146,7 @@ def quick_config(outdir, *, tour: bool = False):
 
 def cached_tour_config(outdir):
     """When `frugal skim` has cached its full-size fine-tunes, the tour evaluates them on a dev slice."""
-    from scripts.skim_experiments import SkimExperimentConfig, cache_path, fully_cached
+    from frugal.scripts.skim_experiments import SkimExperimentConfig, cache_path, fully_cached
 
     full = SkimExperimentConfig()
     if not fully_cached(full, vanilla=False):
@@ -159,8 +159,8 @@ def cached_tour_config(outdir):
 
 
 def tour_section(quick: bool, outdir: Path):
-    from scripts.skim_experiments import markdown, run
-    from scripts.tour import TourSection
+    from frugal.scripts.skim_experiments import markdown, run
+    from frugal.scripts.tour import TourSection
 
     config = cached_tour_config(outdir / "skim")
     if config is None:

@@ -18,6 +18,6 @@ def add_arguments(parser) -> None:
 
 
 def run_command(args) -> dict:
-    from scripts.tour import run_tour
+    from frugal.scripts.tour import run_tour
 
     return run_tour(quick=args.quick, outdir=args.outdir, only=args.only)

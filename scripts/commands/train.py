@@ -10,9 +10,9 @@ TOUR_ORDER = 10
 
 
 def add_arguments(parser) -> None:
-    from models.layers import ACTIVATIONS, NORMS
-    from models.registry import IMAGE_MODELS
-    from scripts.data import DATASETS
+    from frugal.models.layers import ACTIVATIONS, NORMS
+    from frugal.models.registry import IMAGE_MODELS
+    from frugal.scripts.data import DATASETS
 
     parser.add_argument("--model", default="cifar_resnet20", help=f"one of {sorted(IMAGE_MODELS)}")
     parser.add_argument("--dataset", default="digits", help=f"one of {list(DATASETS)}")
@@ -33,8 +33,8 @@ def add_arguments(parser) -> None:
 
 
 def run_command(args) -> dict:
-    from scripts import report
-    from scripts.image_training import ImageTrainingConfig, run
+    from frugal.scripts import report
+    from frugal.scripts.image_training import ImageTrainingConfig, run
 
     config = ImageTrainingConfig(
         model=args.model, dataset=args.dataset, data_path=args.data_path, image_size=args.image_size,
@@ -53,8 +53,8 @@ def run_command(args) -> dict:
 
 
 def tour_section(quick: bool, outdir: Path):
-    from scripts.image_training import ImageTrainingConfig, plot_history, run
-    from scripts.tour import TourSection
+    from frugal.scripts.image_training import ImageTrainingConfig, plot_history, run
+    from frugal.scripts.tour import TourSection
 
     if quick:
         config = ImageTrainingConfig(model="cifar_resnet8", dataset="digits", steps=400, batch_size=64,
@@ -69,7 +69,7 @@ def tour_section(quick: bool, outdir: Path):
     shutil.rmtree(config.workdir, ignore_errors=True)
     figures = run(config)
     plot = plot_history(figures["history"], outdir / "train_digits.png", f"{config.model} on digits")
-    from scripts.report import markdown_table
+    from frugal.scripts.report import markdown_table
 
     rows = [
         ("model", config.model), ("data", f"digits {figures['dataset']['image_shape']}, "

@@ -1,12 +1,12 @@
 """Quantization transforms: ANT adaptive numeric types (MICRO'22) and friends.
 
-Number formats and their bit-level codecs live in :mod:`transforms.quant.numerics`, the
-fake-quantizer with straight-through / LSQ-like gradients in :mod:`transforms.quant.quantizer`,
-and per-tensor type selection in :mod:`transforms.quant.selection`. Beyond the ANT paper, the
+Number formats and their bit-level codecs live in :mod:`frugal.transforms.quant.numerics`, the
+fake-quantizer with straight-through / LSQ-like gradients in :mod:`frugal.transforms.quant.quantizer`,
+and per-tensor type selection in :mod:`frugal.transforms.quant.selection`. Beyond the ANT paper, the
 OliVe outlier-victim pair types (``"olive"``, ``"olive-int"``) share the same interfaces.
 """
 
-from transforms.quant.numerics import (
+from frugal.transforms.quant.numerics import (
     ALL_KINDS,
     KINDS,
     OLIVE_KINDS,
@@ -20,14 +20,14 @@ from transforms.quant.numerics import (
     value_grid,
     victimize,
 )
-from transforms.quant.quantizer import (
+from frugal.transforms.quant.quantizer import (
     nearest_grid_index,
     normalized_grid,
     quantize,
     quantize_to_codes,
     round_to_grid,
 )
-from transforms.quant.selection import (
+from frugal.transforms.quant.selection import (
     DEFAULT_CANDIDATES,
     TypeChoice,
     alpha_ratios,

@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from transforms.quant.aquant import GridSpec, _range_to_scale, fake_quant_activation, grid_position
+from frugal.transforms.quant.aquant import GridSpec, _range_to_scale, fake_quant_activation, grid_position
 
 # AdaRound's rectified sigmoid stretch.
 ZETA, GAMMA = 1.1, -0.1

@@ -23,7 +23,7 @@ instead. The paper's exact border function is not public; this module implements
   and ``scale`` get the usual LSQ gradients (identity inside the clip range, ``q - u`` for the
   scale).
 
-Everything here is a pure function of arrays; :mod:`transforms.quant.block_recon` learns the
+Everything here is a pure function of arrays; :mod:`frugal.transforms.quant.block_recon` learns the
 borders jointly with AdaRound weights and LSQ scales by block reconstruction.
 """
 
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transforms.quant.numerics import KINDS, MAX_BITS, MIN_BITS, NumericType
+from frugal.transforms.quant.numerics import KINDS, MAX_BITS, MIN_BITS, NumericType
 
 GRANULARITIES = ("tensor", "channel", "level", "channel_level")
 # Borders stay this far from 0 and 1, so a border always separates the two neighbouring levels.
@@ -83,7 +83,7 @@ def grid_spec(kind: str, bits: int, *, signed: bool = False, name: str = "bits")
 
     ``kind="int"`` gives the affine grid ``0 .. 2**bits - 1`` (a signed int type has the same
     levels; the zero point places them). Other kinds (``pot``, ``float``, ``flint``) give the
-    type's distinct values from :class:`transforms.quant.NumericType`, symmetric around zero.
+    type's distinct values from :class:`frugal.transforms.quant.NumericType`, symmetric around zero.
     """
     bits = _check_bits(bits, name)
     if kind not in KINDS:

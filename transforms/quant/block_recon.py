@@ -1,6 +1,6 @@
 """Block-reconstruction post-training quantization (BRECQ / QDrop) for frugal ResNets, with AQuant.
 
-1. :func:`transforms.quant.folded_resnet.fold_resnet` turns the model into a static spec plus float
+1. :func:`frugal.transforms.quant.folded_resnet.fold_resnet` turns the model into a static spec plus float
    arrays with BatchNorm folded into the convolutions.
 2. Fake quantizers sit on every convolution's weights (per output channel) and on every
    convolution's input: the block input (shared by the residual branch and the shortcut) and the
@@ -9,13 +9,13 @@
 3. Each block is reconstructed in turn (:func:`reconstruct_block`): its output on the
    quantized-model input is fitted to the float block's output on the float input, with
 
-   * AdaRound weights (:mod:`transforms.quant.adaround`; regularizer weight 0.01, beta annealed
+   * AdaRound weights (:mod:`frugal.transforms.quant.adaround`; regularizer weight 0.01, beta annealed
      20 -> 2 after a 20 % warm-up, hard rounding ``v >= 0`` at the end),
    * LSQ activation scales (Adam, cosine schedule), initialized by an MSE clip search,
    * QDrop: each element of every activation quantizer's output is its quantized value with
      probability ``1 - drop_prob`` and the float value otherwise (the float *model's* input for the
      block input quantizer),
-   * and, for ``method="aquant"``, the learned rounding borders of :mod:`transforms.quant.aquant`.
+   * and, for ``method="aquant"``, the learned rounding borders of :mod:`frugal.transforms.quant.aquant`.
 
    The loss is the squared error summed over channels and averaged over batch and pixels. Every
    block starts at round-to-nearest (AdaRound at the nearest level, borders at 0.5); with
@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from transforms.quant.adaround import (
+from frugal.transforms.quant.adaround import (
     hard_weight,
     init_weight_rounding,
     nearest_weight,
@@ -49,7 +49,7 @@ from transforms.quant.adaround import (
     rounding_regularizer,
     undecided_fraction,
 )
-from transforms.quant.aquant import (
+from frugal.transforms.quant.aquant import (
     GridSpec,
     border_from_logits,
     calibrate_activation,
@@ -57,7 +57,7 @@ from transforms.quant.aquant import (
     grid_spec,
     init_border_logits,
 )
-from transforms.quant.folded_resnet import (
+from frugal.transforms.quant.folded_resnet import (
     ActSpec,
     BlockSpec,
     QuantizedResNet,
@@ -68,7 +68,7 @@ from transforms.quant.folded_resnet import (
     fold_resnet,
     no_quant,
 )
-from transforms.quant.recon_config import METHODS, ReconConfig
+from frugal.transforms.quant.recon_config import METHODS, ReconConfig
 
 # Names other modules and tests import from here (they lived in this module before the split).
 __all__ = [

@@ -1,9 +1,9 @@
 """A frugal ResNet as static structure plus arrays, with BatchNorm folded into the convolutions.
 
-Block reconstruction (:mod:`transforms.quant.block_recon`) must own each block's weights and
+Block reconstruction (:mod:`frugal.transforms.quant.block_recon`) must own each block's weights and
 activation quantizers, so rather than intercepting the NNX model it works on this functional form:
 
-* :func:`fold_resnet` reads a :class:`models.resnet.ResNet` (BasicBlock or Bottleneck blocks) into a
+* :func:`fold_resnet` reads a :class:`frugal.models.resnet.ResNet` (BasicBlock or Bottleneck blocks) into a
   :class:`NetworkSpec` (hashable, static) and float arrays, folding every BatchNorm into its conv.
 * :func:`block_forward` / :func:`network_forward` run it, calling ``quant(name, value)`` wherever an
   activation quantizer sits: the block input ("in", shared by the residual branch and the
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from transforms.quant.aquant import GridSpec, fake_quant_activation
+from frugal.transforms.quant.aquant import GridSpec, fake_quant_activation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,7 @@ def fold_resnet(model: nnx.Module) -> tuple[NetworkSpec, dict]:
         layers = [m for _, m in nnx.iter_graph(model) if isinstance(m, (nnx.Conv, nnx.Linear, nnx.Einsum))]
         if not layers:
             raise ValueError(f"model {type(model).__name__} has no quantizable layer (nnx.Conv or nnx.Linear)")
-        raise ValueError(f"block reconstruction supports frugal ResNets (models.resnet); "
+        raise ValueError(f"block reconstruction supports frugal ResNets (frugal.models.resnet); "
                          f"{type(model).__name__} is not one")
     params = {"stem": _folded_conv(model.stem_conv, model.stem_norm), "blocks": [],
               "head": {"w": jnp.asarray(model.head.kernel[...], jnp.float32),

@@ -14,7 +14,7 @@ import dataclasses
 import re
 from typing import Sequence
 
-from transforms.quant.model_quant import (
+from frugal.transforms.quant.model_quant import (
     LayerSamples,
     QuantPlan,
     QuantRule,

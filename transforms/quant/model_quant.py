@@ -15,7 +15,7 @@ The flow, as in the ANT reference (select once from calibration data, then fine-
    no rule matches, and ops without a weight operand (attention's QK^T and PV), stay in float.
 2. `collect_layer_inputs(model, rules, batches)` runs the model (jitted; a host callback ships
    the values out) on a few batches and records, per quantized op, its weight and its inputs.
-3. `select_plan(samples)` runs the type selection (`transforms.quant.select_numeric_type`) per
+3. `select_plan(samples)` runs the type selection (`frugal.transforms.quant.select_numeric_type`) per
    tensor: weights per output channel, inputs per tensor, signedness from the data. The result
    is a `QuantPlan`: the chosen type and alpha of every tensor, in call order.
 4. `apply_plan(model, plan)` returns a fake-quantized copy whose alphas are
@@ -24,7 +24,7 @@ The flow, as in the ANT reference (select once from calibration data, then fine-
 
 `ptq(model, rules, batches)` chains 2-4. Rely on: qwix==0.1.8 (we use its private
 `flax_util` helpers and `_get_current_rule_and_op_id`, as the feasibility study did). Mixed precision policies (ANT4-8) live in
-`transforms.quant.mixed_precision` and produce plans through the same `select_plan`.
+`frugal.transforms.quant.mixed_precision` and produce plans through the same `select_plan`.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import qwix
 from flax import nnx
 from qwix._src.utils import flax_util  # private, pinned to qwix 0.1.8 (see feasibility notes)
 
-from transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType
-from transforms.quant.quantizer import quantize
-from transforms.quant.selection import TypeChoice, select_numeric_type
+from frugal.transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType
+from frugal.transforms.quant.quantizer import quantize
+from frugal.transforms.quant.selection import TypeChoice, select_numeric_type
 
 OP_NAMES = ("dot_general", "conv_general_dilated", "einsum")
 

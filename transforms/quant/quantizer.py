@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transforms.quant.numerics import NumericType, encode, victimize
+from frugal.transforms.quant.numerics import NumericType, encode, victimize
 
 # The smallest clip value we divide by; a zero clip would make the scale 0 and the output NaN.
 _MIN_ALPHA = 1e-30

@@ -11,8 +11,8 @@ import dataclasses
 
 import numpy as np
 
-from transforms.quant.aquant import GRANULARITIES
-from transforms.quant.numerics import KINDS
+from frugal.transforms.quant.aquant import GRANULARITIES
+from frugal.transforms.quant.numerics import KINDS
 
 METHODS = ("rtn", "qdrop", "aquant")
 

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType, _check_bits, victimize
-from transforms.quant.quantizer import normalized_grid, round_to_grid
+from frugal.transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType, _check_bits, victimize
+from frugal.transforms.quant.quantizer import normalized_grid, round_to_grid
 
 KINDS = ALL_KINDS  # candidate names accepted here
 
