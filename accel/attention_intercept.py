@@ -49,7 +49,7 @@ def intercept_hybrid_attention(records: list):
     for mod in list(sys.modules.values()):
         try:
             if getattr(mod, "hybrid_attention", None) is original:
-                setattr(mod, "hybrid_attention", recording)
+                mod.hybrid_attention = recording
                 patched.append(mod)
         except Exception:  # exotic modules with odd __getattr__
             continue
@@ -57,4 +57,4 @@ def intercept_hybrid_attention(records: list):
         yield True
     finally:
         for mod in patched:
-            setattr(mod, "hybrid_attention", original)
+            mod.hybrid_attention = original

@@ -45,12 +45,33 @@ def layer_costs(design: Design, layers: dict, *, relaxed: bool = False) -> dict[
     d = design
     m, n, k, count = layers["m"], layers["n"], layers["k"], layers["count"]
     a_bits, w_bits = layers["a_bits"], layers["w_bits"]
-    compute = count * scaled_gemm_cycles(m, n, k, rows=d.rows, cols=d.cols, a_bits=a_bits, w_bits=w_bits,
-                                         pmax=d.pmax, pmin=d.pmin, dataflow=d.dataflow,
-                                         fill_drain=d.fill_drain, relaxed=relaxed)
+    compute = count * scaled_gemm_cycles(
+        m,
+        n,
+        k,
+        rows=d.rows,
+        cols=d.cols,
+        a_bits=a_bits,
+        w_bits=w_bits,
+        pmax=d.pmax,
+        pmin=d.pmin,
+        dataflow=d.dataflow,
+        fill_drain=d.fill_drain,
+        relaxed=relaxed,
+    )
     reads, writes, act_fill, wgt_fill = dram_traffic_bits(
-        m, n, k, w_elems=layers["w_elems"], o_elems=layers["o_elems"], a_bits=a_bits, w_bits=w_bits,
-        ibuf_kib=d.ibuf_kib, wbuf_kib=d.wbuf_kib, count=count, relaxed=relaxed)
+        m,
+        n,
+        k,
+        w_elems=layers["w_elems"],
+        o_elems=layers["o_elems"],
+        a_bits=a_bits,
+        w_bits=w_bits,
+        ibuf_kib=d.ibuf_kib,
+        wbuf_kib=d.wbuf_kib,
+        count=count,
+        relaxed=relaxed,
+    )
     # traffic floor of the reference simulator's tiling (see designs.REFERENCE_DRAM_BUSY_FRACTION)
     floor_bits = d.dram_busy_fraction * d.if_width_bits * compute
     reads = jnp.maximum(reads, floor_bits - writes)
@@ -66,8 +87,9 @@ def layer_costs(design: Design, layers: dict, *, relaxed: bool = False) -> dict[
         buffer = buffer + outputs * (d.obuf_read_pj_bit + d.obuf_write_pj_bit)
     else:
         # the stationary operand is read once per fold; partial sums travel through SRAM every MAC
-        buffer = buffer + macs * (a_bits * d.ibuf_read_pj_bit
-                                  + OUTPUT_BITS * (d.obuf_read_pj_bit + d.obuf_write_pj_bit))
+        buffer = buffer + macs * (
+            a_bits * d.ibuf_read_pj_bit + OUTPUT_BITS * (d.obuf_read_pj_bit + d.obuf_write_pj_bit)
+        )
         buffer = buffer + wgt_fill * d.wbuf_read_pj_bit
     pes = d.rows * d.cols
     return {
@@ -94,8 +116,9 @@ def evaluate(design: Design, workload: Workload | dict, *, relaxed: bool = False
     """Totals over the workload: cycles, latency (s), energy terms and total (pJ), area (mm^2), MACs."""
     per_layer = layer_costs(design, layer_arrays(workload), relaxed=relaxed)
     totals = {key: jnp.sum(value) for key, value in per_layer.items()}
-    totals["energy_pj"] = (totals["energy_static_pj"] + totals["energy_dram_pj"] + totals["energy_buffer_pj"]
-                           + totals["energy_core_pj"])
+    totals["energy_pj"] = (
+        totals["energy_static_pj"] + totals["energy_dram_pj"] + totals["energy_buffer_pj"] + totals["energy_core_pj"]
+    )
     totals["latency_s"] = totals["cycles"] / (design.freq_mhz * 1e6)
     totals["area_mm2"] = design_area_mm2(design)
     # MACs per PE-cycle: up to (pmax / pmin)^2 on a precision-scalable array running narrow operands
@@ -110,8 +133,17 @@ def pad_layers(layers: dict, length: int) -> dict[str, jax.Array]:
     current = int(layers["m"].shape[-1])
     if length < current:
         raise ValueError(f"length={length} is shorter than the workload ({current} layers)")
-    fill = {"m": 1.0, "n": 1.0, "k": 1.0, "count": 0.0, "a_bits": 8.0, "w_bits": 8.0,
-            "a_elems": 0.0, "w_elems": 0.0, "o_elems": 0.0}
+    fill = {
+        "m": 1.0,
+        "n": 1.0,
+        "k": 1.0,
+        "count": 0.0,
+        "a_bits": 8.0,
+        "w_bits": 8.0,
+        "a_elems": 0.0,
+        "w_elems": 0.0,
+        "o_elems": 0.0,
+    }
     pad = [(0, 0)] * (layers["m"].ndim - 1) + [(0, length - current)]
     return {f: jnp.pad(v, pad, constant_values=fill[f]) for f, v in layers.items()}
 

@@ -21,10 +21,30 @@ from frugal.accel.energy import EnergyTable, pe_energy_table
 from frugal.accel.systolic import DATAFLOWS
 
 _ARRAY_FIELDS = (
-    "rows", "cols", "pmax", "pmin", "freq_mhz", "wbuf_kib", "ibuf_kib", "obuf_kib", "if_width_bits", "fill_drain",
-    "pe_dynamic_pj", "pe_leak_pj", "pe_area_um2", "wbuf_read_pj_bit", "wbuf_write_pj_bit", "ibuf_read_pj_bit",
-    "ibuf_write_pj_bit", "obuf_read_pj_bit", "obuf_write_pj_bit", "dram_read_pj_bit", "dram_write_pj_bit",
-    "static_nj_cycle", "sram_area_mm2_per_kib", "dram_busy_fraction",
+    "rows",
+    "cols",
+    "pmax",
+    "pmin",
+    "freq_mhz",
+    "wbuf_kib",
+    "ibuf_kib",
+    "obuf_kib",
+    "if_width_bits",
+    "fill_drain",
+    "pe_dynamic_pj",
+    "pe_leak_pj",
+    "pe_area_um2",
+    "wbuf_read_pj_bit",
+    "wbuf_write_pj_bit",
+    "ibuf_read_pj_bit",
+    "ibuf_write_pj_bit",
+    "obuf_read_pj_bit",
+    "obuf_write_pj_bit",
+    "dram_read_pj_bit",
+    "dram_write_pj_bit",
+    "static_nj_cycle",
+    "sram_area_mm2_per_kib",
+    "dram_busy_fraction",
 )
 
 
@@ -65,7 +85,7 @@ class Design:
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow={self.dataflow!r}: use one of {DATAFLOWS}")
 
-    def replace(self, **changes) -> "Design":
+    def replace(self, **changes) -> Design:
         """A copy with some fields changed (values are converted to float32 arrays)."""
         converted = {k: (jnp.asarray(v, jnp.float32) if k in _ARRAY_FIELDS else v) for k, v in changes.items()}
         unknown = set(changes) - set(_ARRAY_FIELDS) - {"dataflow", "name"}
@@ -77,18 +97,40 @@ class Design:
 jax.tree_util.register_dataclass(Design, data_fields=list(_ARRAY_FIELDS), meta_fields=["dataflow", "name"])
 
 
-def make_design(*, rows: float, cols: float, pmax: float = 8, pmin: float = 4, freq_mhz: float = 500.0,
-                wbuf_kib: float = 128, ibuf_kib: float = 256, obuf_kib: float = 128, if_width_bits: float = 1024,
-                fill_drain: float = 0.0, energy: EnergyTable | None = None, sram_area_mm2_per_kib: float = 0.0085,
-                dram_busy_fraction: float = 0.0, dataflow: str = "os", name: str = "custom") -> Design:
+def make_design(
+    *,
+    rows: float,
+    cols: float,
+    pmax: float = 8,
+    pmin: float = 4,
+    freq_mhz: float = 500.0,
+    wbuf_kib: float = 128,
+    ibuf_kib: float = 256,
+    obuf_kib: float = 128,
+    if_width_bits: float = 1024,
+    fill_drain: float = 0.0,
+    energy: EnergyTable | None = None,
+    sram_area_mm2_per_kib: float = 0.0085,
+    dram_busy_fraction: float = 0.0,
+    dataflow: str = "os",
+    name: str = "custom",
+) -> Design:
     """Builds a Design from plain numbers, validating them.
 
     `energy` defaults to the BitFusion fusion-unit row (8-bit max / 2-bit bricks, 45 nm).
     `sram_area_mm2_per_kib` defaults to the 28 nm CACTI banks of the ANT simulator (~0.0085).
     """
-    for label, value in (("rows", rows), ("cols", cols), ("pmax", pmax), ("pmin", pmin), ("freq_mhz", freq_mhz),
-                         ("wbuf_kib", wbuf_kib), ("ibuf_kib", ibuf_kib), ("obuf_kib", obuf_kib),
-                         ("if_width_bits", if_width_bits)):
+    for label, value in (
+        ("rows", rows),
+        ("cols", cols),
+        ("pmax", pmax),
+        ("pmin", pmin),
+        ("freq_mhz", freq_mhz),
+        ("wbuf_kib", wbuf_kib),
+        ("ibuf_kib", ibuf_kib),
+        ("obuf_kib", obuf_kib),
+        ("if_width_bits", if_width_bits),
+    ):
         if not value > 0:
             raise ValueError(f"{label}={value!r} must be > 0")
     if pmin > pmax:
@@ -98,10 +140,21 @@ def make_design(*, rows: float, cols: float, pmax: float = 8, pmin: float = 4, f
     if fill_drain not in (0, 1, 0.0, 1.0):
         raise ValueError(f"fill_drain={fill_drain!r}: use 0 (pipelined) or 1 (SCALE-Sim per-fold fill/drain)")
     energy = energy if energy is not None else pe_energy_table("fusion_8_4")
-    values = dict(rows=rows, cols=cols, pmax=pmax, pmin=pmin, freq_mhz=freq_mhz, wbuf_kib=wbuf_kib,
-                  ibuf_kib=ibuf_kib, obuf_kib=obuf_kib, if_width_bits=if_width_bits, fill_drain=fill_drain,
-                  sram_area_mm2_per_kib=sram_area_mm2_per_kib, dram_busy_fraction=dram_busy_fraction,
-                  **{f.name: getattr(energy, f.name) for f in dataclasses.fields(energy)})
+    values = dict(
+        rows=rows,
+        cols=cols,
+        pmax=pmax,
+        pmin=pmin,
+        freq_mhz=freq_mhz,
+        wbuf_kib=wbuf_kib,
+        ibuf_kib=ibuf_kib,
+        obuf_kib=obuf_kib,
+        if_width_bits=if_width_bits,
+        fill_drain=fill_drain,
+        sram_area_mm2_per_kib=sram_area_mm2_per_kib,
+        dram_busy_fraction=dram_busy_fraction,
+        **{f.name: getattr(energy, f.name) for f in dataclasses.fields(energy)},
+    )
     return Design(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()}, dataflow=dataflow, name=name)
 
 

@@ -29,9 +29,12 @@ PE_TABLE_45NM = {
 # a 512-bit-wide 4 KiB bank (weights: 128 KiB / 32 banks), a 512-bit 8 KiB bank (activations:
 # 256 KiB / 32 banks) and a 32-bit 128 B bank (outputs: 128 KiB / 1024 banks).
 SRAM_28NM = {
-    "wbuf_read": 0.0168924e3 / 512, "wbuf_write": 0.0203422e3 / 512,
-    "ibuf_read": 0.0177688e3 / 512, "ibuf_write": 0.0248866e3 / 512,
-    "obuf_read": 0.000294945e3 / 32, "obuf_write": 0.000415925e3 / 32,
+    "wbuf_read": 0.0168924e3 / 512,
+    "wbuf_write": 0.0203422e3 / 512,
+    "ibuf_read": 0.0177688e3 / 512,
+    "ibuf_write": 0.0248866e3 / 512,
+    "obuf_read": 0.000294945e3 / 32,
+    "obuf_write": 0.000415925e3 / 32,
 }
 # Area of those banks per KiB of capacity (same CSV: 0.04607 mm^2 per 4 KiB bank, 0.05558 per
 # 8 KiB bank, 0.001026 per 128 B bank).

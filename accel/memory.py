@@ -35,8 +35,9 @@ def operand_tiles(k, *, a_bits, w_bits, ibuf_kib, wbuf_kib, relaxed: bool = Fals
     return jnp.maximum(tile_m, 1.0), jnp.maximum(tile_n, 1.0)
 
 
-def dram_traffic_bits(m, n, k, *, w_elems, o_elems, a_bits, w_bits, ibuf_kib, wbuf_kib, count=1.0,
-                      relaxed: bool = False):
+def dram_traffic_bits(
+    m, n, k, *, w_elems, o_elems, a_bits, w_bits, ibuf_kib, wbuf_kib, count=1.0, relaxed: bool = False
+):
     """(read_bits, write_bits, activation_fill_bits, weight_fill_bits) of one layer, all instances.
 
     Activations are fetched in im2col form (M x K per instance), as the BitFusion/ANT simulator
@@ -44,8 +45,9 @@ def dram_traffic_bits(m, n, k, *, w_elems, o_elems, a_bits, w_bits, ibuf_kib, wb
     ceil(M / Tm) times), or keep a W tile and stream A (A re-read ceil(N / Tn) times); the cheaper
     one is taken, as that simulator's tiling search ends up doing when compute cycles tie.
     """
-    tile_m, tile_n = operand_tiles(k, a_bits=a_bits, w_bits=w_bits, ibuf_kib=ibuf_kib, wbuf_kib=wbuf_kib,
-                                   relaxed=relaxed)
+    tile_m, tile_n = operand_tiles(
+        k, a_bits=a_bits, w_bits=w_bits, ibuf_kib=ibuf_kib, wbuf_kib=wbuf_kib, relaxed=relaxed
+    )
     count = jnp.asarray(count, jnp.float32)
     act_bits = jnp.asarray(m, jnp.float32) * k * count * a_bits
     wgt_bits = jnp.asarray(w_elems, jnp.float32) * w_bits
@@ -57,8 +59,9 @@ def dram_traffic_bits(m, n, k, *, w_elems, o_elems, a_bits, w_bits, ibuf_kib, wb
     act_fill = jnp.where(use_keep_a, act_bits, act_bits * a_passes)
     wgt_fill = jnp.where(use_keep_a, wgt_bits * w_passes, wgt_bits)
     if relaxed:
-        reads = -jax.nn.logsumexp(jnp.stack([-keep_a, -keep_w]) / jnp.maximum(jnp.minimum(keep_a, keep_w) * 1e-2, 1.0),
-                                  axis=0) * jnp.maximum(jnp.minimum(keep_a, keep_w) * 1e-2, 1.0)
+        reads = -jax.nn.logsumexp(
+            jnp.stack([-keep_a, -keep_w]) / jnp.maximum(jnp.minimum(keep_a, keep_w) * 1e-2, 1.0), axis=0
+        ) * jnp.maximum(jnp.minimum(keep_a, keep_w) * 1e-2, 1.0)
     else:
         reads = jnp.minimum(keep_a, keep_w)
     writes = jnp.asarray(o_elems, jnp.float32) * OUTPUT_BITS

@@ -21,8 +21,16 @@ from __future__ import annotations
 from frugal.accel.workload import GemmOp, Workload, conv_layer, linear_layer
 
 MODELS = ("vgg16", "resnet18", "resnet50", "inceptionv3", "vit", "bert_mnli", "bert_cola", "bert_sst2")
-MODEL_LABELS = {"vgg16": "VGG16", "resnet18": "ResNet18", "resnet50": "ResNet50", "inceptionv3": "InceptionV3",
-                "vit": "ViT", "bert_mnli": "BERT-MNLI", "bert_cola": "BERT-CoLA", "bert_sst2": "BERT-SST-2"}
+MODEL_LABELS = {
+    "vgg16": "VGG16",
+    "resnet18": "ResNet18",
+    "resnet50": "ResNet50",
+    "inceptionv3": "InceptionV3",
+    "vit": "ViT",
+    "bert_mnli": "BERT-MNLI",
+    "bert_cola": "BERT-CoLA",
+    "bert_sst2": "BERT-SST-2",
+}
 
 
 class _Builder:
@@ -31,8 +39,9 @@ class _Builder:
 
     def conv(self, cin, cout, kernel, in_hw, out_hw):
         name = f"conv{len(self.layers)}"
-        self.layers.append(conv_layer(name, in_channels=cin, out_channels=cout, kernel=kernel, in_hw=in_hw,
-                                      out_hw=out_hw))
+        self.layers.append(
+            conv_layer(name, in_channels=cin, out_channels=cout, kernel=kernel, in_hw=in_hw, out_hw=out_hw)
+        )
 
     def linear(self, rows, fin, fout):
         self.layers.append(linear_layer(f"fc{len(self.layers)}", rows=rows, in_features=fin, out_features=fout))
@@ -43,9 +52,21 @@ class _Builder:
 
 def vgg16() -> Workload:
     b = _Builder()
-    cfg = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56),
-           (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 28), (512, 512, 14), (512, 512, 14),
-           (512, 512, 14)]
+    cfg = [
+        (3, 64, 224),
+        (64, 64, 224),
+        (64, 128, 112),
+        (128, 128, 112),
+        (128, 256, 56),
+        (256, 256, 56),
+        (256, 256, 56),
+        (256, 512, 28),
+        (512, 512, 28),
+        (512, 512, 28),
+        (512, 512, 14),
+        (512, 512, 14),
+        (512, 512, 14),
+    ]
     for cin, cout, hw in cfg:
         b.conv(cin, cout, 3, (hw, hw), (hw, hw))
     b.linear(1, 25088, 4096)
@@ -166,14 +187,23 @@ def bert_base(seq_len: int = 128, num_labels: int = 2) -> Workload:
 
 def paper_workload(model: str) -> Workload:
     """One of MODELS, at batch 1 (the ANT set-up scales it to batch 64 with `with_batch(64)`)."""
-    builders = {"vgg16": vgg16, "resnet18": resnet18, "resnet50": resnet50, "inceptionv3": inceptionv3,
-                "vit": vit, "bert_mnli": bert_base, "bert_cola": bert_base, "bert_sst2": bert_base}
+    builders = {
+        "vgg16": vgg16,
+        "resnet18": resnet18,
+        "resnet50": resnet50,
+        "inceptionv3": inceptionv3,
+        "vit": vit,
+        "bert_mnli": bert_base,
+        "bert_cola": bert_base,
+        "bert_sst2": bert_base,
+    }
     if model not in builders:
         raise ValueError(f"model={model!r}: use one of {MODELS}")
     return builders[model]()
 
 
 # --- per-layer precision --------------------------------------------------------------------------
+
 
 def _vit_index(block: int, j: int) -> int:  # j: 0 qkv, 1 proj, 2 fc1, 3 fc2 (index 0 is the patch conv)
     return 1 + 4 * block + j
@@ -191,12 +221,28 @@ ANT_8BIT_LAYERS = {
     "resnet18": {0, 20},
     "resnet50": {0, 53},
     "inceptionv3": {0, 1, 2, 3, 94},
-    "vit": {0, 49} | {_vit_index(b, j) for b, j in ((0, 1), (0, 2), (0, 3), (1, 2), (2, 2), (5, 2), (6, 0),
-                                                     (7, 2), (10, 3))},
-    "bert_mnli": {_bert_index(8, 0), _bert_index(8, 1), _bert_index(8, 2), _bert_index(9, 5),
-                  _BERT_POOLER, _BERT_CLASSIFIER},
-    "bert_cola": {_bert_index(6, 1), _bert_index(7, 0), _bert_index(7, 1), _bert_index(7, 2), _bert_index(8, 0),
-                  _bert_index(8, 1), _bert_index(8, 2), _bert_index(9, 5), _BERT_POOLER, _BERT_CLASSIFIER},
+    "vit": {0, 49}
+    | {_vit_index(b, j) for b, j in ((0, 1), (0, 2), (0, 3), (1, 2), (2, 2), (5, 2), (6, 0), (7, 2), (10, 3))},
+    "bert_mnli": {
+        _bert_index(8, 0),
+        _bert_index(8, 1),
+        _bert_index(8, 2),
+        _bert_index(9, 5),
+        _BERT_POOLER,
+        _BERT_CLASSIFIER,
+    },
+    "bert_cola": {
+        _bert_index(6, 1),
+        _bert_index(7, 0),
+        _bert_index(7, 1),
+        _bert_index(7, 2),
+        _bert_index(8, 0),
+        _bert_index(8, 1),
+        _bert_index(8, 2),
+        _bert_index(9, 5),
+        _BERT_POOLER,
+        _BERT_CLASSIFIER,
+    },
     "bert_sst2": set(),
 }
 
@@ -205,14 +251,51 @@ BITFUSION_4BIT_LAYERS = {
     "vgg16": {10, 12, 14},
     "resnet18": {16, 19},
     "resnet50": {16, 17, 20, 22, 23, 26, 29, 30, 32, 33, 35, 36, 38, 39, 41, 44, 45, 48, 49, 51, 52},
-    "inceptionv3": {29, 32, 33, 38, 42, 45, 46, 52, 53, 55, 56, 57, 58, 61, 62, 64, 65, 66, 67, 68, 69, 70, 71,
-                    72, 75, 78, 79, 81, 82, 83} | set(range(85, 95)),
+    "inceptionv3": {
+        29,
+        32,
+        33,
+        38,
+        42,
+        45,
+        46,
+        52,
+        53,
+        55,
+        56,
+        57,
+        58,
+        61,
+        62,
+        64,
+        65,
+        66,
+        67,
+        68,
+        69,
+        70,
+        71,
+        72,
+        75,
+        78,
+        79,
+        81,
+        82,
+        83,
+    }
+    | set(range(85, 95)),
     "vit": {_vit_index(b, 1) for b in (0, 5, 7, 8, 9, 10)},
-    "bert_mnli": ({_bert_index(b, 3) for b in range(12) if b != 9}
-                  | {_bert_index(b, 5) for b in (3, 4, 5, 6, 7, 11)} | {_BERT_CLASSIFIER}),
+    "bert_mnli": (
+        {_bert_index(b, 3) for b in range(12) if b != 9}
+        | {_bert_index(b, 5) for b in (3, 4, 5, 6, 7, 11)}
+        | {_BERT_CLASSIFIER}
+    ),
     "bert_cola": set(),
-    "bert_sst2": ({_bert_index(b, 3) for b in range(12)} | {_bert_index(b, 5) for b in range(12) if b not in (2, 9)}
-                  | {_BERT_POOLER, _BERT_CLASSIFIER}),
+    "bert_sst2": (
+        {_bert_index(b, 3) for b in range(12)}
+        | {_bert_index(b, 5) for b in range(12) if b not in (2, 9)}
+        | {_BERT_POOLER, _BERT_CLASSIFIER}
+    ),
 }
 
 DESIGN_PRECISION_RULES = ("ANT-OS", "ANT-WS", "BitFusion", "OLAccel", "AdaFloat", "BiScaled")

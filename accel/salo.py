@@ -112,15 +112,31 @@ def salo_cycles(seq_len, window, heads, head_dim, *, rows=32, cols=32, globals_=
 
 def salo_report(workload: SaloWorkload, array: SaloArray = SaloArray()) -> dict:
     """Cycles, latency, utilization and energy of `workload` on `array`."""
-    cycles = int(salo_cycles(workload.seq_len, workload.window, workload.heads, workload.head_dim,
-                             rows=array.rows, cols=array.cols, globals_=array.globals_))
+    cycles = int(
+        salo_cycles(
+            workload.seq_len,
+            workload.window,
+            workload.heads,
+            workload.head_dim,
+            rows=array.rows,
+            cols=array.cols,
+            globals_=array.globals_,
+        )
+    )
     latency_s = cycles / (array.freq_ghz * 1e9)
     utilization = workload.gops / (latency_s * array.peak_gops)
     clock_mhz = int(round(array.freq_ghz * 1000))
     power = SALO_SYNTHESIS.get(clock_mhz, {}).get("power_w")
-    return {"workload": workload.name, "cycles": cycles, "latency_s": latency_s, "utilization": utilization,
-            "gops": workload.gops, "peak_gops": array.peak_gops, "power_w": power,
-            "energy_j": power * latency_s if power is not None else None}
+    return {
+        "workload": workload.name,
+        "cycles": cycles,
+        "latency_s": latency_s,
+        "utilization": utilization,
+        "gops": workload.gops,
+        "peak_gops": array.peak_gops,
+        "power_w": power,
+        "energy_j": power * latency_s if power is not None else None,
+    }
 
 
 # --- GPU roofline ---------------------------------------------------------------------------------
@@ -146,9 +162,15 @@ GPUS = {
 }
 
 
-def gpu_roofline_seconds(workload: SaloWorkload, gpu: GpuSpec, *, bytes_per_value: int = 2,
-                         compute_efficiency: float = 0.5, bandwidth_efficiency: float = 0.8,
-                         materialize_scores: bool = True) -> dict:
+def gpu_roofline_seconds(
+    workload: SaloWorkload,
+    gpu: GpuSpec,
+    *,
+    bytes_per_value: int = 2,
+    compute_efficiency: float = 0.5,
+    bandwidth_efficiency: float = 0.8,
+    materialize_scores: bool = True,
+) -> dict:
     """Roofline time of a hybrid attention layer on a GPU, from spec-sheet peaks.
 
     FLOPs: Q.K^T and A.V over window + global keys (2 FLOPs per MAC). Bytes: Q, K, V and the output
@@ -168,9 +190,16 @@ def gpu_roofline_seconds(workload: SaloWorkload, gpu: GpuSpec, *, bytes_per_valu
     t_compute = flops / (gpu.fp16_tflops * 1e12 * compute_efficiency)
     t_memory = bytes_moved / (gpu.hbm_gbps * 1e9 * bandwidth_efficiency)
     seconds = max(t_compute, t_memory)
-    return {"gpu": gpu.name, "flops": flops, "bytes": bytes_moved, "compute_s": t_compute, "memory_s": t_memory,
-            "seconds": seconds, "bound": "compute" if t_compute >= t_memory else "memory",
-            "energy_j_at_tdp": seconds * gpu.tdp_w}
+    return {
+        "gpu": gpu.name,
+        "flops": flops,
+        "bytes": bytes_moved,
+        "compute_s": t_compute,
+        "memory_s": t_memory,
+        "seconds": seconds,
+        "bound": "compute" if t_compute >= t_memory else "memory",
+        "energy_j_at_tdp": seconds * gpu.tdp_w,
+    }
 
 
 # --- hybrid attention: float reference and bit-accurate fixed point -------------------------------
@@ -238,7 +267,7 @@ def _quantize(x, bits: int):
     max_int = 2 ** (bits - 1) - 1
     amax = jnp.maximum(jnp.max(jnp.abs(x)), 1e-12)
     frac = jnp.floor(jnp.log2(max_int / amax))  # power-of-two scale, as a fixed-point datapath uses
-    scale = 2.0 ** frac
+    scale = 2.0**frac
     return jnp.clip(jnp.round(x * scale), -max_int - 1, max_int).astype(jnp.int32), scale
 
 
@@ -276,8 +305,9 @@ def _exp2_fixed(x_fixed, fmt: FixedPointFormat):
 
 
 @functools.partial(jax.jit, static_argnames=("window", "num_globals", "dilation", "fmt"))
-def salo_attention_fixed_point(q, k, v, *, window: int, num_globals: int = 1, dilation: int = 1,
-                               fmt: FixedPointFormat = FixedPointFormat()):
+def salo_attention_fixed_point(
+    q, k, v, *, window: int, num_globals: int = 1, dilation: int = 1, fmt: FixedPointFormat = FixedPointFormat()
+):
     """SALO's datapath on q, k, v [seq, heads, h] (float in, float out), bit-accurate in integers.
 
     Per query row: scores of the keys in each chunk of `fmt.chunk` window positions are integer
@@ -330,8 +360,11 @@ def salo_attention_fixed_point(q, k, v, *, window: int, num_globals: int = 1, di
             run_acc = _mul_shift(run_acc, rescale[:, None], fmt.frac_bits) + c_acc
             return (new_max, run_sum, run_acc), None
 
-        init = (jnp.full((heads,), neg_big, jnp.int32), jnp.zeros((heads,), jnp.int32),
-                jnp.zeros((heads, h), jnp.int32))
+        init = (
+            jnp.full((heads,), neg_big, jnp.int32),
+            jnp.zeros((heads,), jnp.int32),
+            jnp.zeros((heads, h), jnp.int32),
+        )
         (_, total, acc), _ = jax.lax.scan(merge, init, (scores, v_chunks, mask_chunks))
         # inverse module: one reciprocal per row in fixed point (frac_bits), then a multiply
         inverse = (one * one * 16) // jnp.maximum(total, 1)  # 4 guard bits

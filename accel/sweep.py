@@ -25,8 +25,11 @@ from frugal.accel.workload import Workload
 
 def _points_design(base: Design, rows, cols, wbuf, ibuf) -> Design:
     n = rows.shape[0]
-    fields = {f.name: jnp.broadcast_to(jnp.asarray(getattr(base, f.name), jnp.float32), (n,))
-              for f in dataclasses.fields(base) if f.name not in ("dataflow", "name")}
+    fields = {
+        f.name: jnp.broadcast_to(jnp.asarray(getattr(base, f.name), jnp.float32), (n,))
+        for f in dataclasses.fields(base)
+        if f.name not in ("dataflow", "name")
+    }
     fields.update(rows=rows, cols=cols, wbuf_kib=wbuf, ibuf_kib=ibuf, obuf_kib=wbuf)
     return Design(**fields, dataflow=base.dataflow, name="sweep")
 
@@ -83,15 +86,19 @@ def pareto_mask(*objectives) -> np.ndarray:
     return mask
 
 
-def throughput_benchmark(workload: Workload | dict, *, num_points: int = 200_000, repeats: int = 3,
-                         seed: int = 0) -> dict:
+def throughput_benchmark(
+    workload: Workload | dict, *, num_points: int = 200_000, repeats: int = 3, seed: int = 0
+) -> dict:
     """Design points evaluated per second (random points, one jitted vmap; compile time excluded)."""
     if num_points < 1 or repeats < 1:
         raise ValueError("num_points and repeats must be >= 1")
     rng = np.random.default_rng(seed)
-    points = {"rows": rng.integers(4, 257, num_points), "cols": rng.integers(4, 257, num_points),
-              "buffer_kib": rng.choice([16, 32, 64, 128, 256, 512], num_points),
-              "bits": rng.choice([2, 4, 8], num_points)}
+    points = {
+        "rows": rng.integers(4, 257, num_points),
+        "cols": rng.integers(4, 257, num_points),
+        "buffer_kib": rng.choice([16, 32, 64, 128, 256, 512], num_points),
+        "bits": rng.choice([2, 4, 8], num_points),
+    }
     t0 = time.perf_counter()
     jax.block_until_ready(sweep_points(workload, **points))
     compile_s = time.perf_counter() - t0
@@ -102,8 +109,14 @@ def throughput_benchmark(workload: Workload | dict, *, num_points: int = 200_000
         times.append(time.perf_counter() - t0)
     best = min(times)
     n_layers = int(layer_arrays(workload)["m"].shape[0])
-    return {"num_points": num_points, "layers": n_layers, "first_call_s": compile_s, "best_s": best,
-            "points_per_s": num_points / best, "layer_evaluations_per_s": num_points * n_layers / best}
+    return {
+        "num_points": num_points,
+        "layers": n_layers,
+        "first_call_s": compile_s,
+        "best_s": best,
+        "points_per_s": num_points / best,
+        "layer_evaluations_per_s": num_points * n_layers / best,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +146,12 @@ def search_objective(theta, layers, base: Design, config: SearchConfig, relaxed:
     design = _search_design(base, theta)
     out = evaluate(design, layers, relaxed=relaxed)
     over = jax.nn.relu(design_area_mm2(design) / config.area_budget_mm2 - 1.0)
-    return jnp.log(out["latency_s"]) + jnp.log(out["energy_pj"]) + config.penalty * over ** 2
+    return jnp.log(out["latency_s"]) + jnp.log(out["energy_pj"]) + config.penalty * over**2
 
 
-def grad_design_search(workload: Workload | dict, config: SearchConfig = SearchConfig(),
-                       base: Design | None = None) -> dict:
+def grad_design_search(
+    workload: Workload | dict, config: SearchConfig = SearchConfig(), base: Design | None = None
+) -> dict:
     """Adam on log(rows), log(cols), log(buffer KiB) through the relaxed model; exact report at the end."""
     base = base if base is not None else make_design(rows=32, cols=32, pmax=8, pmin=2, name="search")
     layers = layer_arrays(workload)
@@ -156,13 +170,22 @@ def grad_design_search(workload: Workload | dict, config: SearchConfig = SearchC
         updates, state = optimizer.update(grad, state)
         theta = optax.apply_updates(theta, updates)
         if step % max(config.steps // 20, 1) == 0 or step == config.steps - 1:
-            history.append({"step": step, "objective": float(value), "rows": float(jnp.exp(theta[0])),
-                            "cols": float(jnp.exp(theta[1])), "buffer_kib": float(jnp.exp(theta[2]))})
+            history.append(
+                {
+                    "step": step,
+                    "objective": float(value),
+                    "rows": float(jnp.exp(theta[0])),
+                    "cols": float(jnp.exp(theta[1])),
+                    "buffer_kib": float(jnp.exp(theta[2])),
+                }
+            )
     rounded = jnp.round(jnp.exp(theta))
     final = _search_design(base, jnp.log(rounded))
     exact = evaluate(final, layers)
-    return {"config": dataclasses.asdict(config), "history": history,
-            "design": {"rows": float(rounded[0]), "cols": float(rounded[1]), "buffer_kib": float(rounded[2])},
-            "exact": {k: float(v) for k, v in exact.items()},
-            "objective_exact": float(search_objective(jnp.log(rounded), layers, base, config, relaxed=False))}
-
+    return {
+        "config": dataclasses.asdict(config),
+        "history": history,
+        "design": {"rows": float(rounded[0]), "cols": float(rounded[1]), "buffer_kib": float(rounded[2])},
+        "exact": {k: float(v) for k, v in exact.items()},
+        "objective_exact": float(search_objective(jnp.log(rounded), layers, base, config, relaxed=False)),
+    }

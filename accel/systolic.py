@@ -80,8 +80,9 @@ def fold_cycles(m, n, k, *, rows, cols, dataflow: str) -> jax.Array:
     return prefill + rows + cols + jnp.asarray(t, jnp.float32) - 2.0
 
 
-def gemm_compute_cycles(m: ArrayLike, n: ArrayLike, k: ArrayLike, *, rows: ArrayLike, cols: ArrayLike,
-                        dataflow: str, relaxed: bool = False) -> jax.Array:
+def gemm_compute_cycles(
+    m: ArrayLike, n: ArrayLike, k: ArrayLike, *, rows: ArrayLike, cols: ArrayLike, dataflow: str, relaxed: bool = False
+) -> jax.Array:
     """Compute cycles of an M x N x K GEMM on a rows x cols systolic array, as SCALE-Sim reports them.
 
     Args:
@@ -130,8 +131,21 @@ def precision_factor(bits: ArrayLike, *, pmax: ArrayLike, pmin: ArrayLike) -> ja
     return jnp.maximum(jnp.floor(jnp.asarray(pmax, jnp.float32) / bits), 1.0)
 
 
-def scaled_gemm_cycles(m, n, k, *, rows, cols, a_bits, w_bits, pmax, pmin, dataflow: str,
-                       fill_drain: ArrayLike = 1.0, relaxed: bool = False) -> jax.Array:
+def scaled_gemm_cycles(
+    m,
+    n,
+    k,
+    *,
+    rows,
+    cols,
+    a_bits,
+    w_bits,
+    pmax,
+    pmin,
+    dataflow: str,
+    fill_drain: ArrayLike = 1.0,
+    relaxed: bool = False,
+) -> jax.Array:
     """Cycles of a GEMM on a precision-scalable array (BitFusion fusion units).
 
     The array behaves as a (rows * f_a) x (cols * f_w) array of narrow PEs, f = precision_factor.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,22 +29,115 @@ from jax.extend import core as jex_core
 
 from frugal.accel.attention_intercept import HYBRID_ATTENTION_NAME, intercept_hybrid_attention
 
-ELEMENTWISE = frozenset({
-    "add", "sub", "mul", "div", "max", "min", "neg", "abs", "sign", "select_n", "clamp", "integer_pow",
-    "square", "exp", "exp2", "log", "log1p", "tanh", "logistic", "erf", "erf_inv", "rsqrt", "sqrt", "pow",
-    "sin", "cos", "round", "floor", "ceil", "expm1", "cbrt", "rem", "and", "or", "not", "ge", "gt", "le",
-    "lt", "eq", "ne",
-})
-TRANSCENDENTAL = frozenset({"exp", "exp2", "log", "log1p", "tanh", "logistic", "erf", "erf_inv", "rsqrt", "sqrt",
-                            "pow", "sin", "cos", "expm1", "cbrt"})
-REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "argmax", "argmin", "reduce_prod",
-                        "reduce_window_max", "reduce_window_sum", "cumsum", "cummax"})
+ELEMENTWISE = frozenset(
+    {
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "max",
+        "min",
+        "neg",
+        "abs",
+        "sign",
+        "select_n",
+        "clamp",
+        "integer_pow",
+        "square",
+        "exp",
+        "exp2",
+        "log",
+        "log1p",
+        "tanh",
+        "logistic",
+        "erf",
+        "erf_inv",
+        "rsqrt",
+        "sqrt",
+        "pow",
+        "sin",
+        "cos",
+        "round",
+        "floor",
+        "ceil",
+        "expm1",
+        "cbrt",
+        "rem",
+        "and",
+        "or",
+        "not",
+        "ge",
+        "gt",
+        "le",
+        "lt",
+        "eq",
+        "ne",
+    }
+)
+TRANSCENDENTAL = frozenset(
+    {
+        "exp",
+        "exp2",
+        "log",
+        "log1p",
+        "tanh",
+        "logistic",
+        "erf",
+        "erf_inv",
+        "rsqrt",
+        "sqrt",
+        "pow",
+        "sin",
+        "cos",
+        "expm1",
+        "cbrt",
+    }
+)
+REDUCTIONS = frozenset(
+    {
+        "reduce_sum",
+        "reduce_max",
+        "reduce_min",
+        "argmax",
+        "argmin",
+        "reduce_prod",
+        "reduce_window_max",
+        "reduce_window_sum",
+        "cumsum",
+        "cummax",
+    }
+)
 # Primitives that only move or reinterpret data: a weight stays a weight through them.
-_PASS_THROUGH = frozenset({"reshape", "transpose", "convert_element_type", "broadcast_in_dim", "squeeze",
-                           "expand_dims", "copy", "copy_p", "slice", "dynamic_slice", "rev", "pad", "concatenate",
-                           "mul", "div", "round", "clamp", "max", "min", "add", "sub", "sign", "abs",
-                           "stop_gradient", "reduce_precision", "bitcast_convert_type"})
-
+_PASS_THROUGH = frozenset(
+    {
+        "reshape",
+        "transpose",
+        "convert_element_type",
+        "broadcast_in_dim",
+        "squeeze",
+        "expand_dims",
+        "copy",
+        "copy_p",
+        "slice",
+        "dynamic_slice",
+        "rev",
+        "pad",
+        "concatenate",
+        "mul",
+        "div",
+        "round",
+        "clamp",
+        "max",
+        "min",
+        "add",
+        "sub",
+        "sign",
+        "abs",
+        "stop_gradient",
+        "reduce_precision",
+        "bitcast_convert_type",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,19 +216,27 @@ class Workload:
     def __len__(self) -> int:
         return len(self.gemms)
 
-    def with_bits(self, bits) -> "Workload":
+    def with_bits(self, bits) -> Workload:
         """A copy whose GEMM bit widths follow `bits` (dict by name, sequence by index, or callable)."""
         return dataclasses.replace(self, gemms=tuple(_apply_bits(self.gemms, bits)))
 
-    def with_batch(self, batch: int) -> "Workload":
+    def with_batch(self, batch: int) -> Workload:
         """A copy with every GEMM's M (and element counts) scaled by `batch`, as the ANT set-up runs batch 64."""
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch={batch!r} must be a positive int")
-        gemms = tuple(dataclasses.replace(g, m=g.m * batch, a_elems=g.a_elems * batch, o_elems=g.o_elems * batch)
-                      for g in self.gemms)
+        gemms = tuple(
+            dataclasses.replace(g, m=g.m * batch, a_elems=g.a_elems * batch, o_elems=g.o_elems * batch)
+            for g in self.gemms
+        )
         attention = tuple(dataclasses.replace(a, batch=a.batch * batch) for a in self.attention)
-        return dataclasses.replace(self, gemms=gemms, attention=attention, elementwise=self.elementwise * batch,
-                                   transcendental=self.transcendental * batch, reductions=self.reductions * batch)
+        return dataclasses.replace(
+            self,
+            gemms=gemms,
+            attention=attention,
+            elementwise=self.elementwise * batch,
+            transcendental=self.transcendental * batch,
+            reductions=self.reductions * batch,
+        )
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         """Per-GEMM float32 arrays (m, n, k, count, a_bits, w_bits, a_elems, w_elems, o_elems): the cost
@@ -171,9 +272,18 @@ def _apply_bits(gemms: Sequence[GemmOp], bits) -> list[GemmOp]:
     return out
 
 
-def conv_layer(name: str, *, in_channels: int, out_channels: int, kernel: tuple[int, int] | int,
-               out_hw: tuple[int, int], in_hw: tuple[int, int] | None = None, batch: int = 1, groups: int = 1,
-               bits: int | tuple[int, int] = 8) -> GemmOp:
+def conv_layer(
+    name: str,
+    *,
+    in_channels: int,
+    out_channels: int,
+    kernel: tuple[int, int] | int,
+    out_hw: tuple[int, int],
+    in_hw: tuple[int, int] | None = None,
+    batch: int = 1,
+    groups: int = 1,
+    bits: int | tuple[int, int] = 8,
+) -> GemmOp:
     """A hand-written convolution layer as a GEMM (im2col view)."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     oh, ow = out_hw
@@ -181,18 +291,38 @@ def conv_layer(name: str, *, in_channels: int, out_channels: int, kernel: tuple[
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
     a_bits, w_bits = (bits, bits) if isinstance(bits, int) else bits
-    return GemmOp(name=name, kind="conv", m=batch * oh * ow, n=out_channels // groups,
-                  k=kh * kw * (in_channels // groups), count=groups, a_bits=a_bits, w_bits=w_bits,
-                  a_elems=batch * ih * iw * in_channels, w_elems=kh * kw * in_channels // groups * out_channels,
-                  o_elems=batch * oh * ow * out_channels)
+    return GemmOp(
+        name=name,
+        kind="conv",
+        m=batch * oh * ow,
+        n=out_channels // groups,
+        k=kh * kw * (in_channels // groups),
+        count=groups,
+        a_bits=a_bits,
+        w_bits=w_bits,
+        a_elems=batch * ih * iw * in_channels,
+        w_elems=kh * kw * in_channels // groups * out_channels,
+        o_elems=batch * oh * ow * out_channels,
+    )
 
 
-def linear_layer(name: str, *, rows: int, in_features: int, out_features: int,
-                 bits: int | tuple[int, int] = 8) -> GemmOp:
+def linear_layer(
+    name: str, *, rows: int, in_features: int, out_features: int, bits: int | tuple[int, int] = 8
+) -> GemmOp:
     """A hand-written fully connected layer: (rows, in_features) @ (in_features, out_features)."""
     a_bits, w_bits = (bits, bits) if isinstance(bits, int) else bits
-    return GemmOp(name=name, kind="dot", m=rows, n=out_features, k=in_features, a_bits=a_bits, w_bits=w_bits,
-                  a_elems=rows * in_features, w_elems=in_features * out_features, o_elems=rows * out_features)
+    return GemmOp(
+        name=name,
+        kind="dot",
+        m=rows,
+        n=out_features,
+        k=in_features,
+        a_bits=a_bits,
+        w_bits=w_bits,
+        a_elems=rows * in_features,
+        w_elems=in_features * out_features,
+        o_elems=rows * out_features,
+    )
 
 
 def dtype_bits(dtype) -> int:
@@ -244,8 +374,14 @@ class _Tracer:
                     if prim in TRANSCENDENTAL:
                         self.transcendental += size * multiplier
                 elif prim in REDUCTIONS:
-                    self.reductions += sum(int(np.prod(v.aval.shape)) for v in eqn.invars
-                                           if hasattr(v, "aval") and hasattr(v.aval, "shape")) * multiplier
+                    self.reductions += (
+                        sum(
+                            int(np.prod(v.aval.shape))
+                            for v in eqn.invars
+                            if hasattr(v, "aval") and hasattr(v.aval, "shape")
+                        )
+                        * multiplier
+                    )
             # a weight passed through reshapes/casts/scales (or literal-only math) is still a weight
             operands = [w for v, w in zip(eqn.invars, in_weight) if not isinstance(v, jex_core.Literal)]
             if prim in _PASS_THROUGH and operands and all(operands):
@@ -282,7 +418,7 @@ class _Tracer:
             self.walk(sub, consts | mapped, multiplier * trips)
         return True
 
-    def _merge(self, other: "_Tracer") -> None:
+    def _merge(self, other: _Tracer) -> None:
         for g in other.gemms:
             self.gemms.append(dataclasses.replace(g, name=self._name(g.kind)))
         for a in other.attention:
@@ -303,32 +439,55 @@ class _Tracer:
         if swap:
             m, n = n, m
             lhs, rhs = rhs, lhs
-        self.gemms.append(GemmOp(
-            name=self._name("dot"), kind="dot", m=max(m, 1), n=max(n, 1), k=max(k, 1),
-            count=max(batch, 1) * multiplier, a_bits=dtype_bits(lhs.dtype), w_bits=dtype_bits(rhs.dtype),
-            a_elems=_prod(lhs.shape) * multiplier, w_elems=_prod(rhs.shape) * multiplier,
-            o_elems=_prod(eqn.outvars[0].aval.shape) * multiplier,
-            weight_is_param=bool(in_weight[1] or in_weight[0])))
+        self.gemms.append(
+            GemmOp(
+                name=self._name("dot"),
+                kind="dot",
+                m=max(m, 1),
+                n=max(n, 1),
+                k=max(k, 1),
+                count=max(batch, 1) * multiplier,
+                a_bits=dtype_bits(lhs.dtype),
+                w_bits=dtype_bits(rhs.dtype),
+                a_elems=_prod(lhs.shape) * multiplier,
+                w_elems=_prod(rhs.shape) * multiplier,
+                o_elems=_prod(eqn.outvars[0].aval.shape) * multiplier,
+                weight_is_param=bool(in_weight[1] or in_weight[0]),
+            )
+        )
 
     def _conv(self, eqn, in_weight, multiplier) -> None:
         lhs, rhs = (v.aval for v in eqn.invars[:2])
         out = eqn.outvars[0].aval
         dn = eqn.params["dimension_numbers"]
-        lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+        rhs_spec, out_spec = dn.rhs_spec, dn.out_spec
         groups = int(eqn.params.get("feature_group_count", 1)) * int(eqn.params.get("batch_group_count", 1))
         out_pixels = _prod(out.shape[d] for d in out_spec[2:])
         m = out.shape[out_spec[0]] * out_pixels
         n = out.shape[out_spec[1]] // groups
         k = rhs.shape[rhs_spec[1]] * _prod(rhs.shape[d] for d in rhs_spec[2:])
-        self.gemms.append(GemmOp(
-            name=self._name("conv"), kind="conv", m=max(m, 1), n=max(n, 1), k=max(k, 1), count=groups * multiplier,
-            a_bits=dtype_bits(lhs.dtype), w_bits=dtype_bits(rhs.dtype), a_elems=_prod(lhs.shape) * multiplier,
-            w_elems=_prod(rhs.shape) * multiplier, o_elems=_prod(out.shape) * multiplier,
-            weight_is_param=bool(in_weight[1])))
+        self.gemms.append(
+            GemmOp(
+                name=self._name("conv"),
+                kind="conv",
+                m=max(m, 1),
+                n=max(n, 1),
+                k=max(k, 1),
+                count=groups * multiplier,
+                a_bits=dtype_bits(lhs.dtype),
+                w_bits=dtype_bits(rhs.dtype),
+                a_elems=_prod(lhs.shape) * multiplier,
+                w_elems=_prod(rhs.shape) * multiplier,
+                o_elems=_prod(out.shape) * multiplier,
+                weight_is_param=bool(in_weight[1]),
+            )
+        )
 
     def _is_attention(self, eqn) -> bool:
-        return (self.attention_seen < len(self.attention_records)
-                and str(eqn.params.get("name", "")) == HYBRID_ATTENTION_NAME)
+        return (
+            self.attention_seen < len(self.attention_records)
+            and str(eqn.params.get("name", "")) == HYBRID_ATTENTION_NAME
+        )
 
     def _attention(self, eqn, multiplier) -> None:
         pattern, q_shape = self.attention_records[self.attention_seen]
@@ -351,7 +510,7 @@ def _prod(values) -> int:
     return int(math.prod(int(v) for v in values))
 
 
-def _attention_op(name: str, pattern, q_shape, multiplier: int) -> "AttentionOp":
+def _attention_op(name: str, pattern, q_shape, multiplier: int) -> AttentionOp:
     left, right = getattr(pattern, "window", (0, 0))
     side = left + right + 1
     window = side * side if getattr(pattern, "grid", None) is not None else side
@@ -360,9 +519,16 @@ def _attention_op(name: str, pattern, q_shape, multiplier: int) -> "AttentionOp"
     if len(shape) != 4:
         raise ValueError(f"hybrid_attention q must be (batch, seq, heads, dim), got {shape}")
     batch, seq, heads, dim = shape
-    return AttentionOp(name=name, seq_len=int(seq), window=int(window), heads=int(heads), head_dim=int(dim),
-                       num_globals=len(getattr(pattern, "global_tokens", ())), batch=int(batch) * multiplier,
-                       dilation=int(dilation))
+    return AttentionOp(
+        name=name,
+        seq_len=int(seq),
+        window=int(window),
+        heads=int(heads),
+        head_dim=int(dim),
+        num_globals=len(getattr(pattern, "global_tokens", ())),
+        batch=int(batch) * multiplier,
+        dilation=int(dilation),
+    )
 
 
 def trace_workload(fn: Callable, *args, bits=None, param_argnums: Sequence[int] = (), **kwargs) -> Workload:
@@ -397,13 +563,17 @@ def trace_workload(fn: Callable, *args, bits=None, param_argnums: Sequence[int] 
     start = 0
     for i, count in enumerate(leaf_counts):
         if i in param_argnums:
-            weights.update(jaxpr.invars[start:start + count])
+            weights.update(jaxpr.invars[start : start + count])
         start += count
     tracer = _Tracer(records)
     tracer.walk(jaxpr, weights, 1)
-    workload = Workload(gemms=tuple(tracer.gemms), attention=tuple(tracer.attention),
-                        elementwise=tracer.elementwise, transcendental=tracer.transcendental,
-                        reductions=tracer.reductions)
+    workload = Workload(
+        gemms=tuple(tracer.gemms),
+        attention=tuple(tracer.attention),
+        elementwise=tracer.elementwise,
+        transcendental=tracer.transcendental,
+        reductions=tracer.reductions,
+    )
     return workload.with_bits(bits) if bits is not None else workload
 
 

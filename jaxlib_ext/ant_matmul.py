@@ -69,7 +69,7 @@ class CodeFormat:
             raise ValueError(f"exponent_bits applies only to kind 'float', got {self.exponent_bits!r}")
 
     @classmethod
-    def of(cls, spec: Any, name: str = "format") -> "CodeFormat":
+    def of(cls, spec: Any, name: str = "format") -> CodeFormat:
         if isinstance(spec, CodeFormat):
             return spec
         if all(hasattr(spec, attr) for attr in ("kind", "bits", "signed")):
@@ -204,8 +204,21 @@ def _ant_matmul_kernel(a_ref, w_ref, sa_ref, sw_ref, o_ref, *, a_format, w_forma
         o_ref[...] += contribution
 
 
-def _ant_matmul_pallas(a_packed, a_scale, w_packed, w_scale, *, a_format, w_format, block_m, block_n,
-                       block_k, accumulate, interpret, compiler_params):
+def _ant_matmul_pallas(
+    a_packed,
+    a_scale,
+    w_packed,
+    w_scale,
+    *,
+    a_format,
+    w_format,
+    block_m,
+    block_n,
+    block_k,
+    accumulate,
+    interpret,
+    compiler_params,
+):
     """pallas_call on shapes already padded to the block grid (block_k counts K values)."""
     m, kp = a_packed.shape
     n = w_packed.shape[1]
@@ -333,8 +346,17 @@ def ant_matmul(
     a_pad = jnp.pad(a2, ((0, mp - m), (0, kpp - kp)))
     w_pad = jnp.pad(w_packed, ((0, kpp - kp), (0, np_ - n)))
     out = _ant_matmul_pallas(
-        a_pad, jnp.pad(sa, (0, mp - m)), w_pad, jnp.pad(sw, (0, np_ - n)),
-        a_format=a_format, w_format=w_format, block_m=block_m, block_n=block_n, block_k=block_k,
-        accumulate=accumulate, interpret=interpret, compiler_params=compiler_params,
+        a_pad,
+        jnp.pad(sa, (0, mp - m)),
+        w_pad,
+        jnp.pad(sw, (0, np_ - n)),
+        a_format=a_format,
+        w_format=w_format,
+        block_m=block_m,
+        block_n=block_n,
+        block_k=block_k,
+        accumulate=accumulate,
+        interpret=interpret,
+        compiler_params=compiler_params,
     )
     return out[:m, :n].reshape(lead + (n,))

@@ -64,8 +64,9 @@ def _valid(indptr, indices, dense_rows):
     return rows, valid
 
 
-def csr_matmul_reference(indptr: jax.Array, indices: jax.Array, values: jax.Array | None,
-                         dense: jax.Array) -> jax.Array:
+def csr_matmul_reference(
+    indptr: jax.Array, indices: jax.Array, values: jax.Array | None, dense: jax.Array
+) -> jax.Array:
     """The product in plain jax.numpy: gather the referenced dense rows, sum them per CSR row."""
     num_rows = indptr.shape[0] - 1
     rows, valid = _valid(indptr, indices, dense.shape[0])
@@ -87,8 +88,9 @@ def _xla_product(indptr, indices, values, dense):
     valid = (indices >= 0) & (indices < dense.shape[0])
     ones = jnp.ones(indices.shape, dense.dtype)
     data = jnp.where(valid, ones if values is None else values.astype(dense.dtype), 0)
-    matrix = sparse.BCSR((data, jnp.clip(indices, 0, dense.shape[0] - 1), indptr),
-                         shape=(num_rows, dense.shape[0]), indices_sorted=True)
+    matrix = sparse.BCSR(
+        (data, jnp.clip(indices, 0, dense.shape[0] - 1), indptr), shape=(num_rows, dense.shape[0]), indices_sorted=True
+    )
     padded = -(-width // _COLUMN_MULTIPLE) * _COLUMN_MULTIPLE
     if padded != width:
         dense = jnp.pad(dense, ((0, 0), (0, padded - width)))
@@ -97,10 +99,16 @@ def _xla_product(indptr, indices, values, dense):
 
 def _native_product(indptr, indices, values, dense):
     unit = values is None
-    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((indptr.shape[0] - 1, dense.shape[1]), jnp.float32),
-                            vmap_method="sequential")
-    return call(indptr.astype(jnp.int32), indices.astype(jnp.int32),
-                jnp.zeros((1,), jnp.float32) if unit else values, dense, unit_values=unit)
+    call = jax.ffi.ffi_call(
+        _TARGET, jax.ShapeDtypeStruct((indptr.shape[0] - 1, dense.shape[1]), jnp.float32), vmap_method="sequential"
+    )
+    return call(
+        indptr.astype(jnp.int32),
+        indices.astype(jnp.int32),
+        jnp.zeros((1,), jnp.float32) if unit else values,
+        dense,
+        unit_values=unit,
+    )
 
 
 def _forward(indptr, indices, values, dense, impl):
@@ -111,8 +119,7 @@ def _forward(indptr, indices, values, dense, impl):
     if impl == "native":
         return _native_product(indptr, indices, values, dense)
     # auto: the lowering for CPU takes the native kernel, any other platform the XLA path.
-    return jax.lax.platform_dependent(indptr, indices, values, dense,
-                                      cpu=_native_product, default=_xla_product)
+    return jax.lax.platform_dependent(indptr, indices, values, dense, cpu=_native_product, default=_xla_product)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -132,8 +139,9 @@ def _product_bwd(impl, residuals, cotangent):
     g_rows = cotangent[jnp.clip(rows, 0, num_rows - 1)]
     columns = jnp.clip(indices, 0, dense_rows - 1)
     weight = valid.astype(dense.dtype) if values is None else jnp.where(valid, values, 0).astype(dense.dtype)
-    d_dense = jax.ops.segment_sum(g_rows * weight[:, None], jnp.where(valid, columns, dense_rows),
-                                  num_segments=dense_rows)
+    d_dense = jax.ops.segment_sum(
+        g_rows * weight[:, None], jnp.where(valid, columns, dense_rows), num_segments=dense_rows
+    )
     d_values = None
     if values is not None:
         d_values = jnp.where(valid, jnp.sum(g_rows * dense[columns], axis=-1), 0).astype(values.dtype)
@@ -151,12 +159,15 @@ def _check(indptr, indices, values, dense):
     if dense.ndim != 2 or not jnp.issubdtype(dense.dtype, jnp.floating):
         raise ValueError(f"dense must be a 2-D float array (K, C); got {dense.dtype}{dense.shape}")
     if values is not None and (values.shape != indices.shape or not jnp.issubdtype(values.dtype, jnp.floating)):
-        raise ValueError(f"values must be a float array shaped like indices {indices.shape}; "
-                         f"got {values.dtype}{values.shape} (or pass None for all ones)")
+        raise ValueError(
+            f"values must be a float array shaped like indices {indices.shape}; "
+            f"got {values.dtype}{values.shape} (or pass None for all ones)"
+        )
 
 
-def csr_matmul(indptr: jax.Array, indices: jax.Array, values: jax.Array | None, dense: jax.Array, *,
-               impl: str = "auto") -> jax.Array:
+def csr_matmul(
+    indptr: jax.Array, indices: jax.Array, values: jax.Array | None, dense: jax.Array, *, impl: str = "auto"
+) -> jax.Array:
     """CSR (rows x K) times dense (K, C) -> (rows, C); ``values=None`` means every entry is 1.
 
     impl: "auto" (native kernel on CPU when it is available and the dtypes are float32, else the
@@ -171,8 +182,10 @@ def csr_matmul(indptr: jax.Array, indices: jax.Array, values: jax.Array | None, 
     float32 = dense.dtype == jnp.float32 and (values is None or values.dtype == jnp.float32)
     if impl == "native":
         if not float32:
-            raise ValueError(f"impl='native' needs float32 dense and values; got {dense.dtype}"
-                             f"{'' if values is None else ' / ' + str(values.dtype)} (use impl='xla')")
+            raise ValueError(
+                f"impl='native' needs float32 dense and values; got {dense.dtype}"
+                f"{'' if values is None else ' / ' + str(values.dtype)} (use impl='xla')"
+            )
         if not native_available():
             raise RuntimeError(f"impl='native' is unavailable: {native.status('csr_matmul')}")
     if impl == "auto" and not (float32 and native_available()):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +43,9 @@ NEG = -1e30  # finite "minus infinity": masked entries never make NaNs
 # Reference.
 
 
-def reference_mask(seq_len: int, window: tuple[int, int], dilation: int, global_tokens: Sequence[int],
-                   causal: bool) -> np.ndarray:
+def reference_mask(
+    seq_len: int, window: tuple[int, int], dilation: int, global_tokens: Sequence[int], causal: bool
+) -> np.ndarray:
     """The (seq, seq) boolean mask of a 1-D hybrid pattern (numpy; for tests and small n)."""
     left, right = window
     i = np.arange(seq_len)[:, None]
@@ -59,8 +60,9 @@ def reference_mask(seq_len: int, window: tuple[int, int], dilation: int, global_
     return mask
 
 
-def hybrid_attention_reference(q, k, v, *, window, dilation=1, global_tokens=(), causal=False, key_mask=None,
-                               global_qkv=None, scale=None):
+def hybrid_attention_reference(
+    q, k, v, *, window, dilation=1, global_tokens=(), causal=False, key_mask=None, global_qkv=None, scale=None
+):
     """Plain jnp masked attention with the same arguments as `hybrid_attention_pallas`."""
     batch, seq_len, heads, head_dim = q.shape
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -156,8 +158,7 @@ def _mask(st: _Static, q_index, k_index, q_pos, k_pos, k_valid, banded: bool):
 
 def _forward_kernel(*refs, st: _Static):
     if st.has_global:
-        (q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, kg_ref, vg_ref, gval_ref, gpos_ref,
-         o_ref, lse_ref) = refs
+        (q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, kg_ref, vg_ref, gval_ref, gpos_ref, o_ref, lse_ref) = refs
     else:
         q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, o_ref, lse_ref = refs
     q_block = pl.program_id(1)
@@ -177,16 +178,18 @@ def _forward_kernel(*refs, st: _Static):
         acc = correction * acc + _dot(p.astype(v.dtype), v)
         return acc, m_new, l
 
-    carry = (jnp.zeros(o_ref.shape, jnp.float32), jnp.full((st.block_q, 1), NEG, jnp.float32),
-             jnp.zeros((st.block_q, 1), jnp.float32))
+    carry = (
+        jnp.zeros(o_ref.shape, jnp.float32),
+        jnp.full((st.block_q, 1), NEG, jnp.float32),
+        jnp.zeros((st.block_q, 1), jnp.float32),
+    )
     if st.has_global:
         carry = update(carry, kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, banded=False)
 
     def body(k_block, carry):
         keys = pl.ds(k_block * st.block_k, st.block_k)
         k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
-        return update(carry, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index,
-                      banded=True)
+        return update(carry, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, banded=True)
 
     lo, hi = _key_range(st, q_block)
     acc, m, l = lax.fori_loop(lo, hi, body, carry)
@@ -197,8 +200,22 @@ def _forward_kernel(*refs, st: _Static):
 
 def _dq_kernel(*refs, st: _Static):
     if st.has_global:
-        (q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, kg_ref, vg_ref, gval_ref, gpos_ref,
-         do_ref, lse_ref, delta_ref, dq_ref) = refs
+        (
+            q_ref,
+            k_ref,
+            v_ref,
+            kval_ref,
+            kpos_ref,
+            qpos_ref,
+            kg_ref,
+            vg_ref,
+            gval_ref,
+            gpos_ref,
+            do_ref,
+            lse_ref,
+            delta_ref,
+            dq_ref,
+        ) = refs
     else:
         q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dq_ref = refs
     q_block = pl.program_id(1)
@@ -225,8 +242,9 @@ def _dq_kernel(*refs, st: _Static):
     dq_ref[...] = lax.fori_loop(lo, hi, body, dq).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref,
-                *, st: _Static):
+def _dkv_kernel(
+    q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st: _Static
+):
     k_block = pl.program_id(1)
     k, v, k_valid, k_pos = k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...]
     k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
@@ -234,8 +252,13 @@ def _dkv_kernel(q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_r
     def body(q_block, carry):
         dk, dv = carry
         rows = pl.ds(q_block * st.block_q, st.block_q)
-        q, do, lse, delta, q_pos = q_ref[rows, :], do_ref[rows, :], lse_ref[rows, :], delta_ref[rows, :], \
-            qpos_ref[rows, :]
+        q, do, lse, delta, q_pos = (
+            q_ref[rows, :],
+            do_ref[rows, :],
+            lse_ref[rows, :],
+            delta_ref[rows, :],
+            qpos_ref[rows, :],
+        )
         q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
         s = _dot_t(q, k) * st.scale
         mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, True)
@@ -278,22 +301,37 @@ def _blocked(block, width):
 
 
 def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
-    return pl.pallas_call(functools.partial(kernel, st=st), grid=grid, in_specs=in_specs, out_specs=out_specs,
-                          out_shape=out_shape, interpret=st.interpret,
-                          compiler_params=_compiler_params(st.backend))(*args)
+    return pl.pallas_call(
+        functools.partial(kernel, st=st),
+        grid=grid,
+        in_specs=in_specs,
+        out_specs=out_specs,
+        out_shape=out_shape,
+        interpret=st.interpret,
+        compiler_params=_compiler_params(st.backend),
+    )(*args)
 
 
 def _forward_call(st: _Static, q, k, v, aux, glob):
     rows, nq, d = q.shape
     kval, kpos, qpos = aux
-    in_specs = [_blocked(st.block_q, d), _full(k.shape[1:]), _full(v.shape[1:]), _full(kval.shape[1:]),
-                _full(kpos.shape[1:]), _blocked(st.block_q, 1)]
+    in_specs = [
+        _blocked(st.block_q, d),
+        _full(k.shape[1:]),
+        _full(v.shape[1:]),
+        _full(kval.shape[1:]),
+        _full(kpos.shape[1:]),
+        _blocked(st.block_q, 1),
+    ]
     args = [q, k, v, kval, kpos, qpos]
     if st.has_global:
         kg, vg, gval, gpos = glob
         in_specs += [_full(kg.shape[1:]), _full(vg.shape[1:]), _full(gval.shape[1:]), _full(gpos.shape[1:])]
         args += [kg, vg, gval, gpos]
-    out_shape = [jax.ShapeDtypeStruct((rows, nq, v.shape[-1]), q.dtype), jax.ShapeDtypeStruct((rows, nq, 1), jnp.float32)]
+    out_shape = [
+        jax.ShapeDtypeStruct((rows, nq, v.shape[-1]), q.dtype),
+        jax.ShapeDtypeStruct((rows, nq, 1), jnp.float32),
+    ]
     out_specs = [_blocked(st.block_q, v.shape[-1]), _blocked(st.block_q, 1)]
     return _call(_forward_kernel, st, (rows, nq // st.block_q), in_specs, out_specs, out_shape, *args)
 
@@ -301,8 +339,14 @@ def _forward_call(st: _Static, q, k, v, aux, glob):
 def _dq_call(st, q, k, v, aux, glob, do, lse, delta):
     rows, nq, d = q.shape
     kval, kpos, qpos = aux
-    in_specs = [_blocked(st.block_q, d), _full(k.shape[1:]), _full(v.shape[1:]), _full(kval.shape[1:]),
-                _full(kpos.shape[1:]), _blocked(st.block_q, 1)]
+    in_specs = [
+        _blocked(st.block_q, d),
+        _full(k.shape[1:]),
+        _full(v.shape[1:]),
+        _full(kval.shape[1:]),
+        _full(kpos.shape[1:]),
+        _blocked(st.block_q, 1),
+    ]
     args = [q, k, v, kval, kpos, qpos]
     if st.has_global:
         kg, vg, gval, gpos = glob
@@ -310,21 +354,50 @@ def _dq_call(st, q, k, v, aux, glob, do, lse, delta):
         args += [kg, vg, gval, gpos]
     in_specs += [_blocked(st.block_q, do.shape[-1]), _blocked(st.block_q, 1), _blocked(st.block_q, 1)]
     args += [do, lse, delta]
-    return _call(_dq_kernel, st, (rows, nq // st.block_q), in_specs, _blocked(st.block_q, d),
-                 jax.ShapeDtypeStruct(q.shape, q.dtype), *args)
+    return _call(
+        _dq_kernel,
+        st,
+        (rows, nq // st.block_q),
+        in_specs,
+        _blocked(st.block_q, d),
+        jax.ShapeDtypeStruct(q.shape, q.dtype),
+        *args,
+    )
 
 
 def _dkv_call(st, q, k, v, kval, kpos, qpos, do, lse, delta):
     """dK, dV for one key set (`k`, `v` with their valid flags and positions) against all queries `q`."""
     rows, nk, d = k.shape
-    in_specs = [_full(q.shape[1:]), _blocked(st.block_k, d), _blocked(st.block_k, v.shape[-1]),
-                pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
-                pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
-                _full(qpos.shape[1:]), _full(do.shape[1:]), _full(lse.shape[1:]), _full(delta.shape[1:])]
+    in_specs = [
+        _full(q.shape[1:]),
+        _blocked(st.block_k, d),
+        _blocked(st.block_k, v.shape[-1]),
+        pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
+        pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
+        _full(qpos.shape[1:]),
+        _full(do.shape[1:]),
+        _full(lse.shape[1:]),
+        _full(delta.shape[1:]),
+    ]
     out_specs = [_blocked(st.block_k, d), _blocked(st.block_k, v.shape[-1])]
     out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
-    return _call(_dkv_kernel, st, (rows, nk // st.block_k), in_specs, out_specs, out_shape,
-                 q, k, v, kval, kpos, qpos, do, lse, delta)
+    return _call(
+        _dkv_kernel,
+        st,
+        (rows, nk // st.block_k),
+        in_specs,
+        out_specs,
+        out_shape,
+        q,
+        k,
+        v,
+        kval,
+        kpos,
+        qpos,
+        do,
+        lse,
+        delta,
+    )
 
 
 def _zero_cotangent(x):
@@ -426,12 +499,24 @@ def _local_part(q, k, v, key_mask, *, window, dilation, global_tokens, causal, s
         gval = jnp.ones((b, g), bool) if key_mask is None else key_mask[:, idx]
         gval = jnp.broadcast_to(gval[:, None, None, :], (b, h, dilation, g)).reshape(rows, 1, g)
         gval = _pad_axis(gval.astype(jnp.float32), 2, g_pad)
-        gpos = _pad_axis(jnp.broadcast_to(jnp.asarray(idx, jnp.int32), (rows, 1, g)), 2, g_pad,
-                         np.iinfo(np.int32).max // 2)
+        gpos = _pad_axis(
+            jnp.broadcast_to(jnp.asarray(idx, jnp.int32), (rows, 1, g)), 2, g_pad, np.iinfo(np.int32).max // 2
+        )
         glob = (global_rows(k), global_rows(v), gval, gpos)
 
-    st = _Static(scale=scale, left=left, right=right, causal=causal, block_q=block, block_k=block, num_q=n_cls,
-                 num_k=n_cls, has_global=glob is not None, interpret=interpret, backend=backend)
+    st = _Static(
+        scale=scale,
+        left=left,
+        right=right,
+        causal=causal,
+        block_q=block,
+        block_k=block,
+        num_q=n_cls,
+        num_k=n_cls,
+        has_global=glob is not None,
+        interpret=interpret,
+        backend=backend,
+    )
     out = _flash(st, to_rows(q), to_rows(k), to_rows(v), aux, glob)  # (rows, n_cls, dv)
     out = out[:, :cls_len].reshape(b, h, dilation, cls_len, -1)
     out = jnp.transpose(out, (0, 3, 2, 1, 4)).reshape(b, cls_len * dilation, h, -1)
@@ -454,16 +539,39 @@ def _global_part(q_rows, k, v, key_mask, *, global_tokens, causal, scale, block,
     kval = _pad_axis(kval.astype(jnp.float32), 2, n_pad)
     kpos = _pad_axis(jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (rows, 1, n)), 2, n_pad)
     qpos = _pad_axis(jnp.broadcast_to(jnp.asarray(global_tokens, jnp.int32)[:, None], (rows, g, 1)), 1, g_pad)
-    st = _Static(scale=scale, left=None, right=None, causal=causal, block_q=block, block_k=block, num_q=g_pad,
-                 num_k=n_pad, has_global=False, interpret=interpret, backend=backend)
+    st = _Static(
+        scale=scale,
+        left=None,
+        right=None,
+        causal=causal,
+        block_q=block,
+        block_k=block,
+        num_q=g_pad,
+        num_k=n_pad,
+        has_global=False,
+        interpret=interpret,
+        backend=backend,
+    )
     out = _flash(st, to_rows(q_rows, g_pad), to_rows(k, n_pad), to_rows(v, n_pad), (kval, kpos, qpos), None)
     return jnp.transpose(out[:, :g].reshape(b, h, g, -1), (0, 2, 1, 3))
 
 
-def hybrid_attention_pallas(q, k, v, *, window: tuple[int, int], dilation=1, global_tokens: Sequence[int] = (),
-                            causal: bool = False, key_mask=None, global_qkv=None, scale: float | None = None,
-                            block_size: int | None = None, interpret: bool | None = None,
-                            backend: str | None = None):
+def hybrid_attention_pallas(
+    q,
+    k,
+    v,
+    *,
+    window: tuple[int, int],
+    dilation=1,
+    global_tokens: Sequence[int] = (),
+    causal: bool = False,
+    key_mask=None,
+    global_qkv=None,
+    scale: float | None = None,
+    block_size: int | None = None,
+    interpret: bool | None = None,
+    backend: str | None = None,
+):
     """1-D hybrid attention through the Pallas kernel; q, k, v (batch, seq, heads, head_dim).
 
     Args:
@@ -500,12 +608,14 @@ def hybrid_attention_pallas(q, k, v, *, window: tuple[int, int], dilation=1, glo
 
     dilations = _per_head(dilation, h)
     outs = [None] * h
-    common = dict(global_tokens=global_tokens, causal=causal, scale=scale, block=block, interpret=interpret,
-                  backend=backend)
+    common = dict(
+        global_tokens=global_tokens, causal=causal, scale=scale, block=block, interpret=interpret, backend=backend
+    )
     for dil in sorted(set(dilations)):
         heads = np.asarray([i for i in range(h) if dilations[i] == dil])
-        part = _local_part(q_p[:, :, heads], k_p[:, :, heads], v_p[:, :, heads], key_mask, window=window,
-                           dilation=dil, **common)
+        part = _local_part(
+            q_p[:, :, heads], k_p[:, :, heads], v_p[:, :, heads], key_mask, window=window, dilation=dil, **common
+        )
         for j, head in enumerate(heads):
             outs[head] = part[:, :, j]
     out = jnp.stack(outs, axis=2)
@@ -516,8 +626,9 @@ def hybrid_attention_pallas(q, k, v, *, window: tuple[int, int], dilation=1, glo
             q_rows = q_g[:, idx] if q_g.shape[1] == n else q_g
         else:
             q_rows, k_g, v_g = q[:, idx], k, v
-        rows_out = _global_part(_pad_axis(q_rows, 3, d_pad), _pad_axis(k_g, 3, d_pad), _pad_axis(v_g, 3, dv_pad),
-                                key_mask, **common)
+        rows_out = _global_part(
+            _pad_axis(q_rows, 3, d_pad), _pad_axis(k_g, 3, d_pad), _pad_axis(v_g, 3, dv_pad), key_mask, **common
+        )
         out = out.at[:, idx].set(rows_out)
     return out[..., :dv]
 

@@ -76,8 +76,14 @@ def _cpu_signature() -> str:
 
 def _library_path(name: str, source: bytes, compiler: str, flags: tuple[str, ...]) -> Path:
     digest = hashlib.sha256()
-    for part in (source, compiler.encode(), " ".join(flags).encode(), jaxlib.__version__.encode(),
-                 _cpu_signature().encode(), platform.machine().encode()):
+    for part in (
+        source,
+        compiler.encode(),
+        " ".join(flags).encode(),
+        jaxlib.__version__.encode(),
+        _cpu_signature().encode(),
+        platform.machine().encode(),
+    ):
         digest.update(part)
         digest.update(b"\0")
     return cache_dir() / f"lib{name}-{digest.hexdigest()[:16]}.so"
@@ -131,8 +137,11 @@ def _build(name: str) -> ctypes.CDLL | None:
         _reasons[name] = f"built with {compiler} {' '.join(flags)} at {target}"
         return library
     _reasons[name] = f"compiling {source_path.name} failed"
-    warnings.warn(f"frugal: could not build the native kernel {name!r}; using the XLA path instead.\n"
-                  + "\n".join(errors), RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"frugal: could not build the native kernel {name!r}; using the XLA path instead.\n" + "\n".join(errors),
+        RuntimeWarning,
+        stacklevel=3,
+    )
     return None
 
 

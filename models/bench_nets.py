@@ -12,7 +12,7 @@ Every module that applies an element-wise activation keeps it in `self.activatio
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 from flax import nnx
@@ -56,17 +56,28 @@ class BertEncoder(nnx.Module):
     shape (batch, seq).
     """
 
-    def __init__(self, *, num_layers: int = 2, dim: int = 768, heads: int = 12, hidden: int = 3072,
-                 vocab_size: int = 1024, max_len: int = 512, num_classes: int = 2,
-                 activation: str | Callable = "gelu", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        *,
+        num_layers: int = 2,
+        dim: int = 768,
+        heads: int = 12,
+        hidden: int = 3072,
+        vocab_size: int = 1024,
+        max_len: int = 512,
+        num_classes: int = 2,
+        activation: str | Callable = "gelu",
+        rngs: nnx.Rngs,
+    ):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers} must be >= 1")
         self.max_len = max_len
         self.token_embed = nnx.Embed(vocab_size, dim, rngs=rngs)
         self.position_embed = nnx.Embed(max_len, dim, rngs=rngs)
         self.embed_norm = nnx.LayerNorm(dim, epsilon=1e-12, rngs=rngs)
-        self.layers = nnx.List([EncoderLayer(dim, heads, hidden, activation=activation, rngs=rngs)
-                                for _ in range(num_layers)])
+        self.layers = nnx.List(
+            [EncoderLayer(dim, heads, hidden, activation=activation, rngs=rngs) for _ in range(num_layers)]
+        )
         self.head = nnx.Linear(dim, num_classes, rngs=rngs)
 
     def __call__(self, tokens):
@@ -88,8 +99,9 @@ class InvertedResidual(nnx.Module):
         mid = in_ch * expand
         self.expand_conv = nnx.Conv(in_ch, mid, (1, 1), use_bias=False, rngs=rngs)
         self.expand_norm = make_norm(norm, mid, rngs=rngs)
-        self.depthwise = nnx.Conv(mid, mid, (3, 3), strides=(stride, stride), feature_group_count=mid,
-                                  use_bias=False, rngs=rngs)
+        self.depthwise = nnx.Conv(
+            mid, mid, (3, 3), strides=(stride, stride), feature_group_count=mid, use_bias=False, rngs=rngs
+        )
         self.depthwise_norm = make_norm(norm, mid, rngs=rngs)
         self.project = nnx.Conv(mid, out_ch, (1, 1), use_bias=False, rngs=rngs)
         self.project_norm = make_norm(norm, out_ch, rngs=rngs)
@@ -110,17 +122,35 @@ class MobileNetSiLU(nnx.Module):
     `expand`.
     """
 
-    def __init__(self, *, num_classes: int = 10, in_channels: int = 3, stem: int = 32,
-                 stages: Sequence[tuple[int, int, int]] = ((32, 2, 1), (48, 2, 2), (64, 2, 2)),
-                 expand: int = 4, activation: str | Callable = "silu", norm: str = "batch", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        stem: int = 32,
+        stages: Sequence[tuple[int, int, int]] = ((32, 2, 1), (48, 2, 2), (64, 2, 2)),
+        expand: int = 4,
+        activation: str | Callable = "silu",
+        norm: str = "batch",
+        rngs: nnx.Rngs,
+    ):
         self.stem_conv = nnx.Conv(in_channels, stem, (3, 3), use_bias=False, rngs=rngs)
         self.stem_norm = make_norm(norm, stem, rngs=rngs)
         self.activation = resolve_activation(activation)
         blocks, ch = [], stem
         for out_ch, count, stride in stages:
             for i in range(count):
-                blocks.append(InvertedResidual(ch, out_ch, expand=expand, stride=stride if i == 0 else 1,
-                                               activation=self.activation, norm=norm, rngs=rngs))
+                blocks.append(
+                    InvertedResidual(
+                        ch,
+                        out_ch,
+                        expand=expand,
+                        stride=stride if i == 0 else 1,
+                        activation=self.activation,
+                        norm=norm,
+                        rngs=rngs,
+                    )
+                )
                 ch = out_ch
         self.blocks = nnx.List(blocks)
         self.head = nnx.Linear(ch, num_classes, rngs=rngs)
@@ -151,9 +181,17 @@ class MishCNN(nnx.Module):
     "group" to add normalization (its saved tensors then dilute the activation's share).
     """
 
-    def __init__(self, *, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128),
-                 convs_per_stage: int = 2, activation: str | Callable = "mish", norm: str = "none",
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128),
+        convs_per_stage: int = 2,
+        activation: str | Callable = "mish",
+        norm: str = "none",
+        rngs: nnx.Rngs,
+    ):
         layers, ch = [], in_channels
         for stage, width in enumerate(widths):
             for i in range(convs_per_stage):
@@ -178,8 +216,16 @@ class GeluMLP(nnx.Module):
     saved ones, which is where storing f'(x) alone pays most.
     """
 
-    def __init__(self, *, num_layers: int = 6, dim: int = 768, hidden: int = 3072, num_classes: int = 10,
-                 activation: str | Callable = "gelu_tanh", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        *,
+        num_layers: int = 6,
+        dim: int = 768,
+        hidden: int = 3072,
+        num_classes: int = 10,
+        activation: str | Callable = "gelu_tanh",
+        rngs: nnx.Rngs,
+    ):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers} must be >= 1")
         self.dim = dim

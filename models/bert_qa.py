@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +70,9 @@ def qa_loss(start_logits, end_logits, start_positions, end_positions, attention_
 # Span decoding
 
 
-def best_spans(start_logits: np.ndarray, end_logits: np.ndarray, context_mask: np.ndarray, *,
-               max_answer_len: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best_spans(
+    start_logits: np.ndarray, end_logits: np.ndarray, context_mask: np.ndarray, *, max_answer_len: int = 30
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, argmax of start+end over context spans with start <= end < start + max_answer_len.
 
     Returns (start, end, score); rows with no context token get score -inf and span (0, 0).
@@ -96,8 +97,15 @@ def best_spans(start_logits: np.ndarray, end_logits: np.ndarray, context_mask: n
     return start, end, best
 
 
-def decode_answers(features, start_logits: np.ndarray, end_logits: np.ndarray, examples: Sequence, *,
-                   max_answer_len: int = 30, allow_null: bool = False) -> dict[str, str]:
+def decode_answers(
+    features,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    examples: Sequence,
+    *,
+    max_answer_len: int = 30,
+    allow_null: bool = False,
+) -> dict[str, str]:
     """qid -> predicted answer text: the best span over all of an example's windows.
 
     allow_null (SQuAD v2.0): answer "" when the [CLS] score beats the best span in every window.

@@ -88,7 +88,7 @@ class Graph:
         receivers = np.asarray(self.receivers)[: self.num_edges]
         return np.stack([senders, receivers]).astype(np.int64)
 
-    def with_self_loops(self) -> "Graph":
+    def with_self_loops(self) -> Graph:
         """A copy with every existing self loop removed and one loop per vertex added (host-side).
 
         This is what PyG's GCNConv and GATConv do inside the layer (remove + add); doing it once on
@@ -101,12 +101,23 @@ class Graph:
         index = np.concatenate([index[:, keep], np.stack([loops, loops])], axis=1)
         types = np.concatenate([types[keep], np.zeros(self.num_nodes, types.dtype)])
         padding = self.num_padded_edges - self.num_edges
-        return make_graph(index, self.num_nodes, edge_types=types, num_edge_types=self.num_edge_types,
-                          pad_edges_to=index.shape[1] + padding)
+        return make_graph(
+            index,
+            self.num_nodes,
+            edge_types=types,
+            num_edge_types=self.num_edge_types,
+            pad_edges_to=index.shape[1] + padding,
+        )
 
 
-def make_graph(edge_index: Any, num_nodes: int, *, edge_types: Any = None, num_edge_types: int | None = None,
-               pad_edges_to: int | None = None) -> Graph:
+def make_graph(
+    edge_index: Any,
+    num_nodes: int,
+    *,
+    edge_types: Any = None,
+    num_edge_types: int | None = None,
+    pad_edges_to: int | None = None,
+) -> Graph:
     """Validates an edge list and returns a `Graph` sorted by destination and padded to a static size.
 
     Args:
@@ -130,13 +141,17 @@ def make_graph(edge_index: Any, num_nodes: int, *, edge_types: Any = None, num_e
         raise TypeError(f"edge_index must hold integers, got dtype {index.dtype}")
     num_edges = index.shape[1]
     if num_edges == 0:
-        raise ValueError("edge_index has no edges: the graph is empty (a GNN over an edgeless graph "
-                         "is a plain MLP; add edges or self loops)")
+        raise ValueError(
+            "edge_index has no edges: the graph is empty (a GNN over an edgeless graph "
+            "is a plain MLP; add edges or self loops)"
+        )
     low, high = int(index.min()), int(index.max())
     if low < 0 or high >= num_nodes:
         bad = int(np.argmax((index < 0).any(0) | (index >= num_nodes).any(0)))
-        raise ValueError(f"edge_index holds vertex ids in [{low}, {high}] but num_nodes={num_nodes} allows "
-                         f"[0, {num_nodes - 1}]; first bad edge is #{bad}: {index[:, bad].tolist()}")
+        raise ValueError(
+            f"edge_index holds vertex ids in [{low}, {high}] but num_nodes={num_nodes} allows "
+            f"[0, {num_nodes - 1}]; first bad edge is #{bad}: {index[:, bad].tolist()}"
+        )
     if edge_types is None:
         types = np.zeros(num_edges, np.int64)
         num_edge_types = 1 if num_edge_types is None else num_edge_types
@@ -174,8 +189,9 @@ def make_graph(edge_index: Any, num_nodes: int, *, edge_types: Any = None, num_e
         sym_norm=jnp.asarray(np.concatenate([sym_norm, np.zeros(pad)]), jnp.float32),
         indptr=jnp.asarray(indptr, jnp.int32),
         # Same length as senders, so the shapes still depend on the padded size only.
-        loop_free_senders=jnp.asarray(np.concatenate([loop_free, np.zeros(pad_to - loop_free.size, np.int64)]),
-                                      jnp.int32),
+        loop_free_senders=jnp.asarray(
+            np.concatenate([loop_free, np.zeros(pad_to - loop_free.size, np.int64)]), jnp.int32
+        ),
         loop_free_indptr=jnp.asarray(loop_free_indptr, jnp.int32),
         self_loop_counts=jnp.asarray(np.bincount(receivers[is_loop], minlength=num_nodes), jnp.float32),
         num_nodes=num_nodes,
@@ -191,13 +207,16 @@ def check_node_features(graph: Graph, x: jax.Array, *, name: str = "x", features
     if x.ndim != 2:
         raise ValueError(f"{name} must be a (num_nodes, features) matrix, got shape {x.shape}")
     if x.shape[0] != graph.num_nodes:
-        raise ValueError(f"{name} has {x.shape[0]} rows but the graph has num_nodes={graph.num_nodes}; "
-                         "node features and graph must describe the same vertices")
+        raise ValueError(
+            f"{name} has {x.shape[0]} rows but the graph has num_nodes={graph.num_nodes}; "
+            "node features and graph must describe the same vertices"
+        )
     if features is not None and x.shape[1] != features:
         raise ValueError(f"{name} has {x.shape[1]} features per node but the layer expects {features}")
 
 
 # --- Scatter: vertex data onto edges (IndexSelection) -------------------------------------------
+
 
 def scatter_from_senders(graph: Graph, h: jax.Array) -> jax.Array:
     """h[senders]: one row per edge (padding edges read vertex 0 and are dropped later)."""
@@ -210,6 +229,7 @@ def scatter_from_receivers(graph: Graph, h: jax.Array) -> jax.Array:
 
 
 # --- Gather, unfused: segment reductions over materialized edge data ----------------------------
+
 
 def gather_sum(graph: Graph, messages: jax.Array) -> jax.Array:
     """Sum of the messages arriving at each vertex; padding edges fall outside the segments."""
@@ -246,6 +266,7 @@ def segment_softmax(graph: Graph, scores: jax.Array) -> jax.Array:
 
 # --- Gather, fused: sparse-dense products (SpMM) ------------------------------------------------
 
+
 def adjacency(graph: Graph, values: jax.Array | None = None, *, layout: str = "bcsr"):
     """The (N, N) sparse matrix A with A[receiver, sender] = value (1 when values is None).
 
@@ -280,8 +301,10 @@ def spmm(graph: Graph, h: jax.Array, values: jax.Array | None = None, *, layout:
     elif layout != "bcsr":
         raise ValueError(f"layout={layout!r} is not known; use 'bcsr' or 'bcoo'")
     elif values is None and graph.num_self_loops:
-        out = (csr_matmul(graph.loop_free_indptr, graph.loop_free_senders, None, flat)
-               + graph.self_loop_counts[:, None].astype(flat.dtype) * flat)
+        out = (
+            csr_matmul(graph.loop_free_indptr, graph.loop_free_senders, None, flat)
+            + graph.self_loop_counts[:, None].astype(flat.dtype) * flat
+        )
     else:
         # Padding edges sit past indptr[-1], so the product never reads their values.
         out = csr_matmul(graph.indptr, graph.senders, values, flat)
@@ -311,8 +334,9 @@ def spmm_stacked(graph: Graph, stacked: jax.Array, blocks: jax.Array, values: ja
     per_edge = blocks.shape[1]
     columns = blocks * n + graph.senders[:, None]
     values = jnp.where(graph.edge_mask[:, None], values, 0.0)
-    return csr_matmul(graph.indptr * per_edge, columns.reshape(-1), values.reshape(-1),
-                      stacked.reshape(num_blocks * n, c))
+    return csr_matmul(
+        graph.indptr * per_edge, columns.reshape(-1), values.reshape(-1), stacked.reshape(num_blocks * n, c)
+    )
 
 
 def __getattr__(name: str):

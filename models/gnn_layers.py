@@ -43,8 +43,19 @@ from frugal.models.gnn import (
 )
 
 __all__ = [
-    "Step", "StagedLayer", "GCNLayer", "GATLayer", "SAGELayer", "GINLayer", "GGNNLayer", "RGCNLayer",
-    "GNNClassifier", "GNN_KINDS", "supports_fused_gather", "needs_self_loops", "prepare_graph",
+    "Step",
+    "StagedLayer",
+    "GCNLayer",
+    "GATLayer",
+    "SAGELayer",
+    "GINLayer",
+    "GGNNLayer",
+    "RGCNLayer",
+    "GNNClassifier",
+    "GNN_KINDS",
+    "supports_fused_gather",
+    "needs_self_loops",
+    "prepare_graph",
 ]
 
 State = dict[str, jax.Array]
@@ -131,8 +142,16 @@ class GCNLayer(StagedLayer):
 class GATLayer(StagedLayer):
     """Graph attention (Velickovic et al.), PyG GATConv semantics; expects self loops in the graph."""
 
-    def __init__(self, in_features: int, out_features: int, *, heads: int = 1, concat: bool = True,
-                 negative_slope: float = 0.2, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        rngs: nnx.Rngs,
+    ):
         if heads < 1:
             raise ValueError(f"heads must be >= 1, got {heads}")
         self.in_features, self.out_features, self.heads, self.concat = in_features, out_features, heads, concat
@@ -144,17 +163,27 @@ class GATLayer(StagedLayer):
 
     def steps(self, fused):
         gather = Step("Gather", "gather_fused") if fused else Step("Gather", "gather")
-        return (Step("ApplyVertex", "transform"), Step("Scatter", "scatter", (("fused", fused),)),
-                Step("ApplyEdge", "apply_edge"), gather, Step("ApplyVertex", "update"))
+        return (
+            Step("ApplyVertex", "transform"),
+            Step("Scatter", "scatter", (("fused", fused),)),
+            Step("ApplyEdge", "apply_edge"),
+            gather,
+            Step("ApplyVertex", "update"),
+        )
 
     def transform(self, graph, state):
         h = self.linear(state["x"]).reshape(-1, self.heads, self.out_features)
-        return {"h": h, "score_src": jnp.sum(h * self.att_src[...], -1),
-                "score_dst": jnp.sum(h * self.att_dst[...], -1)}
+        return {
+            "h": h,
+            "score_src": jnp.sum(h * self.att_src[...], -1),
+            "score_dst": jnp.sum(h * self.att_dst[...], -1),
+        }
 
     def scatter(self, graph, state, fused):
-        out = {"edge_src": scatter_from_senders(graph, state["score_src"]),
-               "edge_dst": scatter_from_receivers(graph, state["score_dst"])}
+        out = {
+            "edge_src": scatter_from_senders(graph, state["score_src"]),
+            "edge_dst": scatter_from_receivers(graph, state["score_dst"]),
+        }
         if not fused:  # the fused Gather reads h from the vertices directly
             out["messages"] = scatter_from_senders(graph, state["h"])
         return out
@@ -260,8 +289,17 @@ class SAGELayer(StagedLayer):
 class GINLayer(StagedLayer):
     """Graph isomorphism network layer, PyG GINConv(nn=Linear-ReLU-Linear) semantics."""
 
-    def __init__(self, in_features: int, out_features: int, *, hidden_features: int | None = None,
-                 eps: float = 0.0, train_eps: bool = False, activation=jax.nn.relu, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        hidden_features: int | None = None,
+        eps: float = 0.0,
+        train_eps: bool = False,
+        activation=jax.nn.relu,
+        rngs: nnx.Rngs,
+    ):
         hidden_features = hidden_features or out_features
         self.in_features, self.out_features = in_features, out_features
         self.eps = nnx.Param(jnp.asarray(eps, jnp.float32)) if train_eps else float(eps)
@@ -322,8 +360,11 @@ class GGNNLayer(StagedLayer):
             if fused:  # the edge linear commutes with the sum, so it moves to the vertices
                 out += [Step("ApplyVertex", "vertex_linear", (("t", t),)), Step("Gather", "gather_fused")]
             else:
-                out += [Step("Scatter", "scatter"), Step("ApplyEdge", "edge_linear", (("t", t),)),
-                        Step("Gather", "gather")]
+                out += [
+                    Step("Scatter", "scatter"),
+                    Step("ApplyEdge", "edge_linear", (("t", t),)),
+                    Step("Gather", "gather"),
+                ]
             out.append(Step("ApplyVertex", "update"))
         return tuple(out)
 
@@ -353,8 +394,9 @@ class GGNNLayer(StagedLayer):
 class RGCNLayer(StagedLayer):
     """Relational GCN (Schlichtkrull et al.), PyG RGCNConv(aggr="mean") semantics."""
 
-    def __init__(self, in_features: int, out_features: int, *, num_relations: int, num_bases: int | None = None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, in_features: int, out_features: int, *, num_relations: int, num_bases: int | None = None, rngs: nnx.Rngs
+    ):
         if num_relations < 1:
             raise ValueError(f"num_relations must be >= 1, got {num_relations}")
         if num_bases is not None and num_bases < 1:
@@ -372,13 +414,19 @@ class RGCNLayer(StagedLayer):
     def steps(self, fused):
         if fused:
             return (Step("Gather", "gather_fused"), Step("ApplyVertex", "update"))
-        return (Step("Scatter", "scatter"), Step("ApplyEdge", "apply_edge"), Step("Gather", "gather"),
-                Step("ApplyVertex", "update"))
+        return (
+            Step("Scatter", "scatter"),
+            Step("ApplyEdge", "apply_edge"),
+            Step("Gather", "gather"),
+            Step("ApplyVertex", "update"),
+        )
 
     def _check_relations(self, graph):
         if graph.num_edge_types > self.num_relations:
-            raise ValueError(f"graph has num_edge_types={graph.num_edge_types} but the layer was built for "
-                             f"num_relations={self.num_relations}")
+            raise ValueError(
+                f"graph has num_edge_types={graph.num_edge_types} but the layer was built for "
+                f"num_relations={self.num_relations}"
+            )
 
     def _edge_norm(self, graph):
         # PyG's per-relation mean: 1 / |N_r(i)| for the edge's (destination, relation) pair.
@@ -432,9 +480,20 @@ class GNNClassifier(nnx.Module):
     the host). GGNN wraps its propagation steps between an input and an output linear map.
     """
 
-    def __init__(self, kind: str, in_features: int, num_classes: int, *, hidden: int = 16, num_layers: int = 2,
-                 heads: int = 8, dropout: float = 0.5, num_relations: int = 1, num_bases: int | None = None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        kind: str,
+        in_features: int,
+        num_classes: int,
+        *,
+        hidden: int = 16,
+        num_layers: int = 2,
+        heads: int = 8,
+        dropout: float = 0.5,
+        num_relations: int = 1,
+        num_bases: int | None = None,
+        rngs: nnx.Rngs,
+    ):
         if kind not in GNN_KINDS:
             raise ValueError(f"kind={kind!r} is not known; choose one of {GNN_KINDS}")
         if num_layers < 1:

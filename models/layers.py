@@ -9,7 +9,7 @@ attribute on a copy of the model, so model code never changes.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 from flax import nnx

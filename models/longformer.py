@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,17 +47,26 @@ class LongformerConfig:
     hidden_act: str = "gelu"
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by "
-                             f"num_attention_heads={self.num_attention_heads}")
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
+            )
         windows = self.windows
         if len(windows) != self.num_hidden_layers:
-            raise ValueError(f"attention_window has {len(windows)} entries; give one int or one per layer "
-                             f"({self.num_hidden_layers})")
+            raise ValueError(
+                f"attention_window has {len(windows)} entries; give one int or one per layer ({self.num_hidden_layers})"
+            )
         for w in windows:
             if w <= 0 or w % 2:
                 raise ValueError(f"attention_window={w} must be a positive even number (Longformer convention)")
@@ -70,7 +79,7 @@ class LongformerConfig:
         return (self.attention_window,) * self.num_hidden_layers
 
     @classmethod
-    def from_hf_dict(cls, config: dict) -> "LongformerConfig":
+    def from_hf_dict(cls, config: dict) -> LongformerConfig:
         """From a Hugging Face config.json dict (unknown keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in config.items() if k in names}
@@ -124,8 +133,11 @@ class LongformerEmbeddings(nnx.Module):
         positions = jnp.cumsum(real, axis=1) * real + self.pad_token_id
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
-             + self.token_type_embeddings(token_type_ids))
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(token_type_ids)
+        )
         return self.LayerNorm(x)
 
 
@@ -158,8 +170,9 @@ def _folded_global_rows(weights, x, rows, key_mask, num_heads: int, scale: float
     return out + b_v.reshape(num_heads, head_dim) * mass
 
 
-def longformer_self_attention(weights, x, pattern: AttentionPattern, num_heads: int, *, key_mask=None,
-                              impl: str = "auto"):
+def longformer_self_attention(
+    weights, x, pattern: AttentionPattern, num_heads: int, *, key_mask=None, impl: str = "auto"
+):
     """Longformer self-attention (before the output projection) as a pure function.
 
     Args:
@@ -257,8 +270,15 @@ class LongformerModel(nnx.Module):
         self.embeddings = LongformerEmbeddings(config, rngs=rngs)
         self.encoder = _Encoder(config, rngs=rngs)
 
-    def __call__(self, input_ids, *, attention_mask=None, global_tokens: Sequence[int] = (0,),
-                 token_type_ids=None, impl: str = "auto"):
+    def __call__(
+        self,
+        input_ids,
+        *,
+        attention_mask=None,
+        global_tokens: Sequence[int] = (0,),
+        token_type_ids=None,
+        impl: str = "auto",
+    ):
         """`attention_mask` (batch, seq): 1 for real tokens, 0 for padding (default: ids != pad).
 
         `global_tokens`: static positions with global attention (e.g. (0,) for CLS, the question's
@@ -267,8 +287,10 @@ class LongformerModel(nnx.Module):
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {input_ids.shape}")
         if input_ids.shape[1] + self.config.pad_token_id >= self.config.max_position_embeddings:
-            raise ValueError(f"sequence of {input_ids.shape[1]} tokens is longer than the position table "
-                             f"allows ({self.config.max_position_embeddings - self.config.pad_token_id - 1})")
+            raise ValueError(
+                f"sequence of {input_ids.shape[1]} tokens is longer than the position table "
+                f"allows ({self.config.max_position_embeddings - self.config.pad_token_id - 1})"
+            )
         key_mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask > 0
         x = self.embeddings(input_ids, token_type_ids)
         for layer in self.encoder.layer:
@@ -309,7 +331,7 @@ def load_hf_state_dict(model: LongformerModel, tensors: dict[str, np.ndarray], *
     A `longformer.` prefix is stripped. With `strict`, a missing model parameter or a shape mismatch
     raises ValueError; extra checkpoint tensors (pooler, task heads, position_ids) are only reported.
     """
-    tensors = {(k[len("longformer."):] if k.startswith("longformer.") else k): v for k, v in tensors.items()}
+    tensors = {(k[len("longformer.") :] if k.startswith("longformer.") else k): v for k, v in tensors.items()}
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
     names = {".".join(str(p) for p in path): path for path in flat}
@@ -326,8 +348,7 @@ def load_hf_state_dict(model: LongformerModel, tensors: dict[str, np.ndarray], *
             raise ValueError(f"{name}: checkpoint shape {value.shape} != model shape {current.shape}")
         variable.set_value(jnp.asarray(value, current.dtype))
     nnx.update(model, nnx.from_flat_state(flat))
-    return {"loaded": len(names) - len(missing), "missing": missing,
-            "unused": sorted(set(tensors) - set(names))}
+    return {"loaded": len(names) - len(missing), "missing": missing, "unused": sorted(set(tensors) - set(names))}
 
 
 def load_safetensors(model: LongformerModel, path: str | Path, *, strict: bool = True) -> dict:
@@ -354,5 +375,13 @@ def from_pretrained(directory: str | Path) -> LongformerModel:
     return model
 
 
-__all__ = ["LongformerClassifier", "LongformerConfig", "LongformerModel", "from_pretrained", "hf_parameter_names",
-           "load_hf_state_dict", "load_safetensors", "to_hf_state_dict"]
+__all__ = [
+    "LongformerClassifier",
+    "LongformerConfig",
+    "LongformerModel",
+    "from_pretrained",
+    "hf_parameter_names",
+    "load_hf_state_dict",
+    "load_safetensors",
+    "to_hf_state_dict",
+]

@@ -7,7 +7,7 @@ convolutions without touching this code.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +17,16 @@ from frugal.models.layers import make_norm, resolve_activation
 
 
 def _conv(in_ch, out_ch, kernel, stride, *, rngs):
-    return nnx.Conv(in_ch, out_ch, kernel_size=(kernel, kernel), strides=(stride, stride),
-                    padding="SAME", use_bias=False,
-                    kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"), rngs=rngs)
+    return nnx.Conv(
+        in_ch,
+        out_ch,
+        kernel_size=(kernel, kernel),
+        strides=(stride, stride),
+        padding="SAME",
+        use_bias=False,
+        kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        rngs=rngs,
+    )
 
 
 def _projection_shortcut(in_ch: int, out_ch: int, stride: int, norm, rngs: nnx.Rngs):
@@ -138,26 +145,56 @@ class ResNet(nnx.Module):
 
 
 def resnet18(num_classes: int = 1000, **kw) -> ResNet:
-    return ResNet(block="basic", stage_sizes=(2, 2, 2, 2), stage_widths=(64, 128, 256, 512),
-                  stem="imagenet", num_classes=num_classes, **kw)
+    return ResNet(
+        block="basic",
+        stage_sizes=(2, 2, 2, 2),
+        stage_widths=(64, 128, 256, 512),
+        stem="imagenet",
+        num_classes=num_classes,
+        **kw,
+    )
 
 
 def resnet50(num_classes: int = 1000, **kw) -> ResNet:
-    return ResNet(block="bottleneck", stage_sizes=(3, 4, 6, 3), stage_widths=(64, 128, 256, 512),
-                  stem="imagenet", num_classes=num_classes, **kw)
+    return ResNet(
+        block="bottleneck",
+        stage_sizes=(3, 4, 6, 3),
+        stage_widths=(64, 128, 256, 512),
+        stem="imagenet",
+        num_classes=num_classes,
+        **kw,
+    )
 
 
 def cifar_resnet20(num_classes: int = 10, width: int = 16, **kw) -> ResNet:
-    return ResNet(block="basic", stage_sizes=(3, 3, 3), stage_widths=(width, 2 * width, 4 * width),
-                  stem="cifar", num_classes=num_classes, **kw)
+    return ResNet(
+        block="basic",
+        stage_sizes=(3, 3, 3),
+        stage_widths=(width, 2 * width, 4 * width),
+        stem="cifar",
+        num_classes=num_classes,
+        **kw,
+    )
 
 
 def cifar_resnet18(num_classes: int = 10, width: int = 64, **kw) -> ResNet:
-    return ResNet(block="basic", stage_sizes=(2, 2, 2, 2), stage_widths=(width, 2 * width, 4 * width, 8 * width),
-                  stem="cifar", num_classes=num_classes, **kw)
+    return ResNet(
+        block="basic",
+        stage_sizes=(2, 2, 2, 2),
+        stage_widths=(width, 2 * width, 4 * width, 8 * width),
+        stem="cifar",
+        num_classes=num_classes,
+        **kw,
+    )
 
 
 def cifar_resnet8(num_classes: int = 10, width: int = 16, **kw) -> ResNet:
     """A three-stage, one-block-per-stage ResNet: the smallest member, for tests and quick tours."""
-    return ResNet(block="basic", stage_sizes=(1, 1, 1), stage_widths=(width, 2 * width, 4 * width),
-                  stem="cifar", num_classes=num_classes, **kw)
+    return ResNet(
+        block="basic",
+        stage_sizes=(1, 1, 1),
+        stage_widths=(width, 2 * width, 4 * width),
+        stem="cifar",
+        num_classes=num_classes,
+        **kw,
+    )

@@ -40,8 +40,9 @@ class ViLStage:
         if self.dim % self.heads:
             raise ValueError(f"ViLStage.dim={self.dim} must be divisible by heads={self.heads}")
         if self.window % 2 == 0:
-            raise ValueError(f"ViLStage.window={self.window} must be odd (a window x window square centred "
-                             "on the token)")
+            raise ValueError(
+                f"ViLStage.window={self.window} must be odd (a window x window square centred on the token)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +75,18 @@ class ViLConfig:
         return sides
 
     @classmethod
-    def small_224(cls, num_classes: int = 1000) -> "ViLConfig":
-        return cls(image_size=224, num_classes=num_classes, stages=(
-            ViLStage(4, 96, 1, 3, 15), ViLStage(2, 192, 2, 3, 15), ViLStage(2, 384, 8, 6, 15),
-            ViLStage(2, 768, 1, 12, 15)), mlp_ratio=4)
+    def small_224(cls, num_classes: int = 1000) -> ViLConfig:
+        return cls(
+            image_size=224,
+            num_classes=num_classes,
+            stages=(
+                ViLStage(4, 96, 1, 3, 15),
+                ViLStage(2, 192, 2, 3, 15),
+                ViLStage(2, 384, 8, 6, 15),
+                ViLStage(2, 768, 1, 12, 15),
+            ),
+            mlp_ratio=4,
+        )
 
 
 class WindowAttention(nnx.Module):
@@ -105,8 +114,7 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, dim: int, heads: int, pattern: AttentionPattern, mlp_ratio: int, activation, *,
-                 rngs: nnx.Rngs):
+    def __init__(self, dim: int, heads: int, pattern: AttentionPattern, mlp_ratio: int, activation, *, rngs: nnx.Rngs):
         self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
         self.attn = WindowAttention(dim, heads, pattern, rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
@@ -118,10 +126,26 @@ class Block(nnx.Module):
 
 
 class Stage(nnx.Module):
-    def __init__(self, stage: ViLStage, in_channels: int, in_global_dim: int | None, side: int, num_global: int,
-                 mlp_ratio: int, activation, *, rngs: nnx.Rngs):
-        self.patch = nnx.Conv(in_channels, stage.dim, kernel_size=(stage.patch_size,) * 2,
-                              strides=(stage.patch_size,) * 2, padding="VALID", rngs=rngs)
+    def __init__(
+        self,
+        stage: ViLStage,
+        in_channels: int,
+        in_global_dim: int | None,
+        side: int,
+        num_global: int,
+        mlp_ratio: int,
+        activation,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.patch = nnx.Conv(
+            in_channels,
+            stage.dim,
+            kernel_size=(stage.patch_size,) * 2,
+            strides=(stage.patch_size,) * 2,
+            padding="VALID",
+            rngs=rngs,
+        )
         self.norm = nnx.LayerNorm(stage.dim, rngs=rngs)
         if in_global_dim is None:
             self.global_tokens = nnx.Param(jax.random.normal(rngs.params(), (1, num_global, stage.dim)) * 0.02)
@@ -132,8 +156,9 @@ class Stage(nnx.Module):
         self.row_pos = nnx.Param(jax.random.normal(rngs.params(), (side, 1, stage.dim)) * 0.02)
         self.col_pos = nnx.Param(jax.random.normal(rngs.params(), (1, side, stage.dim)) * 0.02)
         pattern = AttentionPattern.vil(side, side, window=stage.window, num_global=num_global)
-        self.blocks = nnx.List([Block(stage.dim, stage.heads, pattern, mlp_ratio, activation, rngs=rngs)
-                                for _ in range(stage.depth)])
+        self.blocks = nnx.List(
+            [Block(stage.dim, stage.heads, pattern, mlp_ratio, activation, rngs=rngs) for _ in range(stage.depth)]
+        )
         self.num_global = num_global
 
     def __call__(self, grid, global_in, impl="auto"):
@@ -147,7 +172,7 @@ class Stage(nnx.Module):
         x = jnp.concatenate([g, x], axis=1)
         for block in self.blocks:
             x = block(x, impl)
-        return x[:, self.num_global:].reshape(b, h, w, dim), x[:, :self.num_global]
+        return x[:, self.num_global :].reshape(b, h, w, dim), x[:, : self.num_global]
 
 
 class ViL(nnx.Module):
@@ -158,8 +183,9 @@ class ViL(nnx.Module):
         activation = resolve_activation(config.activation)
         stages, channels, global_dim = [], config.in_channels, None
         for stage, side in zip(config.stages, config.grids()):
-            stages.append(Stage(stage, channels, global_dim, side, config.num_global, config.mlp_ratio, activation,
-                                rngs=rngs))
+            stages.append(
+                Stage(stage, channels, global_dim, side, config.num_global, config.mlp_ratio, activation, rngs=rngs)
+            )
             channels = global_dim = stage.dim
         self.stages = nnx.List(stages)
         self.norm = nnx.LayerNorm(channels, rngs=rngs)

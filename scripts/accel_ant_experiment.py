@@ -23,16 +23,24 @@ from frugal.accel.workload import Workload, trace_workload
 ANT_PAPER_RATIOS = {
     "vgg16": {"BitFusion": (3.80, 3.11), "OLAccel": (3.95, 2.07), "AdaFloat": (5.00, 3.57), "BiScaled": (1.90, 1.75)},
     "resnet18": {"BitFusion": (3.00, 2.67), "OLAccel": (3.91, 2.10), "AdaFloat": (4.35, 3.33)},
-    "resnet50": {"BitFusion": (2.45, 2.14), "OLAccel": (3.82, 2.18), "AdaFloat": (4.55, 3.54),
-                 "BiScaled": (1.73, 1.68)},
+    "resnet50": {
+        "BitFusion": (2.45, 2.14),
+        "OLAccel": (3.82, 2.18),
+        "AdaFloat": (4.55, 3.54),
+        "BiScaled": (1.73, 1.68),
+    },
     "inceptionv3": {"BitFusion": (2.24, 2.00), "OLAccel": (3.24, 1.76), "AdaFloat": (4.00, 2.97)},
     "vit": {"BitFusion": (2.34, 2.17), "OLAccel": (2.17, 1.40), "AdaFloat": (2.86, 2.50)},
     "bert_mnli": {"BitFusion": (2.88, 2.53), "OLAccel": (3.12, 1.90), "AdaFloat": (4.00, 3.30)},
     "bert_cola": {"BitFusion": (3.31, 2.90), "OLAccel": (3.00, 1.84), "AdaFloat": (3.85, 3.23)},
     "bert_sst2": {"BitFusion": (3.00, 2.54), "OLAccel": (3.71, 2.19), "AdaFloat": (4.76, 3.85)},
 }
-ANT_PAPER_MEANS = {"BitFusion": (2.80, 2.53), "OLAccel": (3.24, 1.93), "AdaFloat": (4.00, 3.33),
-                   "BiScaled": (1.48, 1.60)}
+ANT_PAPER_MEANS = {
+    "BitFusion": (2.80, 2.53),
+    "OLAccel": (3.24, 1.93),
+    "AdaFloat": (4.00, 3.33),
+    "BiScaled": (1.48, 1.60),
+}
 BASELINES = ("BitFusion", "OLAccel", "AdaFloat", "BiScaled")
 
 
@@ -94,8 +102,9 @@ def run_ant(config: AntConfig = AntConfig()) -> dict:
         for dataflow in ("os", "ws"):
             names = [n for n, make in designs.PAPER_DESIGNS.items() if make().dataflow == dataflow]
             stacked = designs.stack_designs([designs.PAPER_DESIGNS[n]() for n in names])
-            per_design = [workload.with_bits(paper_workloads.paper_bits(n, model, len(workload))).as_arrays()
-                          for n in names]
+            per_design = [
+                workload.with_bits(paper_workloads.paper_bits(n, model, len(workload))).as_arrays() for n in names
+            ]
             layers = {f: np.stack([p[f] for p in per_design]) for f in cost.LAYER_FIELDS}
             totals = cost.evaluate_batch(stacked, cost.pad_layers(layers, depth))
             for i, name in enumerate(names):
@@ -110,8 +119,12 @@ def run_ant(config: AntConfig = AntConfig()) -> dict:
             other = results[model][name]
             ours = (other["cycles"] / ant["cycles"], other["energy_pj"] / ant["energy_pj"])
             paper = ANT_PAPER_RATIOS[model].get(name)
-            row[name] = {"speedup": ours[0], "energy": ours[1],
-                         "paper_speedup": paper[0] if paper else None, "paper_energy": paper[1] if paper else None}
+            row[name] = {
+                "speedup": ours[0],
+                "energy": ours[1],
+                "paper_speedup": paper[0] if paper else None,
+                "paper_energy": paper[1] if paper else None,
+            }
             if paper:
                 worst = max(worst, abs(ours[0] / paper[0] - 1), abs(ours[1] / paper[1] - 1))
         row["ant_ws_vs_os_energy"] = results[model]["ANT-WS"]["energy_pj"] / ant["energy_pj"]
@@ -128,12 +141,18 @@ def run_ant(config: AntConfig = AntConfig()) -> dict:
     for name in BASELINES:
         energy_models = [m for m in config.models if name != "BiScaled" or m in ("vgg16", "resnet50")] or config.models
         speed = np.mean([normalized(m, name, "cycles") for m in config.models]) / np.mean(
-            [normalized(m, "ANT-OS", "cycles") for m in config.models])
+            [normalized(m, "ANT-OS", "cycles") for m in config.models]
+        )
         energy = np.mean([normalized(m, name, "energy_pj") for m in energy_models]) / np.mean(
-            [normalized(m, "ANT-OS", "energy_pj") for m in config.models])
+            [normalized(m, "ANT-OS", "energy_pj") for m in config.models]
+        )
         paper = ANT_PAPER_MEANS[name]
-        means[name] = {"speedup": float(speed), "energy": float(energy), "paper_speedup": paper[0],
-                       "paper_energy": paper[1]}
+        means[name] = {
+            "speedup": float(speed),
+            "energy": float(energy),
+            "paper_speedup": paper[0],
+            "paper_energy": paper[1],
+        }
         if set(config.models) == set(paper_workloads.MODELS):
             worst_mean = max(worst_mean, abs(speed / paper[0] - 1), abs(energy / paper[1] - 1))
 
@@ -157,9 +176,12 @@ def run_ant(config: AntConfig = AntConfig()) -> dict:
     breakdown = {}
     for model in config.models:
         total = results[model]["AdaFloat"]["energy_pj"]
-        breakdown[model] = {name: {term: results[model][name][f"energy_{term}_pj"] / total
-                                   for term in ("static", "dram", "buffer", "core")}
-                            for name in designs.PAPER_DESIGNS}
+        breakdown[model] = {
+            name: {
+                term: results[model][name][f"energy_{term}_pj"] / total for term in ("static", "dram", "buffer", "core")
+            }
+            for name in designs.PAPER_DESIGNS
+        }
     return {
         "config": dataclasses.asdict(config),
         "rows": rows,
@@ -190,27 +212,42 @@ def _core_dynamic_pj(result: dict) -> float:
 
 
 def ant_markdown(figures: dict) -> str:
-    lines = ["# ANT reproduction: speedup / energy ratio of each baseline over ANT-OS", "",
-             "ours (paper) for each cell; batch 64, 500 MHz, 128/256/128 KiB buffers, 1024-bit DRAM interface.", "",
-             "| model | " + " | ".join(BASELINES) + " |", "|---|" + "---|" * len(BASELINES)]
+    lines = [
+        "# ANT reproduction: speedup / energy ratio of each baseline over ANT-OS",
+        "",
+        "ours (paper) for each cell; batch 64, 500 MHz, 128/256/128 KiB buffers, 1024-bit DRAM interface.",
+        "",
+        "| model | " + " | ".join(BASELINES) + " |",
+        "|---|" + "---|" * len(BASELINES),
+    ]
     for row in figures["rows"]:
         cells = []
         for name in BASELINES:
             c = row[name]
-            paper = (f" ({c['paper_speedup']:.2f} / {c['paper_energy']:.2f})" if c["paper_speedup"] else " (n/a)")
+            paper = f" ({c['paper_speedup']:.2f} / {c['paper_energy']:.2f})" if c["paper_speedup"] else " (n/a)"
             cells.append(f"{c['speedup']:.2f} / {c['energy']:.2f}{paper}")
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
-    cells = [f"{m['speedup']:.2f} / {m['energy']:.2f} ({m['paper_speedup']:.2f} / {m['paper_energy']:.2f})"
-             for m in (figures["means"][n] for n in BASELINES)]
+    cells = [
+        f"{m['speedup']:.2f} / {m['energy']:.2f} ({m['paper_speedup']:.2f} / {m['paper_energy']:.2f})"
+        for m in (figures["means"][n] for n in BASELINES)
+    ]
     lines.append("| **mean** | " + " | ".join(cells) + " |")
     ws = ", ".join(f"{r['model']} {r['ant_ws_vs_os_energy']:.2f}" for r in figures["rows"])
-    lines += ["", f"ANT-WS / ANT-OS energy: {ws} (paper: 1.18-1.42).", "",
-              "Mean energy ratio with type-aware ANT PEs (flint decoder +6%, our estimate): "
-              + ", ".join(f"{n} {v:.2f}" for n, v in figures["mean_energy_ratio_type_aware_flint"].items()) + "."]
-    lines += ["", f"Largest per-model deviation from the paper: {figures['worst_model_deviation'] * 100:.1f}% "
-              f"(target 15%); largest deviation of the means: {figures['worst_mean_deviation'] * 100:.1f}% "
-              "(target 10%).",
-              ""] + [f"- {n}" for n in figures["notes"]]
+    lines += [
+        "",
+        f"ANT-WS / ANT-OS energy: {ws} (paper: 1.18-1.42).",
+        "",
+        "Mean energy ratio with type-aware ANT PEs (flint decoder +6%, our estimate): "
+        + ", ".join(f"{n} {v:.2f}" for n, v in figures["mean_energy_ratio_type_aware_flint"].items())
+        + ".",
+    ]
+    lines += [
+        "",
+        f"Largest per-model deviation from the paper: {figures['worst_model_deviation'] * 100:.1f}% "
+        f"(target 15%); largest deviation of the means: {figures['worst_mean_deviation'] * 100:.1f}% "
+        "(target 10%).",
+        "",
+    ] + [f"- {n}" for n in figures["notes"]]
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from frugal.accel import cost, designs, paper_workloads, sweep
 
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """Sweep axes, benchmark size and design-search settings (workload: ResNet-18 at batch `batch`)."""
@@ -42,47 +43,79 @@ def run_sweep(config: SweepConfig = SweepConfig()) -> dict:
     points = sweep.grid(config.rows, config.cols, config.buffer_kib, config.bits)
     out = {k: np.asarray(v) for k, v in sweep.sweep_points(workload, **points).items()}
     mask = sweep.pareto_mask(out["latency_s"], out["energy_pj"], out["area_mm2"])
-    table = [{"rows": float(points["rows"][i]), "cols": float(points["cols"][i]),
-              "buffer_kib": float(points["buffer_kib"][i]), "bits": float(points["bits"][i]),
-              "latency_ms": float(out["latency_s"][i] * 1e3), "energy_uj": float(out["energy_pj"][i] * 1e-6),
-              "area_mm2": float(out["area_mm2"][i])} for i in np.flatnonzero(mask)]
+    table = [
+        {
+            "rows": float(points["rows"][i]),
+            "cols": float(points["cols"][i]),
+            "buffer_kib": float(points["buffer_kib"][i]),
+            "bits": float(points["bits"][i]),
+            "latency_ms": float(out["latency_s"][i] * 1e3),
+            "energy_uj": float(out["energy_pj"][i] * 1e-6),
+            "area_mm2": float(out["area_mm2"][i]),
+        }
+        for i in np.flatnonzero(mask)
+    ]
     table.sort(key=lambda r: r["area_mm2"])
     bench = sweep.throughput_benchmark(workload, num_points=config.benchmark_points)
 
     # gradient check: d latency / d (rows, cols, buffer) through the relaxed model is finite
     layers = cost.layer_arrays(workload)
     base = designs.make_design(rows=32, cols=32)
-    grad = jax.grad(lambda r, c, b: cost.evaluate(base.replace(rows=r, cols=c, wbuf_kib=b), layers,
-                                                  relaxed=True)["latency_s"], argnums=(0, 1, 2))(32.0, 32.0, 128.0)
+    grad = jax.grad(
+        lambda r, c, b: cost.evaluate(base.replace(rows=r, cols=c, wbuf_kib=b), layers, relaxed=True)["latency_s"],
+        argnums=(0, 1, 2),
+    )(32.0, 32.0, 128.0)
     search = sweep.grad_design_search(workload, config.search)
-    return {"config": dataclasses.asdict(config), "num_points": int(len(points["rows"])),
-            "pareto": table, "points": {k: v.tolist() for k, v in out.items()},
-            "grid": {k: v.tolist() for k, v in points.items()}, "pareto_mask": mask.tolist(), "benchmark": bench,
-            "latency_grad": {"rows": float(grad[0]), "cols": float(grad[1]), "wbuf_kib": float(grad[2])},
-            "search": search, "seconds": time.perf_counter() - start,
-            "notes": ["ResNet-18 (ImageNet, 224x224) workload; points/s measured on this 2-core CPU shared with "
-                      "other agents (noisy); compile time excluded, first call reported separately."]}
+    return {
+        "config": dataclasses.asdict(config),
+        "num_points": int(len(points["rows"])),
+        "pareto": table,
+        "points": {k: v.tolist() for k, v in out.items()},
+        "grid": {k: v.tolist() for k, v in points.items()},
+        "pareto_mask": mask.tolist(),
+        "benchmark": bench,
+        "latency_grad": {"rows": float(grad[0]), "cols": float(grad[1]), "wbuf_kib": float(grad[2])},
+        "search": search,
+        "seconds": time.perf_counter() - start,
+        "notes": [
+            "ResNet-18 (ImageNet, 224x224) workload; points/s measured on this 2-core CPU shared with "
+            "other agents (noisy); compile time excluded, first call reported separately."
+        ],
+    }
 
 
 def sweep_markdown(f: dict) -> str:
     b = f["benchmark"]
-    lines = ["# Design-space sweep (ResNet-18)", "",
-             f"{f['num_points']} grid points; {len(f['pareto'])} on the latency-energy-area Pareto front.", "",
-             "| rows | cols | buffer KiB | bits | latency ms | energy uJ | area mm2 |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Design-space sweep (ResNet-18)",
+        "",
+        f"{f['num_points']} grid points; {len(f['pareto'])} on the latency-energy-area Pareto front.",
+        "",
+        "| rows | cols | buffer KiB | bits | latency ms | energy uJ | area mm2 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in f["pareto"][:25]:
-        lines.append(f"| {r['rows']:.0f} | {r['cols']:.0f} | {r['buffer_kib']:.0f} | {r['bits']:.0f} | "
-                     f"{r['latency_ms']:.3f} | {r['energy_uj']:.1f} | {r['area_mm2']:.2f} |")
+        lines.append(
+            f"| {r['rows']:.0f} | {r['cols']:.0f} | {r['buffer_kib']:.0f} | {r['bits']:.0f} | "
+            f"{r['latency_ms']:.3f} | {r['energy_uj']:.1f} | {r['area_mm2']:.2f} |"
+        )
     s = f["search"]
-    lines += ["", f"Benchmark: {b['points_per_s']:,.0f} design points/s ({b['layer_evaluations_per_s']:,.0f} layer "
-              f"evaluations/s; {b['num_points']:,} points in {b['best_s']:.3f} s, first call "
-              f"{b['first_call_s']:.2f} s).",
-              "", f"d latency / d (rows, cols, weight buffer) = ({f['latency_grad']['rows']:.3g}, "
-              f"{f['latency_grad']['cols']:.3g}, {f['latency_grad']['wbuf_kib']:.3g}) s per unit (finite).", "",
-              f"Gradient design search ({s['config']['steps']} Adam steps, area budget "
-              f"{s['config']['area_budget_mm2']} mm2, "
-              f"{s['config']['bits']}-bit): rows {s['design']['rows']:.0f}, cols {s['design']['cols']:.0f}, buffer "
-              f"{s['design']['buffer_kib']:.0f} KiB -> latency {s['exact']['latency_s'] * 1e3:.3f} ms, energy "
-              f"{s['exact']['energy_pj'] * 1e-6:.1f} uJ, area {s['exact']['area_mm2']:.2f} mm2 (exact model).", ""]
+    lines += [
+        "",
+        f"Benchmark: {b['points_per_s']:,.0f} design points/s ({b['layer_evaluations_per_s']:,.0f} layer "
+        f"evaluations/s; {b['num_points']:,} points in {b['best_s']:.3f} s, first call "
+        f"{b['first_call_s']:.2f} s).",
+        "",
+        f"d latency / d (rows, cols, weight buffer) = ({f['latency_grad']['rows']:.3g}, "
+        f"{f['latency_grad']['cols']:.3g}, {f['latency_grad']['wbuf_kib']:.3g}) s per unit (finite).",
+        "",
+        f"Gradient design search ({s['config']['steps']} Adam steps, area budget "
+        f"{s['config']['area_budget_mm2']} mm2, "
+        f"{s['config']['bits']}-bit): rows {s['design']['rows']:.0f}, cols {s['design']['cols']:.0f}, buffer "
+        f"{s['design']['buffer_kib']:.0f} KiB -> latency {s['exact']['latency_s'] * 1e3:.3f} ms, energy "
+        f"{s['exact']['energy_pj'] * 1e-6:.1f} uJ, area {s['exact']['area_mm2']:.2f} mm2 (exact model).",
+        "",
+    ]
     lines += [f"- {n}" for n in f["notes"]]
     return "\n".join(lines) + "\n"
 

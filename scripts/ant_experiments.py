@@ -35,39 +35,63 @@ ALL_VARIANTS = IMAGE_VARIANTS + ("ANT4+OliVe",)
 
 # A built-in sentence set: eight topics, six sentences each, written for this experiment.
 SENTENCES = (
-    "A man is eating a bowl of noodles.", "She baked fresh bread this morning.",
-    "The soup needs a little more salt.", "We ordered pizza for dinner tonight.",
-    "He cooked rice and vegetables for lunch.", "The restaurant serves excellent pasta.",
-    "The stock market fell sharply today.", "Investors are worried about rising interest rates.",
-    "The company reported record quarterly profits.", "Bond yields climbed after the announcement.",
-    "The central bank kept rates unchanged.", "Shares of the bank dropped ten percent.",
-    "The team won the championship last night.", "She scored two goals in the second half.",
-    "The marathon runners crossed the finish line.", "The coach praised his players after the match.",
-    "Tennis fans packed the stadium for the final.", "The goalkeeper saved a penalty kick.",
-    "Heavy rain is expected this weekend.", "The temperature dropped below freezing overnight.",
-    "A strong wind knocked down several trees.", "It will be sunny and warm tomorrow.",
-    "Snow covered the mountains by morning.", "Thunderstorms are forecast for the afternoon.",
-    "The new phone has a faster processor.", "He installed the latest software update.",
-    "The laptop battery lasts ten hours.", "Engineers released a new version of the app.",
-    "The website crashed because of heavy traffic.", "She wrote a program to sort the files.",
-    "The cat is sleeping on the sofa.", "A dog chased the ball across the park.",
-    "Birds are singing in the tall trees.", "The horse galloped across the field.",
-    "The puppy chewed my favourite shoes.", "A small fish swam near the rocks.",
-    "The train to the city leaves at noon.", "Our flight was delayed by two hours.",
-    "They rented a car for the road trip.", "The bus was crowded this morning.",
-    "We took a ferry to the island.", "The airport was busy before the holidays.",
-    "The doctor prescribed rest and fluids.", "He broke his arm while skiing.",
-    "Regular exercise improves your health.", "The hospital opened a new clinic.",
-    "She has a bad cold and a sore throat.", "The nurse checked his blood pressure.",
+    "A man is eating a bowl of noodles.",
+    "She baked fresh bread this morning.",
+    "The soup needs a little more salt.",
+    "We ordered pizza for dinner tonight.",
+    "He cooked rice and vegetables for lunch.",
+    "The restaurant serves excellent pasta.",
+    "The stock market fell sharply today.",
+    "Investors are worried about rising interest rates.",
+    "The company reported record quarterly profits.",
+    "Bond yields climbed after the announcement.",
+    "The central bank kept rates unchanged.",
+    "Shares of the bank dropped ten percent.",
+    "The team won the championship last night.",
+    "She scored two goals in the second half.",
+    "The marathon runners crossed the finish line.",
+    "The coach praised his players after the match.",
+    "Tennis fans packed the stadium for the final.",
+    "The goalkeeper saved a penalty kick.",
+    "Heavy rain is expected this weekend.",
+    "The temperature dropped below freezing overnight.",
+    "A strong wind knocked down several trees.",
+    "It will be sunny and warm tomorrow.",
+    "Snow covered the mountains by morning.",
+    "Thunderstorms are forecast for the afternoon.",
+    "The new phone has a faster processor.",
+    "He installed the latest software update.",
+    "The laptop battery lasts ten hours.",
+    "Engineers released a new version of the app.",
+    "The website crashed because of heavy traffic.",
+    "She wrote a program to sort the files.",
+    "The cat is sleeping on the sofa.",
+    "A dog chased the ball across the park.",
+    "Birds are singing in the tall trees.",
+    "The horse galloped across the field.",
+    "The puppy chewed my favourite shoes.",
+    "A small fish swam near the rocks.",
+    "The train to the city leaves at noon.",
+    "Our flight was delayed by two hours.",
+    "They rented a car for the road trip.",
+    "The bus was crowded this morning.",
+    "We took a ferry to the island.",
+    "The airport was busy before the holidays.",
+    "The doctor prescribed rest and fluids.",
+    "He broke his arm while skiing.",
+    "Regular exercise improves your health.",
+    "The hospital opened a new clinic.",
+    "She has a bad cold and a sore throat.",
+    "The nurse checked his blood pressure.",
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class AntExperimentConfig:
     # ResNet part
-    dataset: str = "digits"           # digits | shapes | cifar10 | imagefolder
+    dataset: str = "digits"  # digits | shapes | cifar10 | imagefolder
     data_path: str | None = None
-    image_size: int | None = 32       # digits are upsampled 8 -> 32 so activations have real tails
+    image_size: int | None = 32  # digits are upsampled 8 -> 32 so activations have real tails
     model: str = "cifar_resnet8"
     width: int = 16
     fp_steps: int = 600
@@ -78,8 +102,8 @@ class AntExperimentConfig:
     calibration_batches: int = 2
     # MiniLM part
     text: bool = True
-    text_extra_high_layers: int = 4   # ANT4-8 for BERT: last 2 + this many ranked by MSE
-    sentences_per_topic: int = 6      # of the built-in set's 6 per topic (8 topics)
+    text_extra_high_layers: int = 4  # ANT4-8 for BERT: last 2 + this many ranked by MSE
+    sentences_per_topic: int = 6  # of the built-in set's 6 per topic (8 topics)
     # both
     variants: tuple = ALL_VARIANTS  # FP always runs; IP-F is ResNet-only, ANT4+OliVe MiniLM-only
     image: bool = True
@@ -110,8 +134,7 @@ def _rule(bits_kinds: tuple, step: float):
     from frugal.transforms.quant.model_quant import QuantRule
 
     kinds = bits_kinds
-    return QuantRule(module_path=".*", weight_bits=4, act_bits=4, weight_kinds=kinds, act_kinds=kinds,
-                     alpha_step=step)
+    return QuantRule(module_path=".*", weight_bits=4, act_bits=4, weight_kinds=kinds, act_kinds=kinds, alpha_step=step)
 
 
 def _plans(samples, *, step: float, high_first: int, high_last: int, extra_high: int, olive: bool = False) -> dict:
@@ -129,8 +152,13 @@ def _plans(samples, *, step: float, high_first: int, high_last: int, extra_high:
     plans["Int4"] = select_plan(samples, [_rule(("int",), step)], cache=cache)
     promoted = {}
     for name, kinds in (("ANT4-8", ANT_KINDS), ("Int4-8", ("int",))):
-        policy = MixedPrecisionPolicy(low_kinds=kinds, first_layers=high_first, last_layers=high_last,
-                                      extra_high_layers=extra_high, alpha_step=step)
+        policy = MixedPrecisionPolicy(
+            low_kinds=kinds,
+            first_layers=high_first,
+            last_layers=high_last,
+            extra_high_layers=extra_high,
+            alpha_step=step,
+        )
         result = mixed_precision_plan(samples, policy, cache=cache)
         plans[name], promoted[name] = result.plan, result.high_precision
     return plans, promoted
@@ -149,13 +177,20 @@ def run_image(config: AntExperimentConfig) -> dict:
     from frugal.transforms.quant.model_quant import apply_plan, collect_layer_inputs
 
     t0 = time.perf_counter()
-    dataset = load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size,
-                           seed=config.seed, quick=True)
+    dataset = load_dataset(
+        config.dataset, data_path=config.data_path, image_size=config.image_size, seed=config.seed, quick=True
+    )
     kwargs = {"width": config.width} if config.model.startswith("cifar_") else {}
-    model = create_image_model(config.model, num_classes=dataset.num_classes,
-                               in_channels=dataset.image_shape[-1], seed=config.seed, **kwargs)
-    fit = FitConfig(steps=config.fp_steps, batch_size=config.batch_size, learning_rate=config.fp_learning_rate,
-                    seed=config.seed, progress=config.progress)
+    model = create_image_model(
+        config.model, num_classes=dataset.num_classes, in_channels=dataset.image_shape[-1], seed=config.seed, **kwargs
+    )
+    fit = FitConfig(
+        steps=config.fp_steps,
+        batch_size=config.batch_size,
+        learning_rate=config.fp_learning_rate,
+        seed=config.seed,
+        progress=config.progress,
+    )
     fp = fit_classifier(model, dataset, fit)
     fp_model = fp.model
     fp_model.eval()
@@ -163,7 +198,7 @@ def run_image(config: AntExperimentConfig) -> dict:
 
     t = time.perf_counter()
     n = config.batch_size
-    batches = [jnp.asarray(dataset.train_x[i * n:(i + 1) * n]) for i in range(config.calibration_batches)]
+    batches = [jnp.asarray(dataset.train_x[i * n : (i + 1) * n]) for i in range(config.calibration_batches)]
     samples = collect_layer_inputs(fp_model, [_rule(ANT_KINDS, config.alpha_step)], batches)
     plans, promoted = _plans(samples, step=config.alpha_step, high_first=1, high_last=1, extra_high=0)
     seconds["calibrate_select"] = time.perf_counter() - t
@@ -175,14 +210,24 @@ def run_image(config: AntExperimentConfig) -> dict:
         ptq_acc = evaluate_classifier(quantized, dataset.test_x, dataset.test_y)["accuracy"]
         qat_acc = None
         if config.qat_steps:
-            qat = fit_classifier(quantized, dataset, fit, steps=config.qat_steps,
-                                 learning_rate=config.qat_learning_rate, warmup_steps=min(20, config.qat_steps // 4))
+            qat = fit_classifier(
+                quantized,
+                dataset,
+                fit,
+                steps=config.qat_steps,
+                learning_rate=config.qat_learning_rate,
+                warmup_steps=min(20, config.qat_steps // 4),
+            )
             qat_acc = qat.test_accuracy
         rows[name] = {"ptq": ptq_acc, "qat": qat_acc}
     seconds["ptq_qat"] = time.perf_counter() - t
     return {
-        "dataset": {"name": dataset.name, "train": len(dataset.train_x), "test": len(dataset.test_x),
-                    "image_shape": dataset.image_shape},
+        "dataset": {
+            "name": dataset.name,
+            "train": len(dataset.train_x),
+            "test": len(dataset.test_x),
+            "image_shape": dataset.image_shape,
+        },
         "model": config.model,
         "accuracy": rows,
         "paper_resnet18_imagenet": PAPER_RESNET18,
@@ -204,8 +249,11 @@ def _agreement(reference: np.ndarray, other: np.ndarray) -> dict:
         np.fill_diagonal(sim, -np.inf)
         return np.argmax(sim, axis=1)
 
-    return {"mean_cosine": float(np.mean(cos)), "min_cosine": float(np.min(cos)),
-            "nn_agreement": float(np.mean(neighbours(reference) == neighbours(other)))}
+    return {
+        "mean_cosine": float(np.mean(cos)),
+        "min_cosine": float(np.min(cos)),
+        "nn_agreement": float(np.mean(neighbours(reference) == neighbours(other))),
+    }
 
 
 def run_text(config: AntExperimentConfig) -> dict:
@@ -223,9 +271,17 @@ def run_text(config: AntExperimentConfig) -> dict:
     t = time.perf_counter()
     # Calibrate on every other sentence (the reference calibrates on one batch).
     ids, mask = tokenize(tokenizer, sentences[::2])
-    samples = collect_layer_inputs(model, [_rule(ANT_KINDS, config.alpha_step)], [(jnp.asarray(ids), jnp.asarray(mask))])
-    plans, promoted = _plans(samples, step=config.alpha_step, high_first=0, high_last=2,
-                             extra_high=config.text_extra_high_layers, olive="ANT4+OliVe" in config.variants)
+    samples = collect_layer_inputs(
+        model, [_rule(ANT_KINDS, config.alpha_step)], [(jnp.asarray(ids), jnp.asarray(mask))]
+    )
+    plans, promoted = _plans(
+        samples,
+        step=config.alpha_step,
+        high_first=0,
+        high_last=2,
+        extra_high=config.text_extra_high_layers,
+        olive="ANT4+OliVe" in config.variants,
+    )
     seconds["calibrate_select"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -248,18 +304,26 @@ def run_text(config: AntExperimentConfig) -> dict:
 
 
 def _plan_figures(plan) -> dict:
-    return {"weight_types": plan.kind_counts("weight"), "input_types": plan.kind_counts("act"),
-            "per_layer": [{"layer": layer.key,
-                           "weight": layer.weight.ntype.name if layer.weight else None,
-                           "input": layer.act.ntype.name if layer.act else None,
-                           "weight_mse": layer.weight.mse if layer.weight else None,
-                           "input_mse": layer.act.mse if layer.act else None} for layer in plan.layers]}
+    return {
+        "weight_types": plan.kind_counts("weight"),
+        "input_types": plan.kind_counts("act"),
+        "per_layer": [
+            {
+                "layer": layer.key,
+                "weight": layer.weight.ntype.name if layer.weight else None,
+                "input": layer.act.ntype.name if layer.act else None,
+                "weight_mse": layer.weight.mse if layer.weight else None,
+                "input_mse": layer.act.mse if layer.act else None,
+            }
+            for layer in plan.layers
+        ],
+    }
 
 
 def _type_family(name: str) -> str:
     for kind in ("flint", "float", "pot", "int"):
         if name.startswith(kind):
-            return f"{kind}{name[len(kind):].split('-')[0]}"
+            return f"{kind}{name[len(kind) :].split('-')[0]}"
     return name
 
 
@@ -297,33 +361,57 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[tuple]]]:
     out = []
     if "image" in figures:
         img = figures["image"]
-        paper = {"FP": PAPER_RESNET18["FP"], "Int4": PAPER_RESNET18["Int4"], "IP-F": PAPER_RESNET18["IP-F"],
-                 "ANT4": PAPER_RESNET18["ANT4 (FIP-F)"], "ANT4-8": PAPER_RESNET18["ANT4-8"]}
-        rows = [(name, 100 * r["ptq"], "" if r["qat"] is None else 100 * r["qat"], paper.get(name, ""))
-                for name, r in img["accuracy"].items()]
-        out.append((f"ANT on {img['model']} / {img['dataset']['name']} (test accuracy %, W4A4)",
-                    ["variant", "PTQ", "QAT", "paper ResNet-18 ImageNet (QAT)"], rows))
+        paper = {
+            "FP": PAPER_RESNET18["FP"],
+            "Int4": PAPER_RESNET18["Int4"],
+            "IP-F": PAPER_RESNET18["IP-F"],
+            "ANT4": PAPER_RESNET18["ANT4 (FIP-F)"],
+            "ANT4-8": PAPER_RESNET18["ANT4-8"],
+        }
+        rows = [
+            (name, 100 * r["ptq"], "" if r["qat"] is None else 100 * r["qat"], paper.get(name, ""))
+            for name, r in img["accuracy"].items()
+        ]
+        out.append(
+            (
+                f"ANT on {img['model']} / {img['dataset']['name']} (test accuracy %, W4A4)",
+                ["variant", "PTQ", "QAT", "paper ResNet-18 ImageNet (QAT)"],
+                rows,
+            )
+        )
     if "text" in figures:
-        rows = [(name, r["mean_cosine"], r["min_cosine"], r["nn_agreement"])
-                for name, r in figures["text"]["scores"].items()]
-        out.append((f"ANT on all-MiniLM-L6-v2, PTQ W4A4 ({figures['text']['sentences']} sentences)",
-                    ["variant", "mean cosine to FP", "min cosine", "nearest-neighbour agreement"], rows))
+        rows = [
+            (name, r["mean_cosine"], r["min_cosine"], r["nn_agreement"])
+            for name, r in figures["text"]["scores"].items()
+        ]
+        out.append(
+            (
+                f"ANT on all-MiniLM-L6-v2, PTQ W4A4 ({figures['text']['sentences']} sentences)",
+                ["variant", "mean cosine to FP", "min cosine", "nearest-neighbour agreement"],
+                rows,
+            )
+        )
     return out
 
 
 def markdown(figures: dict, plot_name: str | None) -> str:
-    lines = ["ANT adaptive numeric types applied to whole models by regex rules over qwix interception "
-             "(weights per output channel, inputs per tensor, type chosen by MSE on calibration data). "
-             "ANT4 = int/PoT/flint/float candidates, IP-F = int/PoT/flint, ANT4-8 = ANT4 plus 8-bit int "
-             "layers (ResNet: first and last; MiniLM: last two plus the highest-MSE layers); Int4-8 = "
-             "the same 8-bit layers with int4 elsewhere (equal bits to ANT4-8); ANT4+OliVe (MiniLM, beyond the "
-             "paper) adds OliVe's outlier-victim pair type as a fifth candidate. "
-             "Measured on a 2-core CPU shared with other jobs; timings are noisy.", ""]
+    lines = [
+        "ANT adaptive numeric types applied to whole models by regex rules over qwix interception "
+        "(weights per output channel, inputs per tensor, type chosen by MSE on calibration data). "
+        "ANT4 = int/PoT/flint/float candidates, IP-F = int/PoT/flint, ANT4-8 = ANT4 plus 8-bit int "
+        "layers (ResNet: first and last; MiniLM: last two plus the highest-MSE layers); Int4-8 = "
+        "the same 8-bit layers with int4 elsewhere (equal bits to ANT4-8); ANT4+OliVe (MiniLM, beyond the "
+        "paper) adds OliVe's outlier-victim pair type as a fifth candidate. "
+        "Measured on a 2-core CPU shared with other jobs; timings are noisy.",
+        "",
+    ]
     for title, headers, rows in tables(figures):
         lines += [f"**{title}**", "", report.markdown_table(headers, rows), ""]
     if "image" in figures:
-        lines.append("Paper numbers are ResNet-18 on ImageNet after fine-tuning, shown as context only: "
-                     "our model and data are far smaller.")
+        lines.append(
+            "Paper numbers are ResNet-18 on ImageNet after fine-tuning, shown as context only: "
+            "our model and data are far smaller."
+        )
     if plot_name:
         lines += ["", f"![types]({plot_name})"]
     return "\n".join(lines)

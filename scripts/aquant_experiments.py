@@ -88,7 +88,9 @@ class AQuantExperimentConfig:
         if self.model not in ("cifar_resnet8", "cifar_resnet20", "cifar_resnet18", "resnet18", "resnet50"):
             raise ValueError(f"model={self.model!r}; choose a ResNet from frugal.models.resnet")
         if not isinstance(self.recon, ReconConfig):
-            raise TypeError(f"recon must be a frugal.transforms.quant.block_recon.ReconConfig, got {type(self.recon).__name__}")
+            raise TypeError(
+                f"recon must be a frugal.transforms.quant.block_recon.ReconConfig, got {type(self.recon).__name__}"
+            )
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods={self.methods!r}; choose from {METHODS}")
@@ -97,11 +99,15 @@ class AQuantExperimentConfig:
                 raise ValueError(f"granularity {g!r}; choose from {GRANULARITIES}")
         if self.granularity_candidates:
             if self.ablation:
-                raise ValueError("granularity_candidates already runs every candidate at every setting; "
-                                 "set ablation=() (--no-ablation) with it")
+                raise ValueError(
+                    "granularity_candidates already runs every candidate at every setting; "
+                    "set ablation=() (--no-ablation) with it"
+                )
             if self.validation_size < 1:
-                raise ValueError("granularity_candidates picks on held-out validation images; "
-                                 f"validation_size={self.validation_size} must be >= 1")
+                raise ValueError(
+                    "granularity_candidates picks on held-out validation images; "
+                    f"validation_size={self.validation_size} must be >= 1"
+                )
         if not self.settings:
             raise ValueError("settings must list at least one (weight_bits, act_bits) pair")
         for w, a in (*self.settings, self.ablation_setting):
@@ -115,8 +121,21 @@ class AQuantExperimentConfig:
             raise ValueError(f"validation_size={self.validation_size} must be >= 0")
 
 
-FP_TRAINING_FIELDS = ("dataset", "data_path", "n_train", "n_test", "validation_size", "image_size", "model",
-                      "width", "fp_steps", "fp_batch_size", "fp_learning_rate", "max_shift", "seed")
+FP_TRAINING_FIELDS = (
+    "dataset",
+    "data_path",
+    "n_train",
+    "n_test",
+    "validation_size",
+    "image_size",
+    "model",
+    "width",
+    "fp_steps",
+    "fp_batch_size",
+    "fp_learning_rate",
+    "max_shift",
+    "seed",
+)
 
 
 def _fp_key(config: AQuantExperimentConfig) -> str:
@@ -134,15 +153,24 @@ def train_or_load_float_model(config: AQuantExperimentConfig, data, model):
     if cache is not None and cache.exists():
         stored = np.load(cache, allow_pickle=False)
         if str(stored["__recipe__"]) != _fp_key(config):
-            raise ValueError(f"fp_cache={str(cache)!r} holds a model trained with {stored['__recipe__']}, not this "
-                             f"config's {_fp_key(config)}; pass another --fp-cache path or delete the file")
+            raise ValueError(
+                f"fp_cache={str(cache)!r} holds a model trained with {stored['__recipe__']}, not this "
+                f"config's {_fp_key(config)}; pass another --fp-cache path or delete the file"
+            )
         leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))
         values = [np.asarray(stored[jax.tree_util.keystr(path)]) for path, _ in leaves]
         nnx.update(model, jax.tree_util.tree_unflatten(treedef, values))
         return model, float(stored["__seconds__"])
-    fit = fit_classifier(model, data, steps=config.fp_steps, batch_size=config.fp_batch_size,
-                         learning_rate=config.fp_learning_rate, max_shift=config.max_shift, seed=config.seed,
-                         progress=config.progress)
+    fit = fit_classifier(
+        model,
+        data,
+        steps=config.fp_steps,
+        batch_size=config.fp_batch_size,
+        learning_rate=config.fp_learning_rate,
+        max_shift=config.max_shift,
+        seed=config.seed,
+        progress=config.progress,
+    )
     if cache is not None:
         leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(fit.model)))
         arrays = {jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
@@ -162,12 +190,12 @@ def _load_data(config: AQuantExperimentConfig):
     if config.dataset == "shapes":
         data = make_shapes_dataset(config.n_train, config.n_test, image_size=config.image_size or 32, seed=config.seed)
     else:
-        data = load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size,
-                            seed=config.seed)
+        data = load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size, seed=config.seed)
     keep = len(data.train_x) - config.validation_size
     if keep < 10:
-        raise ValueError(f"validation_size={config.validation_size} leaves {keep} of {len(data.train_x)} training "
-                         "images; lower it")
+        raise ValueError(
+            f"validation_size={config.validation_size} leaves {keep} of {len(data.train_x)} training images; lower it"
+        )
     validation = (data.train_x[keep:], data.train_y[keep:])
     data = dataclasses.replace(data, train_x=data.train_x[:keep], train_y=data.train_y[:keep])
     return data, validation
@@ -177,7 +205,7 @@ def correct_predictions(net, images: np.ndarray, labels: np.ndarray, batch: int 
     """Per-image top-1 correctness (bool) of a callable network."""
     if len(images) == 0:
         return np.zeros(0, bool)
-    preds = [np.argmax(np.asarray(net(images[i:i + batch])), axis=-1) for i in range(0, len(images), batch)]
+    preds = [np.argmax(np.asarray(net(images[i : i + batch])), axis=-1) for i in range(0, len(images), batch)]
     return np.concatenate(preds) == labels
 
 
@@ -205,12 +233,22 @@ def _recon_config(config: AQuantExperimentConfig, w: int, a: int, method: str, g
 
 
 def _block_summary(log: dict) -> list[dict]:
-    return [{"block": b["block"], "loss_rtn": b["loss_rtn"], "loss_reconstructed": b["loss_reconstructed"],
-             "loss_final": b["loss_final"], "kept": b["kept"],
-             "undecided_weights": b.get("undecided_weights"), "border_shift": b.get("border_shift"),
-             "train_loss_first": b["history"][0]["recon_loss"] if b["history"] else None,
-             "train_loss_last": b["history"][-1]["recon_loss"] if b["history"] else None,
-             "history": b["history"], "seconds": b["seconds"]} for b in log["blocks"]]
+    return [
+        {
+            "block": b["block"],
+            "loss_rtn": b["loss_rtn"],
+            "loss_reconstructed": b["loss_reconstructed"],
+            "loss_final": b["loss_final"],
+            "kept": b["kept"],
+            "undecided_weights": b.get("undecided_weights"),
+            "border_shift": b.get("border_shift"),
+            "train_loss_first": b["history"][0]["recon_loss"] if b["history"] else None,
+            "train_loss_last": b["history"][-1]["recon_loss"] if b["history"] else None,
+            "history": b["history"],
+            "seconds": b["seconds"],
+        }
+        for b in log["blocks"]
+    ]
 
 
 def run(config: AQuantExperimentConfig) -> dict:
@@ -222,14 +260,15 @@ def run(config: AQuantExperimentConfig) -> dict:
     t0 = time.perf_counter()
     data, (val_x, val_y) = _load_data(config)
     kwargs = {"width": config.width} if config.model.startswith("cifar_") else {}
-    model = create_image_model(config.model, num_classes=data.num_classes, in_channels=data.image_shape[-1],
-                               seed=config.seed, **kwargs)
+    model = create_image_model(
+        config.model, num_classes=data.num_classes, in_channels=data.image_shape[-1], seed=config.seed, **kwargs
+    )
     from_cache = bool(config.fp_cache) and Path(config.fp_cache).exists()
     trained, fp_seconds = train_or_load_float_model(config, data, model)
     trained.eval()
     # One seeded calibration subset of the training images, shared by every method and setting.
     order = np.random.default_rng([config.seed, 1]).permutation(len(data.train_x))
-    calibration = data.train_x[order[:config.recon.calibration_size]]
+    calibration = data.train_x[order[: config.recon.calibration_size]]
 
     correct = {}  # run name -> per-test-image correctness, for paired differences
 
@@ -281,8 +320,14 @@ def run(config: AQuantExperimentConfig) -> dict:
 
     figures = {
         "config": dataclasses.asdict(config),
-        "dataset": {"name": data.name, "train": len(data.train_x), "validation": int(len(val_x)),
-                    "test": len(data.test_x), "image_shape": list(data.image_shape), "classes": data.num_classes},
+        "dataset": {
+            "name": data.name,
+            "train": len(data.train_x),
+            "validation": int(len(val_x)),
+            "test": len(data.test_x),
+            "image_shape": list(data.image_shape),
+            "classes": data.num_classes,
+        },
         "fp_accuracy": fp["test"],
         "fp": fp,
         "fp_train_seconds": fp_seconds,
@@ -291,8 +336,11 @@ def run(config: AQuantExperimentConfig) -> dict:
         "results": results,
         "differences": differences,
         "fallbacks": fallbacks,
-        "ablation": {"setting": setting_name(*config.ablation_setting),
-                     "accuracy": {g: r["test"] for g, r in ablation.items()}, "results": ablation},
+        "ablation": {
+            "setting": setting_name(*config.ablation_setting),
+            "accuracy": {g: r["test"] for g, r in ablation.items()},
+            "results": ablation,
+        },
         "granularity_selection": selection,
         "blocks": blocks,
         "checks": _checks(results, blocks),
@@ -317,17 +365,20 @@ def _checks(results: dict, blocks: dict) -> dict:
             checks[f"{name}: AQuant >= round-to-nearest"] = accs["aquant"]["test"] >= accs["rtn"]["test"]
     reconstructed = [b for key, bs in blocks.items() if not key.endswith("/rtn") for b in bs]
     checks["every block: final calibration error <= round-to-nearest's"] = all(
-        b["loss_final"] <= b["loss_rtn"] for b in reconstructed)
+        b["loss_final"] <= b["loss_rtn"] for b in reconstructed
+    )
     # The block's reconstruction error as deployed (hard-rounded weights, learned scales and borders)
     # over the calibration set: from its round-to-nearest start to the end of the optimization.
     checks["every block: reconstruction error decreased during optimization"] = all(
-        b["loss_reconstructed"] < b["loss_rtn"] for b in reconstructed)
+        b["loss_reconstructed"] < b["loss_rtn"] for b in reconstructed
+    )
     # Informational: the relaxed objective (soft rounding, random dropping) per logged chunk. As the
     # rounding regularizer anneals it pushes the soft weights to hard ones, which can raise this
     # loss late in short runs even though the hard-rounded error above keeps falling.
     trend = [b for b in reconstructed if len(b["history"]) > 1]
     checks["(info) every block: relaxed training loss lower in the last logged chunk than the first"] = all(
-        b["train_loss_last"] < b["train_loss_first"] for b in trend)
+        b["train_loss_last"] < b["train_loss_first"] for b in trend
+    )
     return checks
 
 
@@ -340,50 +391,94 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, headers, rows) for the console and the Markdown report."""
     methods = [m for m in METHODS if m in figures["config"]["methods"]]
     n_test = figures["dataset"]["test"]
-    headers = (["setting", "FP"] + [METHOD_LABELS[m] for m in methods]
-               + ["AQuant - QDrop (paired)", "AQuant - RTN (paired)", "paper R18 QDrop", "paper R18 AQuant"])
+    headers = (
+        ["setting", "FP"]
+        + [METHOD_LABELS[m] for m in methods]
+        + ["AQuant - QDrop (paired)", "AQuant - RTN (paired)", "paper R18 QDrop", "paper R18 AQuant"]
+    )
     rows = []
     for name, accs in figures["accuracy"].items():
         paper = PAPER_RESNET18.get(name, {})
-        rows.append([name, f"{100 * figures['fp_accuracy']:.2f}"]
-                    + [f"{100 * accs[m]:.2f}" for m in methods]
-                    + [_diff_cell(figures, name, "qdrop"), _diff_cell(figures, name, "rtn")]
-                    + [_paper(paper.get("qdrop")), _paper(paper.get("aquant"))])
+        rows.append(
+            [name, f"{100 * figures['fp_accuracy']:.2f}"]
+            + [f"{100 * accs[m]:.2f}" for m in methods]
+            + [_diff_cell(figures, name, "qdrop"), _diff_cell(figures, name, "rtn")]
+            + [_paper(paper.get("qdrop")), _paper(paper.get("aquant"))]
+        )
     se = 100 * std_error(0.5, n_test)
-    out = [(f"Top-1 % on {figures['dataset']['name']} test ({n_test} images, binomial std error <= {se:.2f}; "
+    out = [
+        (
+            f"Top-1 % on {figures['dataset']['name']} test ({n_test} images, binomial std error <= {se:.2f}; "
             f"{figures['config']['model']}, first/last {figures['config']['recon']['first_last_bits']}-bit); "
-            "paper columns: ResNet-18 ImageNet", headers, rows)]
+            "paper columns: ResNet-18 ImageNet",
+            headers,
+            rows,
+        )
+    ]
     if figures["dataset"].get("validation"):
-        out.append((f"Top-1 % on the {figures['dataset']['validation']} held-out training images (knob selection)",
-                    ["setting", "FP"] + [METHOD_LABELS[m] for m in methods],
-                    [[name, f"{100 * figures['fp']['validation']:.2f}"]
-                     + [f"{100 * figures['results'][name][m]['validation']:.2f}" for m in methods]
-                     for name in figures["results"]]))
+        out.append(
+            (
+                f"Top-1 % on the {figures['dataset']['validation']} held-out training images (knob selection)",
+                ["setting", "FP"] + [METHOD_LABELS[m] for m in methods],
+                [
+                    [name, f"{100 * figures['fp']['validation']:.2f}"]
+                    + [f"{100 * figures['results'][name][m]['validation']:.2f}" for m in methods]
+                    for name in figures["results"]
+                ],
+            )
+        )
     selection = figures.get("granularity_selection") or {}
     if selection:
         candidates = figures["config"]["granularity_candidates"]
-        out.append(("AQuant border granularity per setting, picked on the validation images "
-                    "(validation / test top-1 %; * = picked)", ["setting"] + list(candidates),
-                    [[name] + [("* " if g == sel["selected"] else "")
-                               + f"{100 * sel['results'][g]['validation']:.2f} / {100 * sel['results'][g]['test']:.2f}"
-                               for g in candidates] for name, sel in selection.items()]))
+        out.append(
+            (
+                "AQuant border granularity per setting, picked on the validation images "
+                "(validation / test top-1 %; * = picked)",
+                ["setting"] + list(candidates),
+                [
+                    [name]
+                    + [
+                        ("* " if g == sel["selected"] else "")
+                        + f"{100 * sel['results'][g]['validation']:.2f} / {100 * sel['results'][g]['test']:.2f}"
+                        for g in candidates
+                    ]
+                    for name, sel in selection.items()
+                ],
+            )
+        )
     if figures["ablation"]["accuracy"]:
-        out.append((f"AQuant border granularity ablation at {figures['ablation']['setting']} (test top-1 %)",
-                    ["granularity", "top-1 %", "std error"],
-                    [[g, f"{100 * r['test']:.2f}", f"{100 * r['test_std_error']:.2f}"]
-                     for g, r in figures["ablation"]["results"].items()]))
+        out.append(
+            (
+                f"AQuant border granularity ablation at {figures['ablation']['setting']} (test top-1 %)",
+                ["granularity", "top-1 %", "std error"],
+                [
+                    [g, f"{100 * r['test']:.2f}", f"{100 * r['test_std_error']:.2f}"]
+                    for g, r in figures["ablation"]["results"].items()
+                ],
+            )
+        )
     block_rows = []
     for key, bs in figures["blocks"].items():
         if key.endswith("/rtn"):
             continue
-        block_rows.append([key] + [f"{b['loss_rtn']:.4g} -> {b['loss_reconstructed']:.4g}"
-                                   + ("" if b["kept"] else " (kept RTN)") for b in bs])
+        block_rows.append(
+            [key]
+            + [
+                f"{b['loss_rtn']:.4g} -> {b['loss_reconstructed']:.4g}" + ("" if b["kept"] else " (kept RTN)")
+                for b in bs
+            ]
+        )
     nblocks = max((len(bs) for bs in figures["blocks"].values()), default=0)
     n_fallback = sum(figures["fallbacks"].values())
     n_blocks = sum(len(bs) for key, bs in figures["blocks"].items() if not key.endswith("/rtn"))
-    out.append((f"Block reconstruction error over the calibration images (round-to-nearest -> reconstructed); "
-                f"{n_fallback} of {n_blocks} blocks kept round-to-nearest",
-                ["run"] + [f"block {i + 1}" for i in range(nblocks)], block_rows))
+    out.append(
+        (
+            f"Block reconstruction error over the calibration images (round-to-nearest -> reconstructed); "
+            f"{n_fallback} of {n_blocks} blocks kept round-to-nearest",
+            ["run"] + [f"block {i + 1}" for i in range(nblocks)],
+            block_rows,
+        )
+    )
     out.append(("Checks", ["claim", "holds"], [[k, "yes" if v else "NO"] for k, v in figures["checks"].items()]))
     return out
 
@@ -391,8 +486,9 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
 def _granularity_text(config: dict) -> str:
     candidates = config.get("granularity_candidates") or ()
     if candidates:
-        return ("border granularity picked per setting on the held-out validation images among "
-                + ", ".join(f"`{g}`" for g in candidates))
+        return "border granularity picked per setting on the held-out validation images among " + ", ".join(
+            f"`{g}`" for g in candidates
+        )
     return f"granularity `{config['recon']['border_granularity']}`"
 
 
@@ -441,8 +537,14 @@ def _plot(figures: dict, path: Path) -> Path:
     width = 0.8 / max(len(methods), 1)
     for i, m in enumerate(methods):
         xs = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(xs, [100 * figures["accuracy"][n][m] for n in names], width, label=METHOD_LABELS[m],
-               yerr=[100 * figures["results"][n][m]["test_std_error"] for n in names], capsize=2)
+        ax.bar(
+            xs,
+            [100 * figures["accuracy"][n][m] for n in names],
+            width,
+            label=METHOD_LABELS[m],
+            yerr=[100 * figures["results"][n][m]["test_std_error"] for n in names],
+            capsize=2,
+        )
     ax.axhline(100 * figures["fp_accuracy"], color="black", linestyle="--", linewidth=1, label="FP")
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("top-1 %")

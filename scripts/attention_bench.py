@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ import numpy as np
 
 from frugal.transforms.attention import AttentionPattern, attention_flops, hybrid_attention
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,9 @@ class AttentionBenchConfig:
             raise ValueError(f"dense_memory_limit_gib={self.dense_memory_limit_gib} must be positive")
 
     @classmethod
-    def quick(cls) -> "AttentionBenchConfig":
+    def quick(cls) -> AttentionBenchConfig:
         """Small sizes for the tour and CI: seconds, not minutes."""
-        return cls(seq_lens=(512, 1024, 2048), window=128, num_globals=(1,), heads=4, repeats=2,
-                   torch_seq_lens=(1024,))
+        return cls(seq_lens=(512, 1024, 2048), window=128, num_globals=(1,), heads=4, repeats=2, torch_seq_lens=(1024,))
 
 
 def time_call(fn: Callable, *args, repeats: int) -> float:
@@ -124,8 +123,9 @@ def measure_attention(config: AttentionBenchConfig, progress=None) -> list[dict]
                 row["fraction_of_bound"] = row["speedup"] / row["flop_ratio_bound"]
             else:
                 row["dense_s"] = None
-                row["dense_skipped"] = (f"needs {row['dense_bytes'] / GIB:.1f} GiB > limit "
-                                        f"{config.dense_memory_limit_gib} GiB")
+                row["dense_skipped"] = (
+                    f"needs {row['dense_bytes'] / GIB:.1f} GiB > limit {config.dense_memory_limit_gib} GiB"
+                )
                 row["speedup"] = row["fraction_of_bound"] = None
             del compiled, q, k, v
             gc.collect()
@@ -204,9 +204,13 @@ def measure_against_torch(config: AttentionBenchConfig, progress=None) -> dict:
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     embed = config.heads * config.head_dim
-    hf_config = LongformerConfig(hidden_size=embed, num_attention_heads=config.heads,
-                                 attention_window=[config.window], num_hidden_layers=1,
-                                 attention_probs_dropout_prob=0.0)
+    hf_config = LongformerConfig(
+        hidden_size=embed,
+        num_attention_heads=config.heads,
+        attention_window=[config.window],
+        num_hidden_layers=1,
+        attention_probs_dropout_prob=0.0,
+    )
     weights = longformer_layer_weights(embed, config.seed)
     hf = LongformerSelfAttention(hf_config, layer_id=0).eval()
     hf.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
@@ -229,8 +233,13 @@ def measure_against_torch(config: AttentionBenchConfig, progress=None) -> dict:
 
         def run_hf():
             with torch.no_grad():
-                return hf(h_t, attention_mask=mask, is_index_masked=is_masked, is_index_global_attn=is_global,
-                          is_global_attn=True)[0]
+                return hf(
+                    h_t,
+                    attention_mask=mask,
+                    is_index_masked=is_masked,
+                    is_index_global_attn=is_global,
+                    is_global_attn=True,
+                )[0]
 
         def run_sdpa():
             def proj(name):
@@ -242,20 +251,34 @@ def measure_against_torch(config: AttentionBenchConfig, progress=None) -> dict:
                 return out.transpose(1, 2).reshape(1, n, embed)
 
         max_diff = float(np.abs(run_hf().numpy() - ours).max())
-        best = _interleaved_minimums({"jax": lambda f=layer: jax.block_until_ready(f(jax_weights, hidden)),
-                                      "hf": run_hf, "sdpa": run_sdpa}, config.repeats)
+        best = _interleaved_minimums(
+            {"jax": lambda f=layer: jax.block_until_ready(f(jax_weights, hidden)), "hf": run_hf, "sdpa": run_sdpa},
+            config.repeats,
+        )
         jax_s, hf_s, sdpa_s = best["jax"], best["hf"], best["sdpa"]
-        row = {"seq_len": n, "jax_banded_layer_s": jax_s, "hf_longformer_s": hf_s, "torch_sdpa_dense_s": sdpa_s,
-               "speedup_vs_hf": hf_s / jax_s, "speedup_vs_sdpa": sdpa_s / jax_s,
-               "max_abs_diff_vs_hf": max_diff}
+        row = {
+            "seq_len": n,
+            "jax_banded_layer_s": jax_s,
+            "hf_longformer_s": hf_s,
+            "torch_sdpa_dense_s": sdpa_s,
+            "speedup_vs_hf": hf_s / jax_s,
+            "speedup_vs_sdpa": sdpa_s / jax_s,
+            "max_abs_diff_vs_hf": max_diff,
+        }
         rows.append(row)
         if progress:
             progress(row)
         del layer, ours
         gc.collect()
-    return {"skipped": None, "torch_version": torch.__version__, "threads": threads,
-            "xla_threads": threads, "load_average_before": load_before,
-            "load_average_after": os.getloadavg()[0], "rows": rows}
+    return {
+        "skipped": None,
+        "torch_version": torch.__version__,
+        "threads": threads,
+        "xla_threads": threads,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+        "rows": rows,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,16 +300,21 @@ def summarize_checks(attention: list[dict], layer: dict) -> dict:
     if timed:
         largest = max(timed, key=lambda r: (r["seq_len"], -r["num_global"]))
         checks["fraction_of_flop_bound_at_largest_dense_n"] = {
-            "seq_len": largest["seq_len"], "num_global": largest["num_global"],
-            "fraction": largest["fraction_of_bound"], "passes_50_percent": largest["fraction_of_bound"] >= 0.5}
+            "seq_len": largest["seq_len"],
+            "num_global": largest["num_global"],
+            "fraction": largest["fraction_of_bound"],
+            "passes_50_percent": largest["fraction_of_bound"] >= 0.5,
+        }
     by_g: dict[int, list[dict]] = {}
     for r in attention:
         by_g.setdefault(r["num_global"], []).append(r)
     for g, rows in by_g.items():
         per_token = [r["banded_bytes_per_token"] for r in sorted(rows, key=lambda r: r["seq_len"])]
         checks[f"banded_bytes_per_token_g{g}"] = {
-            "min": min(per_token), "max": max(per_token),
-            "linear (max/min < 1.5)": max(per_token) / min(per_token) < 1.5}
+            "min": min(per_token),
+            "max": max(per_token),
+            "linear (max/min < 1.5)": max(per_token) / min(per_token) < 1.5,
+        }
     if layer.get("rows"):
         checks["vs_hf_min_speedup"] = min(r["speedup_vs_hf"] for r in layer["rows"])
         checks["vs_sdpa_min_speedup"] = min(r["speedup_vs_sdpa"] for r in layer["rows"])
@@ -302,23 +330,59 @@ def summarize_checks(attention: list[dict], layer: dict) -> dict:
 
 
 def attention_table(figures: dict) -> tuple[list[str], list[list]]:
-    headers = ["n", "globals", "dense s", "banded s", "speedup", "FLOP bound", "of bound",
-               "dense GiB", "banded GiB", "banded KiB/token"]
+    headers = [
+        "n",
+        "globals",
+        "dense s",
+        "banded s",
+        "speedup",
+        "FLOP bound",
+        "of bound",
+        "dense GiB",
+        "banded GiB",
+        "banded KiB/token",
+    ]
     rows = []
     for r in figures["attention"]:
-        rows.append([r["seq_len"], r["num_global"], r["dense_s"] if r["dense_s"] is not None else "too big",
-                     r["banded_s"], r["speedup"] if r["speedup"] else "-", r["flop_ratio_bound"],
-                     r["fraction_of_bound"] if r["fraction_of_bound"] else "-", r["dense_bytes"] / GIB,
-                     r["banded_bytes"] / GIB, r["banded_bytes_per_token"] / 1024])
+        rows.append(
+            [
+                r["seq_len"],
+                r["num_global"],
+                r["dense_s"] if r["dense_s"] is not None else "too big",
+                r["banded_s"],
+                r["speedup"] if r["speedup"] else "-",
+                r["flop_ratio_bound"],
+                r["fraction_of_bound"] if r["fraction_of_bound"] else "-",
+                r["dense_bytes"] / GIB,
+                r["banded_bytes"] / GIB,
+                r["banded_bytes_per_token"] / 1024,
+            ]
+        )
     return headers, rows
 
 
 def torch_table(figures: dict) -> tuple[list[str], list[list]]:
-    headers = ["n", "JAX banded layer s", "HF Longformer s", "torch dense SDPA s", "x vs HF", "x vs SDPA",
-               "max |diff| vs HF"]
-    rows = [[r["seq_len"], r["jax_banded_layer_s"], r["hf_longformer_s"], r["torch_sdpa_dense_s"],
-             r["speedup_vs_hf"], r["speedup_vs_sdpa"], r["max_abs_diff_vs_hf"]]
-            for r in figures["torch_layer"]["rows"]]
+    headers = [
+        "n",
+        "JAX banded layer s",
+        "HF Longformer s",
+        "torch dense SDPA s",
+        "x vs HF",
+        "x vs SDPA",
+        "max |diff| vs HF",
+    ]
+    rows = [
+        [
+            r["seq_len"],
+            r["jax_banded_layer_s"],
+            r["hf_longformer_s"],
+            r["torch_sdpa_dense_s"],
+            r["speedup_vs_hf"],
+            r["speedup_vs_sdpa"],
+            r["max_abs_diff_vs_hf"],
+        ]
+        for r in figures["torch_layer"]["rows"]
+    ]
     return headers, rows
 
 
@@ -346,11 +410,14 @@ def markdown_report(figures: dict) -> str:
     if layer.get("skipped"):
         lines.append(f"skipped: {layer['skipped']}")
     else:
-        lines += [f"torch {layer['torch_version']} with {layer['threads']} threads, XLA with its default pool "
-                  f"(one thread per core, {layer.get('xla_threads', '?')}); interleaved rounds, minimum of "
-                  f"{cfg['repeats']}. 1-minute load average {layer.get('load_average_before', float('nan')):.2f} "
-                  f"before, {layer.get('load_average_after', float('nan')):.2f} after.", "",
-                  markdown_table(*torch_table(figures))]
+        lines += [
+            f"torch {layer['torch_version']} with {layer['threads']} threads, XLA with its default pool "
+            f"(one thread per core, {layer.get('xla_threads', '?')}); interleaved rounds, minimum of "
+            f"{cfg['repeats']}. 1-minute load average {layer.get('load_average_before', float('nan')):.2f} "
+            f"before, {layer.get('load_average_after', float('nan')):.2f} after.",
+            "",
+            markdown_table(*torch_table(figures)),
+        ]
     lines += ["", "## Checks", "", "```", _pretty(figures["checks"]), "```"]
     return "\n".join(lines) + "\n"
 
@@ -393,5 +460,13 @@ def plot(figures: dict, path) -> None:
     save_figure(fig, path)
 
 
-__all__ = ["AttentionBenchConfig", "jax_longformer_self_attention", "longformer_layer_weights",
-           "markdown_report", "measure_against_torch", "measure_attention", "plot", "run"]
+__all__ = [
+    "AttentionBenchConfig",
+    "jax_longformer_self_attention",
+    "longformer_layer_weights",
+    "markdown_report",
+    "measure_against_torch",
+    "measure_attention",
+    "plot",
+    "run",
+]

@@ -42,8 +42,10 @@ class EvidenceTaskConfig:
 
     def __post_init__(self):
         if self.seq_len < 4 * self.attention_window:
-            raise ValueError(f"seq_len={self.seq_len} must be at least 4 x attention_window={self.attention_window} "
-                             "so that the evidence can lie outside CLS's window")
+            raise ValueError(
+                f"seq_len={self.seq_len} must be at least 4 x attention_window={self.attention_window} "
+                "so that the evidence can lie outside CLS's window"
+            )
         if self.vocab_size < FIRST_VALUE + self.num_classes + 2:
             raise ValueError(f"vocab_size={self.vocab_size} leaves no noise tokens for {self.num_classes} classes")
         if self.steps < 1 or self.batch_size < 1 or self.num_test < 1:
@@ -74,11 +76,16 @@ def train_longformer_evidence(config: EvidenceTaskConfig, progress: bool = False
     """Trains a small LongformerClassifier on the evidence task; returns losses and test accuracy."""
     from frugal.models.longformer import LongformerClassifier, LongformerConfig
 
-    model_config = LongformerConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-                                    num_hidden_layers=config.layers, num_attention_heads=config.heads,
-                                    intermediate_size=2 * config.hidden_size,
-                                    max_position_embeddings=config.seq_len + 2 + 1,
-                                    attention_window=config.attention_window, pad_token_id=PAD)
+    model_config = LongformerConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        intermediate_size=2 * config.hidden_size,
+        max_position_embeddings=config.seq_len + 2 + 1,
+        attention_window=config.attention_window,
+        pad_token_id=PAD,
+    )
     model = LongformerClassifier(model_config, config.num_classes, rngs=nnx.Rngs(config.seed))
     optimizer = nnx.Optimizer(model, optax.adamw(config.learning_rate, weight_decay=1e-4), wrt=nnx.Param)
     global_tokens = (0,) if config.use_global else ()
@@ -114,10 +121,17 @@ def train_longformer_evidence(config: EvidenceTaskConfig, progress: bool = False
     seconds = time.perf_counter() - start
     test_accuracy = float(np.mean(np.asarray(predict(model, jnp.asarray(test_ids))) == test_labels))
     window = max(1, config.steps // 10)
-    return {"use_global": config.use_global, "seq_len": config.seq_len, "steps": config.steps,
-            "first_loss": float(np.mean(losses[:window])), "last_loss": float(np.mean(losses[-window:])),
-            "test_accuracy": test_accuracy, "chance": 1.0 / config.num_classes, "seconds": seconds,
-            "loss_curve": losses[::max(1, config.steps // 50)]}
+    return {
+        "use_global": config.use_global,
+        "seq_len": config.seq_len,
+        "steps": config.steps,
+        "first_loss": float(np.mean(losses[:window])),
+        "last_loss": float(np.mean(losses[-window:])),
+        "test_accuracy": test_accuracy,
+        "chance": 1.0 / config.num_classes,
+        "seconds": seconds,
+        "loss_curve": losses[:: max(1, config.steps // 50)],
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,15 +156,27 @@ def train_vil(config: ViLTaskConfig, progress: bool = False) -> dict:
     from frugal.scripts.harness import fit_classifier
 
     data = load_digits(image_size=32) if config.dataset == "digits" else make_shapes_dataset(2000, 500)
-    model = ViL(ViLConfig(in_channels=data.image_shape[-1], num_classes=data.num_classes),
-                rngs=nnx.Rngs(config.seed))
-    result = fit_classifier(model, data, steps=config.steps, batch_size=config.batch_size,
-                            learning_rate=config.learning_rate, seed=config.seed, progress=progress,
-                            log_every=max(1, config.steps // 10))
+    model = ViL(ViLConfig(in_channels=data.image_shape[-1], num_classes=data.num_classes), rngs=nnx.Rngs(config.seed))
+    result = fit_classifier(
+        model,
+        data,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        progress=progress,
+        log_every=max(1, config.steps // 10),
+    )
     losses = [h["loss"] for h in result.history if "loss" in h]
-    return {"dataset": data.name, "steps": config.steps, "test_accuracy": result.test_accuracy,
-            "chance": 1.0 / data.num_classes, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None, "seconds": result.seconds}
+    return {
+        "dataset": data.name,
+        "steps": config.steps,
+        "test_accuracy": result.test_accuracy,
+        "chance": 1.0 / data.num_classes,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "seconds": result.seconds,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,42 +190,82 @@ def run(config: TasksConfig, progress: bool = False) -> dict:
     """Longformer on the evidence task (with and without the global CLS) and ViL on images."""
     longformer = [train_longformer_evidence(config.evidence, progress)]
     if config.ablation:
-        longformer.append(train_longformer_evidence(dataclasses.replace(config.evidence, use_global=False),
-                                                    progress))
+        longformer.append(train_longformer_evidence(dataclasses.replace(config.evidence, use_global=False), progress))
     return {"longformer_evidence": longformer, "vil": train_vil(config.vil, progress)}
 
 
 def tasks_markdown(figures: dict) -> str:
     from frugal.scripts.report import markdown_table
 
-    rows = [[f"Longformer, evidence task n={r['seq_len']}", "CLS global" if r["use_global"] else "window only",
-             r["steps"], r["first_loss"], r["last_loss"], r["test_accuracy"], r["chance"]]
-            for r in figures.get("longformer_evidence", [])]
+    rows = [
+        [
+            f"Longformer, evidence task n={r['seq_len']}",
+            "CLS global" if r["use_global"] else "window only",
+            r["steps"],
+            r["first_loss"],
+            r["last_loss"],
+            r["test_accuracy"],
+            r["chance"],
+        ]
+        for r in figures.get("longformer_evidence", [])
+    ]
     if "vil" in figures:
         v = figures["vil"]
-        rows.append([f"ViL on {v['dataset']} 32x32", "2-D window + 1 global", v["steps"], v["first_loss"],
-                     v["last_loss"], v["test_accuracy"], v["chance"]])
-    return markdown_table(["model / task", "pattern", "steps", "first loss", "last loss", "test acc", "chance"],
-                          rows)
+        rows.append(
+            [
+                f"ViL on {v['dataset']} 32x32",
+                "2-D window + 1 global",
+                v["steps"],
+                v["first_loss"],
+                v["last_loss"],
+                v["test_accuracy"],
+                v["chance"],
+            ]
+        )
+    return markdown_table(["model / task", "pattern", "steps", "first loss", "last loss", "test acc", "chance"], rows)
 
 
 def tour_training(quick: bool) -> dict:
     """A tiny training run for the tour: the Longformer evidence task (and ViL with --full)."""
     if quick:
-        evidence = EvidenceTaskConfig(seq_len=128, attention_window=8, hidden_size=32, layers=2, heads=2,
-                                      steps=120, batch_size=32, num_test=128, learning_rate=3e-3)
+        evidence = EvidenceTaskConfig(
+            seq_len=128,
+            attention_window=8,
+            hidden_size=32,
+            layers=2,
+            heads=2,
+            steps=120,
+            batch_size=32,
+            num_test=128,
+            learning_rate=3e-3,
+        )
         figures = {"longformer_evidence": [train_longformer_evidence(evidence)]}
     else:
         figures = run(TasksConfig())
     r = figures["longformer_evidence"][0]
-    summary = [(f"Longformer evidence task n={r['seq_len']} accuracy",
-                f"{r['test_accuracy']:.2f} (chance {r['chance']:.2f}; loss {r['first_loss']:.2f} -> "
-                f"{r['last_loss']:.2f})")]
+    summary = [
+        (
+            f"Longformer evidence task n={r['seq_len']} accuracy",
+            f"{r['test_accuracy']:.2f} (chance {r['chance']:.2f}; loss {r['first_loss']:.2f} -> {r['last_loss']:.2f})",
+        )
+    ]
     if "vil" in figures:
         summary.append(("ViL test accuracy", f"{figures['vil']['test_accuracy']:.2f}"))
-    return {"figures": figures, "markdown": "Training on built-in data:\n\n" + tasks_markdown(figures),
-            "summary": summary}
+    return {
+        "figures": figures,
+        "markdown": "Training on built-in data:\n\n" + tasks_markdown(figures),
+        "summary": summary,
+    }
 
 
-__all__ = ["EvidenceTaskConfig", "TasksConfig", "ViLTaskConfig", "make_evidence_batch", "run", "tasks_markdown",
-           "tour_training", "train_longformer_evidence", "train_vil"]
+__all__ = [
+    "EvidenceTaskConfig",
+    "TasksConfig",
+    "ViLTaskConfig",
+    "make_evidence_batch",
+    "run",
+    "tasks_markdown",
+    "tour_training",
+    "train_longformer_evidence",
+    "train_vil",
+]

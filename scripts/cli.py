@@ -65,16 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
         for depth, name in enumerate(path[:-1]):
             key = " ".join(path[: depth + 1])
             if key not in groups:
-                group_parser = where.add_parser(name, help=GROUP_HELP.get(name, name),
-                                                description=GROUP_HELP.get(name, name))
+                group_parser = where.add_parser(
+                    name, help=GROUP_HELP.get(name, name), description=GROUP_HELP.get(name, name)
+                )
                 groups[key] = group_parser.add_subparsers(dest=f"sub_{depth}", metavar="COMMAND")
                 groups[key].required = True
             where = groups[key]
         sub = where.add_parser(path[-1], help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
         module.add_arguments(sub)
         if getattr(module, "MEASURES", True):
-            sub.add_argument("--json", metavar="PATH", default=None,
-                             help="also write the measured figures to this JSON file")
+            sub.add_argument(
+                "--json", metavar="PATH", default=None, help="also write the measured figures to this JSON file"
+            )
         sub.set_defaults(_module=module)
     return parser
 

@@ -18,8 +18,8 @@ uninterrupted run would.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -89,8 +89,9 @@ def load_digits(image_size: int = 8, *, test_fraction: float = 0.2, seed: int = 
     images = _resize(images, image_size)
     train_idx, test_idx = _stratified_split(labels, test_fraction, seed)
     train_x, test_x = _standardize(images[train_idx], images[test_idx])
-    return ImageDataset("digits", train_x, labels[train_idx], test_x, labels[test_idx], 10,
-                        tuple(str(i) for i in range(10)))
+    return ImageDataset(
+        "digits", train_x, labels[train_idx], test_x, labels[test_idx], 10, tuple(str(i) for i in range(10))
+    )
 
 
 SHAPE_CLASSES = ("disk", "ring", "square", "frame", "triangle", "plus", "crescent", "star", "half_disk", "dumbbell")
@@ -155,7 +156,7 @@ def _render_shape_image(rng: np.random.Generator, kind: int, size: int) -> np.nd
     fg_a, fg_b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     period = rng.uniform(2.0, 5.0)
     if rng.uniform() < 0.5:
-        pattern = (np.sin((xx * np.cos(rot) + yy * np.sin(rot)) * 2 * np.pi / period) > 0)
+        pattern = np.sin((xx * np.cos(rot) + yy * np.sin(rot)) * 2 * np.pi / period) > 0
     else:
         pattern = ((xx // period + yy // period) % 2) == 0
     texture = np.where(pattern[..., None], fg_a[None, None], fg_b[None, None])
@@ -164,7 +165,9 @@ def _render_shape_image(rng: np.random.Generator, kind: int, size: int) -> np.nd
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def make_shapes_dataset(n_train: int = 5000, n_test: int = 1000, *, image_size: int = 32, seed: int = 0) -> ImageDataset:
+def make_shapes_dataset(
+    n_train: int = 5000, n_test: int = 1000, *, image_size: int = 32, seed: int = 0
+) -> ImageDataset:
     """Ten textured shape classes on cluttered, noisy backgrounds (balanced, seeded, 32x32 RGB)."""
     if n_train < 10 or n_test < 10:
         raise ValueError(f"n_train={n_train} and n_test={n_test} must each be >= 10 (one per class)")
@@ -176,7 +179,9 @@ def make_shapes_dataset(n_train: int = 5000, n_test: int = 1000, *, image_size: 
     rng.shuffle(labels)
     images = np.stack([_render_shape_image(rng, int(k), image_size) for k in labels])
     train_x, test_x = _standardize(images[:n_train], images[n_train:])
-    return ImageDataset("shapes", train_x, labels[:n_train], test_x, labels[n_train:], len(SHAPE_CLASSES), SHAPE_CLASSES)
+    return ImageDataset(
+        "shapes", train_x, labels[:n_train], test_x, labels[n_train:], len(SHAPE_CLASSES), SHAPE_CLASSES
+    )
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -186,8 +191,10 @@ _CIFAR_RECORD = 1 + 32 * 32 * 3
 def _read_cifar_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
-        raise ValueError(f"{path} is not a CIFAR-10 binary batch: its size {raw.size} bytes is not a positive "
-                         f"multiple of the {_CIFAR_RECORD}-byte record")
+        raise ValueError(
+            f"{path} is not a CIFAR-10 binary batch: its size {raw.size} bytes is not a positive "
+            f"multiple of the {_CIFAR_RECORD}-byte record"
+        )
     records = raw.reshape(-1, _CIFAR_RECORD)
     labels = records[:, 0].astype(np.int32)
     if labels.max() > 9:
@@ -201,14 +208,18 @@ def load_cifar10(path: str | Path, *, max_train: int | None = None) -> ImageData
     (or under `path/cifar-10-batches-bin`)."""
     root = Path(path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"--data-path {root} does not exist; point it at the extracted cifar-10-batches-bin folder")
+        raise FileNotFoundError(
+            f"--data-path {root} does not exist; point it at the extracted cifar-10-batches-bin folder"
+        )
     if (root / "cifar-10-batches-bin").is_dir():
         root = root / "cifar-10-batches-bin"
     train_files = [root / f"data_batch_{i}.bin" for i in range(1, 6)]
     missing = [f.name for f in train_files + [root / "test_batch.bin"] if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"CIFAR-10 folder {root} lacks {missing}; expected the binary version "
-                                "(data_batch_1.bin .. data_batch_5.bin, test_batch.bin)")
+        raise FileNotFoundError(
+            f"CIFAR-10 folder {root} lacks {missing}; expected the binary version "
+            "(data_batch_1.bin .. data_batch_5.bin, test_batch.bin)"
+        )
     parts = [_read_cifar_file(f) for f in train_files]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
@@ -250,18 +261,28 @@ def _load_folder_split(split_dir: Path, classes: Sequence[str], image_size: int,
     return np.stack(images), np.asarray(labels, dtype=np.int32)
 
 
-def load_image_folder(path: str | Path, *, image_size: int = 224, max_per_class: int | None = None,
-                      train_dir: str = "train", test_dir: str = "val") -> ImageDataset:
+def load_image_folder(
+    path: str | Path,
+    *,
+    image_size: int = 224,
+    max_per_class: int | None = None,
+    train_dir: str = "train",
+    test_dir: str = "val",
+) -> ImageDataset:
     """ImageNet-style class folders: `path/train/<class>/*.jpg` and `path/val/<class>/*.jpg`.
 
     Everything is decoded into memory, so use `max_per_class` for subsets of ImageNet-sized data.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"--data-path {root} is not a directory; expected {train_dir}/<class>/ and {test_dir}/<class>/")
+        raise FileNotFoundError(
+            f"--data-path {root} is not a directory; expected {train_dir}/<class>/ and {test_dir}/<class>/"
+        )
     for split in (train_dir, test_dir):
         if not (root / split).is_dir():
-            raise FileNotFoundError(f"image folder {root} has no '{split}' subfolder (expected {train_dir}/ and {test_dir}/)")
+            raise FileNotFoundError(
+                f"image folder {root} has no '{split}' subfolder (expected {train_dir}/ and {test_dir}/)"
+            )
     classes = sorted(p.name for p in (root / train_dir).iterdir() if p.is_dir())
     if not classes:
         raise ValueError(f"{root / train_dir} has no class subfolders")
@@ -277,8 +298,9 @@ def load_image_folder(path: str | Path, *, image_size: int = 224, max_per_class:
 DATASETS = ("digits", "shapes", "cifar10", "imagefolder")
 
 
-def load_dataset(name: str, *, data_path: str | None = None, image_size: int | None = None,
-                 seed: int = 0, quick: bool = False) -> ImageDataset:
+def load_dataset(
+    name: str, *, data_path: str | None = None, image_size: int | None = None, seed: int = 0, quick: bool = False
+) -> ImageDataset:
     """One entry point for the command line: built-in sets by name, user sets by name plus path."""
     if name == "digits":
         return load_digits(image_size or 8, seed=seed)
@@ -315,7 +337,7 @@ class BatchSampler:
     def indices(self, step: int) -> np.ndarray:
         epoch, position = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-        return order[position * self.batch_size:(position + 1) * self.batch_size]
+        return order[position * self.batch_size : (position + 1) * self.batch_size]
 
 
 def eval_batches(num_examples: int, batch_size: int):

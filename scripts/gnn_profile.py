@@ -25,7 +25,16 @@ import numpy as np
 from flax import nnx
 
 from frugal.models.gnn import STAGES
-from frugal.models.gnn_layers import GNN_KINDS, GATLayer, GCNLayer, GGNNLayer, GINLayer, GNNClassifier, RGCNLayer, SAGELayer
+from frugal.models.gnn_layers import (
+    GNN_KINDS,
+    GATLayer,
+    GCNLayer,
+    GGNNLayer,
+    GINLayer,
+    GNNClassifier,
+    RGCNLayer,
+    SAGELayer,
+)
 from frugal.scripts import graph_data
 
 # The paper's Fig. 5 time shares (GPU, DGL/PyG; read from the plot, +-0.05), for side-by-side tables.
@@ -83,8 +92,9 @@ def _load(name: str, config: ProfileConfig) -> graph_data.GraphDataset:
     return graph_data.load_graph_dataset(name, root, seed=config.seed, scale=config.scale)
 
 
-def build_layer(kind: str, features: int, *, heads: int = 8, num_relations: int = 1, num_bases: int | None = None,
-                seed: int = 0):
+def build_layer(
+    kind: str, features: int, *, heads: int = 8, num_relations: int = 1, num_bases: int | None = None, seed: int = 0
+):
     """One layer of `kind`, `features` wide in and out (GAT: heads x features/heads, concatenated)."""
     rngs = nnx.Rngs(seed)
     if kind == "gcn":
@@ -126,6 +136,7 @@ def profile_layer(layer, graph, x, *, fused: bool, repeats: int) -> dict:
     state = {"x": x}
     per_stage = {s: {"ms": 0.0, "flops": 0.0, "bytes": 0.0, "steps": []} for s in STAGES}
     for step in layer.steps(fused):
+
         def run_step(params, graph, state, step=step):
             return nnx.merge(graphdef, params).run_step(step, graph, state)
 
@@ -159,8 +170,14 @@ def profile_layer(layer, graph, x, *, fused: bool, repeats: int) -> dict:
     floor_ms = _median_seconds(lambda: floor(params, graph, state), repeats) * 1e3
     whole_compiled = jax.jit(whole).lower(params, graph, x).compile()
     one_jit_ms = _median_seconds(lambda: whole_compiled(params, graph, x), repeats) * 1e3
-    return {"stages": per_stage, "total_ms": total, "one_jit_ms": one_jit_ms, "dispatch_floor_ms": floor_ms,
-            "dominant": max(STAGES, key=lambda s: per_stage[s]["ms"]), "output": state["out"]}
+    return {
+        "stages": per_stage,
+        "total_ms": total,
+        "one_jit_ms": one_jit_ms,
+        "dispatch_floor_ms": floor_ms,
+        "dominant": max(STAGES, key=lambda s: per_stage[s]["ms"]),
+        "output": state["out"],
+    }
 
 
 def profile_models(config: ProfileConfig, progress=None) -> tuple[dict, dict]:
@@ -175,8 +192,14 @@ def profile_models(config: ProfileConfig, progress=None) -> tuple[dict, dict]:
         graph = data.to_graph()
         if kind in ("gcn", "gat"):
             graph = graph.with_self_loops()
-        layer = build_layer(kind, config.features, heads=config.heads, num_relations=data.num_relations,
-                            num_bases=config.num_bases, seed=config.seed)
+        layer = build_layer(
+            kind,
+            config.features,
+            heads=config.heads,
+            num_relations=data.num_relations,
+            num_bases=config.num_bases,
+            seed=config.seed,
+        )
         x = jax.random.normal(jax.random.key(config.seed), (data.num_nodes, config.features), jnp.float32)
         entry = {"dataset": name, "nodes": data.num_nodes, "edges": int(graph.num_edges)}
         outputs = {}
@@ -201,9 +224,20 @@ def profile_models(config: ProfileConfig, progress=None) -> tuple[dict, dict]:
 
 # --- training -------------------------------------------------------------------------------------
 
-def train_node_classifier(kind: str, data: graph_data.GraphDataset, *, steps: int = 200, hidden: int = 16,
-                          heads: int = 8, learning_rate: float = 0.01, weight_decay: float = 5e-4,
-                          dropout: float = 0.5, fused: bool = False, seed: int = 0) -> dict:
+
+def train_node_classifier(
+    kind: str,
+    data: graph_data.GraphDataset,
+    *,
+    steps: int = 200,
+    hidden: int = 16,
+    heads: int = 8,
+    learning_rate: float = 0.01,
+    weight_decay: float = 5e-4,
+    dropout: float = 0.5,
+    fused: bool = False,
+    seed: int = 0,
+) -> dict:
     """Full-graph training (Adam + L2 as in Kipf & Welling) on the train mask; accuracy at the best
     validation step (or the last one when there is no validation split).
 
@@ -219,8 +253,16 @@ def train_node_classifier(kind: str, data: graph_data.GraphDataset, *, steps: in
     row_sums = data.x.sum(1, keepdims=True)
     x = jnp.asarray(data.x / np.where(row_sums > 0, row_sums, 1.0))  # row-normalized features
     hidden_width = 8 if kind == "gat" else hidden
-    model = GNNClassifier(kind, data.x.shape[1], data.num_classes, hidden=hidden_width, heads=heads,
-                          dropout=dropout, num_relations=data.num_relations, rngs=nnx.Rngs(seed))
+    model = GNNClassifier(
+        kind,
+        data.x.shape[1],
+        data.num_classes,
+        hidden=hidden_width,
+        heads=heads,
+        dropout=dropout,
+        num_relations=data.num_relations,
+        rngs=nnx.Rngs(seed),
+    )
     use_fused = fused and model.layers[0].fused_gather
     optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=weight_decay), wrt=nnx.Param)
     labels = jnp.asarray(data.y)
@@ -255,14 +297,25 @@ def train_node_classifier(kind: str, data: graph_data.GraphDataset, *, steps: in
                 best = {**acc, "step": step}
     seconds = time.perf_counter() - start
     majority = float(np.bincount(data.y[data.test_mask], minlength=data.num_classes).max() / data.test_mask.sum())
-    return {"model": kind, "dataset": data.name, "source": data.source, "steps": steps,
-            "test_accuracy": best["test"], "val_accuracy": best["val"] if has_val else None,
-            "train_accuracy": best["train"], "best_step": best["step"], "final_loss": float(loss),
-            "chance_uniform": 1.0 / data.num_classes, "chance_majority": majority, "seconds": seconds,
-            "fused_gather": use_fused}
+    return {
+        "model": kind,
+        "dataset": data.name,
+        "source": data.source,
+        "steps": steps,
+        "test_accuracy": best["test"],
+        "val_accuracy": best["val"] if has_val else None,
+        "train_accuracy": best["train"],
+        "best_step": best["step"],
+        "final_loss": float(loss),
+        "chance_uniform": 1.0 / data.num_classes,
+        "chance_majority": majority,
+        "seconds": seconds,
+        "fused_gather": use_fused,
+    }
 
 
 # --- findings, report -----------------------------------------------------------------------------
+
 
 def findings(models: dict) -> list[dict]:
     """The paper's qualitative claims, each checked against this run's numbers."""
@@ -273,37 +326,58 @@ def findings(models: dict) -> list[dict]:
 
     if "gcn" in models:
         av, ga = share("gcn", "ApplyVertex"), share("gcn", "Gather") + share("gcn", "Scatter")
-        out.append({"claim": "GCN time split roughly between ApplyVertex and Gather (paper 0.52/0.48)",
-                    "ours": f"ApplyVertex {av:.2f}, Gather+Scatter {ga:.2f} (unfused)",
-                    "holds": bool(av >= 0.15 and ga >= 0.15 and av + ga >= 0.9)})
+        out.append(
+            {
+                "claim": "GCN time split roughly between ApplyVertex and Gather (paper 0.52/0.48)",
+                "ours": f"ApplyVertex {av:.2f}, Gather+Scatter {ga:.2f} (unfused)",
+                "holds": bool(av >= 0.15 and ga >= 0.15 and av + ga >= 0.9),
+            }
+        )
         speedup = models["gcn"].get("gather_speedup")
         if speedup is not None:
             u = models["gcn"]["unfused"]["stages"]
             f = models["gcn"]["fused"]["stages"]
-            out.append({"claim": "fused Gather much faster than unfused (paper GPU: ~700 ms -> ~3 ms, ~230x)",
-                        "ours": f"{u['Scatter']['ms'] + u['Gather']['ms']:.3f} ms -> {f['Gather']['ms']:.3f} ms "
-                                f"({speedup:.1f}x); whole layer as one jit: "
-                                f"{models['gcn']['unfused']['one_jit_ms']:.3f} vs "
-                                f"{models['gcn']['fused']['one_jit_ms']:.3f} ms",
-                        "holds": bool(speedup > 1.0)})
+            out.append(
+                {
+                    "claim": "fused Gather much faster than unfused (paper GPU: ~700 ms -> ~3 ms, ~230x)",
+                    "ours": f"{u['Scatter']['ms'] + u['Gather']['ms']:.3f} ms -> {f['Gather']['ms']:.3f} ms "
+                    f"({speedup:.1f}x); whole layer as one jit: "
+                    f"{models['gcn']['unfused']['one_jit_ms']:.3f} vs "
+                    f"{models['gcn']['fused']['one_jit_ms']:.3f} ms",
+                    "holds": bool(speedup > 1.0),
+                }
+            )
     if "gat" in models:
         dom = models["gat"]["unfused"]["dominant"]
-        out.append({"claim": "GAT is Gather-dominant (paper 0.53)",
-                    "ours": f"Gather {share('gat', 'Gather'):.2f}; dominant: {dom}", "holds": dom == "Gather"})
+        out.append(
+            {
+                "claim": "GAT is Gather-dominant (paper 0.53)",
+                "ours": f"Gather {share('gat', 'Gather'):.2f}; dominant: {dom}",
+                "holds": dom == "Gather",
+            }
+        )
     if "rgcn" in models:
         dom = models["rgcn"]["unfused"]["dominant"]
-        out.append({"claim": "RGCN is ApplyEdge-dominant (paper 0.82)",
-                    "ours": f"ApplyEdge {share('rgcn', 'ApplyEdge'):.2f}; dominant: {dom}",
-                    "holds": dom == "ApplyEdge"})
+        out.append(
+            {
+                "claim": "RGCN is ApplyEdge-dominant (paper 0.82)",
+                "ours": f"ApplyEdge {share('rgcn', 'ApplyEdge'):.2f}; dominant: {dom}",
+                "holds": dom == "ApplyEdge",
+            }
+        )
     if "sage_lstm" in models:
         g = models["sage_lstm"]["unfused"]["stages"]["Gather"]["ms"]
         others = {k: models[k]["unfused"]["stages"]["Gather"]["ms"] for k in models if k != "sage_lstm"}
         slowest = max(others, key=others.get) if others else None
         ratio = g / others[slowest] if slowest else float("nan")
-        out.append({"claim": "GraphSAGE-LSTM: Gather far above everything else (paper share ~1.0, ~1000x GCN's time)",
-                    "ours": f"Gather share {share('sage_lstm', 'Gather'):.2f}; its Gather takes {g:.1f} ms, "
-                            f"{ratio:.0f}x the slowest other model's Gather ({slowest})",
-                    "holds": bool(share("sage_lstm", "Gather") > 0.8 and (ratio > 5 or slowest is None))})
+        out.append(
+            {
+                "claim": "GraphSAGE-LSTM: Gather far above everything else (paper share ~1.0, ~1000x GCN's time)",
+                "ours": f"Gather share {share('sage_lstm', 'Gather'):.2f}; its Gather takes {g:.1f} ms, "
+                f"{ratio:.0f}x the slowest other model's Gather ({slowest})",
+                "holds": bool(share("sage_lstm", "Gather") > 0.8 and (ratio > 5 or slowest is None)),
+            }
+        )
     return out
 
 
@@ -311,11 +385,16 @@ def profile_markdown(figures: dict) -> str:
     from frugal.scripts.report import markdown_table
 
     cfg = figures["config"]
-    lines = [f"# GNN per-stage profile ({figures['machine']['backend']}, {figures['machine']['cpu_count']} CPUs)", "",
-             f"One layer per model, {cfg['features']} features in and out, synthetic graphs sized like the paper's "
-             f"datasets unless a data root was given; median of {cfg['repeats']} runs per separately jitted stage. "
-             "Times on a shared machine are noisy.", "",
-             f"Fused Gather's CSR product: {figures.get('csr_kernel', 'not recorded')}.", ""]
+    lines = [
+        f"# GNN per-stage profile ({figures['machine']['backend']}, {figures['machine']['cpu_count']} CPUs)",
+        "",
+        f"One layer per model, {cfg['features']} features in and out, synthetic graphs sized like the paper's "
+        f"datasets unless a data root was given; median of {cfg['repeats']} runs per separately jitted stage. "
+        "Times on a shared machine are noisy.",
+        "",
+        f"Fused Gather's CSR product: {figures.get('csr_kernel', 'not recorded')}.",
+        "",
+    ]
     rows = []
     for kind, entry in figures["models"].items():
         for mode in ("unfused", "fused"):
@@ -323,13 +402,24 @@ def profile_markdown(figures: dict) -> str:
                 continue
             st = entry[mode]["stages"]
             paper = PAPER_SHARES.get(kind, {}) if mode == "unfused" else {}
-            rows.append([kind, entry["dataset"], mode] + [
-                f"{st[s]['share']:.2f}" + (f" ({paper[s]:.2f})" if s in paper else "") for s in STAGES] + [
-                f"{entry[mode]['total_ms']:.3f}", f"{entry[mode]['one_jit_ms']:.3f}",
-                f"{entry[mode]['dispatch_floor_ms']:.3f}"])
-    lines += ["## Time share per stage (paper's GPU share in parentheses)", "",
-              markdown_table(["model", "graph", "Gather form"] + list(STAGES) + ["sum of stages ms", "one jit ms",
-                                                                                "dispatch floor ms"], rows), ""]
+            rows.append(
+                [kind, entry["dataset"], mode]
+                + [f"{st[s]['share']:.2f}" + (f" ({paper[s]:.2f})" if s in paper else "") for s in STAGES]
+                + [
+                    f"{entry[mode]['total_ms']:.3f}",
+                    f"{entry[mode]['one_jit_ms']:.3f}",
+                    f"{entry[mode]['dispatch_floor_ms']:.3f}",
+                ]
+            )
+    lines += [
+        "## Time share per stage (paper's GPU share in parentheses)",
+        "",
+        markdown_table(
+            ["model", "graph", "Gather form"] + list(STAGES) + ["sum of stages ms", "one jit ms", "dispatch floor ms"],
+            rows,
+        ),
+        "",
+    ]
     rows = []
     for kind, entry in figures["models"].items():
         for mode in ("unfused", "fused"):
@@ -337,29 +427,63 @@ def profile_markdown(figures: dict) -> str:
                 for s in STAGES:
                     v = entry[mode]["stages"][s]
                     if v["steps"]:
-                        rows.append([kind, mode, s, f"{v['ms']:.3f}", f"{v['flops']:.3g}", f"{v['bytes']:.3g}",
-                                     f"{v['intensity']:.3f}"])
-    lines += ["## Per stage: time, FLOPs, bytes (XLA cost analysis), intensity (FLOP/byte)", "",
-              markdown_table(["model", "mode", "stage", "ms", "FLOPs", "bytes", "FLOP/byte"], rows), ""]
-    lines += ["## The paper's findings, checked", "",
-              markdown_table(["claim", "this run", "holds here"],
-                             [[f["claim"], f["ours"], "yes" if f["holds"] else "no (see note)"]
-                              for f in figures["findings"]]), ""]
+                        rows.append(
+                            [
+                                kind,
+                                mode,
+                                s,
+                                f"{v['ms']:.3f}",
+                                f"{v['flops']:.3g}",
+                                f"{v['bytes']:.3g}",
+                                f"{v['intensity']:.3f}",
+                            ]
+                        )
+    lines += [
+        "## Per stage: time, FLOPs, bytes (XLA cost analysis), intensity (FLOP/byte)",
+        "",
+        markdown_table(["model", "mode", "stage", "ms", "FLOPs", "bytes", "FLOP/byte"], rows),
+        "",
+    ]
+    lines += [
+        "## The paper's findings, checked",
+        "",
+        markdown_table(
+            ["claim", "this run", "holds here"],
+            [[f["claim"], f["ours"], "yes" if f["holds"] else "no (see note)"] for f in figures["findings"]],
+        ),
+        "",
+    ]
     lines += [figures["cpu_note"], ""]
     if figures.get("training"):
-        lines += ["## Node classification (full graph, Adam)", "",
-                  markdown_table(["model", "graph", "test acc", "chance (uniform / majority)", "steps", "s"],
-                                 [[t["model"], t["dataset"], f"{t['test_accuracy']:.3f}",
-                                   f"{t['chance_uniform']:.3f} / {t['chance_majority']:.3f}", t["steps"],
-                                   f"{t['seconds']:.1f}"] for t in figures["training"]]), ""]
+        lines += [
+            "## Node classification (full graph, Adam)",
+            "",
+            markdown_table(
+                ["model", "graph", "test acc", "chance (uniform / majority)", "steps", "s"],
+                [
+                    [
+                        t["model"],
+                        t["dataset"],
+                        f"{t['test_accuracy']:.3f}",
+                        f"{t['chance_uniform']:.3f} / {t['chance_majority']:.3f}",
+                        t["steps"],
+                        f"{t['seconds']:.1f}",
+                    ]
+                    for t in figures["training"]
+                ],
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
-CPU_NOTE = ("Where CPU differs from the paper's GPU: the paper's 700 ms -> 3 ms comes from PyG's unfused "
-            "scatter with GPU atomics on a materialized (E, F) message tensor; on a CPU both forms are "
-            "memory-bound loops over the same edges, so fusion saves the message round trip through memory "
-            "(and a dispatch) rather than two orders of magnitude. Per-stage times also include one "
-            "dispatch per jitted step (~10-50 us), which inflates small stages on small graphs.")
+CPU_NOTE = (
+    "Where CPU differs from the paper's GPU: the paper's 700 ms -> 3 ms comes from PyG's unfused "
+    "scatter with GPU atomics on a materialized (E, F) message tensor; on a CPU both forms are "
+    "memory-bound loops over the same edges, so fusion saves the message round trip through memory "
+    "(and a dispatch) rather than two orders of magnitude. Per-stage times also include one "
+    "dispatch per jitted step (~10-50 us), which inflates small stages on small graphs."
+)
 
 
 def plot_shares(figures: dict, path: Path) -> Path:
@@ -381,8 +505,9 @@ def plot_shares(figures: dict, path: Path) -> Path:
         values = np.array([b[i] for b in bars])
         hatches = ["//" if "paper" in lab else "" for lab in labels]
         for j, (v, h) in enumerate(zip(values, hatches)):
-            ax.bar(j, v, bottom=bottom[j], color=colors[stage], hatch=h, edgecolor="white",
-                   label=stage if j == 0 else None)
+            ax.bar(
+                j, v, bottom=bottom[j], color=colors[stage], hatch=h, edgecolor="white", label=stage if j == 0 else None
+            )
         bottom += values
     ax.set_xticks(range(len(bars)), labels, fontsize=7)
     ax.set_ylabel("share of layer time")
@@ -406,9 +531,18 @@ def run(config: ProfileConfig, progress=None) -> dict:
                 progress(f"train {kind}: test accuracy {result['test_accuracy']:.3f}")
     from frugal.jaxlib_ext import native
 
-    figures = {"config": dataclasses.asdict(config), "machine": machine_description(), "datasets": described,
-               "csr_kernel": native.status("csr_matmul"), "models": models, "findings": findings(models),
-               "cpu_note": CPU_NOTE, "training": training, "paper_shares": PAPER_SHARES, "paper_fusion_ms": PAPER_FUSION_MS}
+    figures = {
+        "config": dataclasses.asdict(config),
+        "machine": machine_description(),
+        "datasets": described,
+        "csr_kernel": native.status("csr_matmul"),
+        "models": models,
+        "findings": findings(models),
+        "cpu_note": CPU_NOTE,
+        "training": training,
+        "paper_shares": PAPER_SHARES,
+        "paper_fusion_ms": PAPER_FUSION_MS,
+    }
     if config.outdir:
         outdir = Path(config.outdir)
         outdir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 
-
 BENCH_DATASETS = ("cora", "pubmed")
 BENCH_MODELS = ("gcn", "gat", "sage")
 SKIPPED = "skipped: install the bench extra (torch==2.13.0 + torch-geometric) or pass --pyg-python"
@@ -95,9 +94,14 @@ class _PygWorker:
         # torch.set_num_threads(threads) in the worker; OMP/MKL pools pinned to the same count.
         env = {**os.environ, "OMP_NUM_THREADS": str(config.threads), "MKL_NUM_THREADS": str(config.threads)}
         worker = Path(__file__).resolve().with_name("gnn_pyg_worker.py")
-        self.process = subprocess.Popen([pyg_python, str(worker), "serve", str(req), str(self.result)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=env)
+        self.process = subprocess.Popen(
+            [pyg_python, str(worker), "serve", str(req), str(self.result)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         if self._read_line() != "ready":
             self._fail()
         self.meta = json.loads(self.result.read_text())
@@ -177,18 +181,30 @@ def run(config: BenchConfig, progress=None) -> dict:
         x = jnp.asarray(data.x)
         for kind in config.models:
             hidden = 8 if kind == "gat" else config.hidden
-            model = GNNClassifier(kind, data.x.shape[1], data.num_classes, hidden=hidden, heads=config.heads,
-                                  dropout=0.0, rngs=nnx.Rngs(config.seed))
+            model = GNNClassifier(
+                kind,
+                data.x.shape[1],
+                data.num_classes,
+                hidden=hidden,
+                heads=config.heads,
+                dropout=0.0,
+                rngs=nnx.Rngs(config.seed),
+            )
             model.eval()
             graph = prepare_graph(kind, data.to_graph())
             graphdef, params = nnx.split(model)
-            row = {"case": f"{name}_{kind}", "dataset": name, "model": kind, "nodes": data.num_nodes,
-                   "edges": data.num_edges}
+            row = {
+                "case": f"{name}_{kind}",
+                "dataset": name,
+                "model": kind,
+                "nodes": data.num_nodes,
+                "edges": data.num_edges,
+            }
             timers = {}
             for fused in (False, True):
                 forward = jax.jit(lambda p, g, x, fused=fused: nnx.merge(graphdef, p)(g, x, fused=fused))
                 compiled = forward.lower(params, graph, x).compile()
-                call = (lambda c=compiled: jax.block_until_ready(c(params, graph, x)))
+                call = lambda c=compiled: jax.block_until_ready(c(params, graph, x))
                 call()  # warm-up
                 timers[f"ours_{'fused' if fused else 'unfused'}_ms"] = lambda n, call=call: _timed_calls(call, n)
                 ours_output = np.asarray(compiled(params, graph, x))
@@ -238,28 +254,37 @@ def run(config: BenchConfig, progress=None) -> dict:
                 progress(f"{row['case']}: ours {row['ours_best_ms']:.2f} ms{ratio}")
     from frugal.jaxlib_ext import native
 
-    figures = {"config": dataclasses.asdict(config), "status": status, "pyg": pyg_meta,
-               "csr_kernel": native.status("csr_matmul"),
-               "machine": machine_description(), "load_average": list(os.getloadavg()), "results": rows,
-               "note": "2-layer models, inference, median over all timed calls after warm-up; ours and PyG's "
-                       f"paths take turns in rounds of {config.calls_per_round} calls, so all see the same "
-                       "machine load. Graph preprocessing (self loops, CSR order, degrees) is done once "
-                       "beforehand on our side, as PyG's cached=True does. PyG runs in a worker process with "
-                       "torch.set_num_threads(threads) and OMP/MKL_NUM_THREADS=threads; XLA's CPU client "
-                       f"uses one intra-op thread per core ({os.cpu_count()} here). Shared machine: noisy."}
+    figures = {
+        "config": dataclasses.asdict(config),
+        "status": status,
+        "pyg": pyg_meta,
+        "csr_kernel": native.status("csr_matmul"),
+        "machine": machine_description(),
+        "load_average": list(os.getloadavg()),
+        "results": rows,
+        "note": "2-layer models, inference, median over all timed calls after warm-up; ours and PyG's "
+        f"paths take turns in rounds of {config.calls_per_round} calls, so all see the same "
+        "machine load. Graph preprocessing (self loops, CSR order, degrees) is done once "
+        "beforehand on our side, as PyG's cached=True does. PyG runs in a worker process with "
+        "torch.set_num_threads(threads) and OMP/MKL_NUM_THREADS=threads; XLA's CPU client "
+        f"uses one intra-op thread per core ({os.cpu_count()} here). Shared machine: noisy.",
+    }
     if config.outdir:
         outdir = Path(config.outdir)
         outdir.mkdir(parents=True, exist_ok=True)
         write_json(outdir / "gnn_bench.json", figures)
-        table = markdown_table(
-            TABLE_HEADER, [table_row(r, status) for r in rows])
+        table = markdown_table(TABLE_HEADER, [table_row(r, status) for r in rows])
         header = "# GNN inference: frugal (JAX) vs PyG"
         load = ", ".join(f"{v:.2f}" for v in figures["load_average"])
         parts = breakdown_rows(rows)
-        breakdown = ("\n\n## GCN pieces alone (median / fastest call, ms)\n\n"
-                     + markdown_table(BREAKDOWN_HEADER, parts)) if parts else ""
-        (outdir / "gnn_bench.md").write_text(f"{header}\n\n{table}{breakdown}\n\n{figures['note']}\n\n"
-                                             f"Load average at the end: {load}.\n")
+        breakdown = (
+            ("\n\n## GCN pieces alone (median / fastest call, ms)\n\n" + markdown_table(BREAKDOWN_HEADER, parts))
+            if parts
+            else ""
+        )
+        (outdir / "gnn_bench.md").write_text(
+            f"{header}\n\n{table}{breakdown}\n\n{figures['note']}\n\nLoad average at the end: {load}.\n"
+        )
     return figures
 
 
@@ -279,7 +304,7 @@ def _our_gcn_parts(model, graph, x, hidden: int, classes: int) -> dict:
     timers = {}
     for name, (fn, a, b) in pieces.items():
         compiled = jax.jit(fn).lower(a, b).compile()
-        call = (lambda c=compiled, a=a, b=b: jax.block_until_ready(c(a, b)))
+        call = lambda c=compiled, a=a, b=b: jax.block_until_ready(c(a, b))
         call()
         timers[name] = lambda n, call=call: _timed_calls(call, n)
     return timers
@@ -289,13 +314,24 @@ def _ms(value) -> str:
     return f"{value:.3f}" if value else "-"
 
 
-TABLE_HEADER = ["graph", "model", "ours fused ms", "ours unfused ms", "PyG edge_index ms", "PyG CSR ms",
-                "PyG best / ours", "same, fastest calls"]
+TABLE_HEADER = [
+    "graph",
+    "model",
+    "ours fused ms",
+    "ours unfused ms",
+    "PyG edge_index ms",
+    "PyG CSR ms",
+    "PyG best / ours",
+    "same, fastest calls",
+]
 
 
 BREAKDOWN_HEADER = ["graph", "piece", "ours", "PyG (torch)"]
-_PIECES = {"part_xw": "X @ W1 (dense)", "part_spmm_hidden": "A @ H, hidden width",
-           "part_spmm_out": "A @ H, output width"}
+_PIECES = {
+    "part_xw": "X @ W1 (dense)",
+    "part_spmm_hidden": "A @ H, hidden width",
+    "part_spmm_out": "A @ H, output width",
+}
 
 
 def breakdown_rows(rows: list[dict]) -> list[list[str]]:
@@ -305,8 +341,12 @@ def breakdown_rows(rows: list[dict]) -> list[list[str]]:
         for part, label in _PIECES.items():
             if f"ours_{part}_ms" not in row:
                 continue
-            cells = [f"{row[f'{side}_{part}_ms']:.3f} / {row[f'{side}_{part}_min_ms']:.3f}"
-                     if row.get(f"{side}_{part}_ms") else "-" for side in ("ours", "pyg")]
+            cells = [
+                f"{row[f'{side}_{part}_ms']:.3f} / {row[f'{side}_{part}_min_ms']:.3f}"
+                if row.get(f"{side}_{part}_ms")
+                else "-"
+                for side in ("ours", "pyg")
+            ]
             out.append([row["dataset"], label, *cells])
     return out
 
@@ -315,6 +355,13 @@ def table_row(row: dict, status: str) -> list[str]:
     """One table row: medians, the ratio of the medians, and the ratio of the fastest calls."""
     ratio = row.get("speedup_vs_pyg_best")
     fastest = row.get("speedup_vs_pyg_best_fastest_call")
-    return [row["dataset"], row["model"], f"{row['ours_fused_ms']:.3f}", f"{row['ours_unfused_ms']:.3f}",
-            _ms(row.get("pyg_edge_index_ms")), _ms(row.get("pyg_csr_ms")),
-            f"{ratio:.2f}x" if ratio else status, f"{fastest:.2f}x" if fastest else "-"]
+    return [
+        row["dataset"],
+        row["model"],
+        f"{row['ours_fused_ms']:.3f}",
+        f"{row['ours_unfused_ms']:.3f}",
+        _ms(row.get("pyg_edge_index_ms")),
+        _ms(row.get("pyg_csr_ms")),
+        f"{ratio:.2f}x" if ratio else status,
+        f"{fastest:.2f}x" if fastest else "-",
+    ]

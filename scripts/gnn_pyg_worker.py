@@ -87,6 +87,7 @@ def write_golden(path: str) -> None:
 
 # --- timing ---------------------------------------------------------------------------------------
 
+
 def _build_model(kind: str, weights: dict, in_features: int, hidden: int, classes: int, heads: int):
     """A 2-layer PyG model with our weights loaded (torch layouts: Linear weight is (out, in))."""
     import torch
@@ -95,8 +96,10 @@ def _build_model(kind: str, weights: dict, in_features: int, hidden: int, classe
     if kind == "gcn":
         layers = [gnn.GCNConv(in_features, hidden, cached=True), gnn.GCNConv(hidden, classes, cached=True)]
     elif kind == "gat":
-        layers = [gnn.GATConv(in_features, hidden, heads=heads), gnn.GATConv(hidden * heads, classes, heads=1,
-                                                                            concat=False)]
+        layers = [
+            gnn.GATConv(in_features, hidden, heads=heads),
+            gnn.GATConv(hidden * heads, classes, heads=1, concat=False),
+        ]
     elif kind == "sage":
         layers = [gnn.SAGEConv(in_features, hidden), gnn.SAGEConv(hidden, classes)]
     else:
@@ -125,7 +128,7 @@ def _pyg_case(request_path: str):
     prefix = case + "/"
     kind = str(request[prefix + "kind"])
     dims = request[prefix + "dims"].tolist()
-    weights = {k[len(prefix + "w/"):]: v for k, v in request.items() if k.startswith(prefix + "w/")}
+    weights = {k[len(prefix + "w/") :]: v for k, v in request.items() if k.startswith(prefix + "w/")}
     x = torch.from_numpy(request[prefix + "x"])
     edge_index = torch.from_numpy(request[prefix + "edge_index"])
     n = x.shape[0]
@@ -151,8 +154,11 @@ def _gcn_parts(kind, x, edge_index, weights, dims):
     csr = torch.sparse_coo_tensor(looped.flip(0), torch.rand(looped.shape[1]), (n, n)).coalesce().to_sparse_csr()
     weight = torch.from_numpy(weights["0/lin.weight"]).T.contiguous()
     hidden, classes = torch.rand(n, dims[1]), torch.rand(n, dims[2])
-    return {"part_xw": (torch.matmul, x, weight), "part_spmm_hidden": (torch.matmul, csr, hidden),
-            "part_spmm_out": (torch.matmul, csr, classes)}
+    return {
+        "part_xw": (torch.matmul, x, weight),
+        "part_spmm_hidden": (torch.matmul, csr, hidden),
+        "part_spmm_out": (torch.matmul, csr, classes),
+    }
 
 
 def serve(request_path: str, result_path: str) -> None:
@@ -164,8 +170,15 @@ def serve(request_path: str, result_path: str) -> None:
     import torch_geometric
 
     case, threads, paths, parts = _pyg_case(request_path)
-    meta = {"torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "threads": threads,
-            "case": case, "errors": {}, "paths": [], "parts": sorted(parts)}
+    meta = {
+        "torch": torch.__version__,
+        "torch_geometric": torch_geometric.__version__,
+        "threads": threads,
+        "case": case,
+        "errors": {},
+        "paths": [],
+        "parts": sorted(parts),
+    }
     with torch.inference_mode():
         for path, (forward, x, adjacency) in list(paths.items()):
             try:

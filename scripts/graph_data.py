@@ -36,8 +36,11 @@ DATASET_SIZES: dict[str, tuple[int, int, int, int, int]] = {
 CITATION = ("cora", "citeseer", "pubmed")
 ENTITIES = ("aifb", "mutag", "bgs")
 # Entity datasets: (column holding the entity URI, column holding its label) in the TSV files.
-_ENTITY_COLUMNS = {"aifb": ("person", "label_affiliation"), "mutag": ("bond", "label_mutagenic"),
-                   "bgs": ("rock", "label_lithogenesis")}
+_ENTITY_COLUMNS = {
+    "aifb": ("person", "label_affiliation"),
+    "mutag": ("bond", "label_mutagenic"),
+    "bgs": ("rock", "label_lithogenesis"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +65,9 @@ class GraphDataset:
             raise ValueError(f"{self.name}: x must be a non-empty (num_nodes, features) matrix, got {self.x.shape}")
         for field in ("y", "train_mask", "val_mask", "test_mask"):
             if getattr(self, field).shape != (n,):
-                raise ValueError(f"{self.name}: {field} must have shape ({n},) to match x, got "
-                                 f"{getattr(self, field).shape}")
+                raise ValueError(
+                    f"{self.name}: {field} must have shape ({n},) to match x, got {getattr(self, field).shape}"
+                )
         if self.edge_index.ndim != 2 or self.edge_index.shape[0] != 2:
             raise ValueError(f"{self.name}: edge_index must be (2, E), got {self.edge_index.shape}")
         if self.edge_index.size and (self.edge_index.min() < 0 or self.edge_index.max() >= n):
@@ -81,18 +85,32 @@ class GraphDataset:
         """The `frugal.models.gnn.Graph` for this dataset (sorted, validated, optionally padded)."""
         from frugal.models.gnn import make_graph
 
-        return make_graph(self.edge_index, self.num_nodes, edge_types=self.edge_type,
-                          num_edge_types=self.num_relations if self.edge_type is not None else None,
-                          pad_edges_to=pad_edges_to)
+        return make_graph(
+            self.edge_index,
+            self.num_nodes,
+            edge_types=self.edge_type,
+            num_edge_types=self.num_relations if self.edge_type is not None else None,
+            pad_edges_to=pad_edges_to,
+        )
 
     def describe(self) -> dict:
         degrees = np.bincount(self.edge_index[1], minlength=self.num_nodes)
         same = self.y[self.edge_index[0]] == self.y[self.edge_index[1]]
-        return {"name": self.name, "source": self.source, "nodes": self.num_nodes, "edges": self.num_edges,
-                "features": int(self.x.shape[1]), "classes": self.num_classes, "relations": self.num_relations,
-                "max_in_degree": int(degrees.max()), "mean_in_degree": float(degrees.mean()),
-                "edge_homophily": float(same.mean()) if same.size else float("nan"),
-                "train": int(self.train_mask.sum()), "val": int(self.val_mask.sum()), "test": int(self.test_mask.sum())}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "nodes": self.num_nodes,
+            "edges": self.num_edges,
+            "features": int(self.x.shape[1]),
+            "classes": self.num_classes,
+            "relations": self.num_relations,
+            "max_in_degree": int(degrees.max()),
+            "mean_in_degree": float(degrees.mean()),
+            "edge_homophily": float(same.mean()) if same.size else float("nan"),
+            "train": int(self.train_mask.sum()),
+            "val": int(self.val_mask.sum()),
+            "test": int(self.test_mask.sum()),
+        }
 
 
 def _check_name(name: str, allowed) -> str:
@@ -104,10 +122,11 @@ def _check_name(name: str, allowed) -> str:
 
 # --- synthetic graphs -----------------------------------------------------------------------------
 
+
 def _power_law_weights(rng, n, exponent=2.5):
     """Chung-Lu weights: Pareto tail with P(degree > d) ~ d^-(exponent-1), capped to stay simple."""
     weights = (1.0 - rng.random(n)) ** (-1.0 / (exponent - 1.0))
-    return np.minimum(weights, n ** 0.5 * 3)
+    return np.minimum(weights, n**0.5 * 3)
 
 
 def _sample_edges(rng, y, weights, num_classes, count, homophily, directed):
@@ -162,12 +181,18 @@ def _planetoid_split(rng, y, num_classes, per_class=20, val=500, test=1000):
     rest = rng.permutation(np.flatnonzero(~train))
     val_mask, test_mask = np.zeros(n, bool), np.zeros(n, bool)
     val_mask[rest[:val]] = True
-    test_mask[rest[val:val + test]] = True
+    test_mask[rest[val : val + test]] = True
     return train, val_mask, test_mask
 
 
-def synthetic_graph(name: str = "cora", *, seed: int = 0, scale: float = 1.0, homophily: float | None = None,
-                    feature_dim: int | None = None) -> GraphDataset:
+def synthetic_graph(
+    name: str = "cora",
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    homophily: float | None = None,
+    feature_dim: int | None = None,
+) -> GraphDataset:
     """A seeded graph with the sizes of `name` (see DATASET_SIZES), optionally scaled down.
 
     Citation graphs are undirected (each edge stored both ways, as in PyG's Planetoid); entity
@@ -191,8 +216,17 @@ def synthetic_graph(name: str = "cora", *, seed: int = 0, scale: float = 1.0, ho
         pairs = _sample_edges(rng, y, weights, c, e, homophily, directed=False)
         edge_index = np.concatenate([pairs.T, pairs.T[::-1]], axis=1)
         train, val, test = _planetoid_split(rng, y, c, val=min(500, n // 5), test=min(1000, n // 2))
-        return GraphDataset(key, x, y.astype(np.int64), edge_index.astype(np.int64), train, val, test, c,
-                            source=f"synthetic(seed={seed}, scale={scale})")
+        return GraphDataset(
+            key,
+            x,
+            y.astype(np.int64),
+            edge_index.astype(np.int64),
+            train,
+            val,
+            test,
+            c,
+            source=f"synthetic(seed={seed}, scale={scale})",
+        )
     pairs = _sample_edges(rng, y, weights, c, e, homophily, directed=True)
     # Relation ids: class-pair dependent with noise, so relations carry signal too.
     relation = (y[pairs[:, 0]] * c + y[pairs[:, 1]] + rng.integers(0, r, len(pairs))) % r
@@ -201,12 +235,23 @@ def synthetic_graph(name: str = "cora", *, seed: int = 0, scale: float = 1.0, ho
     labeled = rng.random(n) < 0.5
     train = labeled & (rng.random(n) < 0.8)
     test = labeled & ~train
-    return GraphDataset(key, x, y.astype(np.int64), edge_index.astype(np.int64), train, np.zeros(n, bool), test, c,
-                        edge_type=edge_type.astype(np.int64), num_relations=2 * r,
-                        source=f"synthetic(seed={seed}, scale={scale})")
+    return GraphDataset(
+        key,
+        x,
+        y.astype(np.int64),
+        edge_index.astype(np.int64),
+        train,
+        np.zeros(n, bool),
+        test,
+        c,
+        edge_type=edge_type.astype(np.int64),
+        num_relations=2 * r,
+        source=f"synthetic(seed={seed}, scale={scale})",
+    )
 
 
 # --- Planetoid raw files --------------------------------------------------------------------------
+
 
 def _read_pickle(path: Path):
     if not path.is_file():
@@ -268,7 +313,7 @@ def load_planetoid(root: str | Path, name: str) -> GraphDataset:
     train, val, test = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
     num_train = _dense(parts["y"]).shape[0]
     train[:num_train] = True
-    val[num_train:num_train + 500] = True
+    val[num_train : num_train + 500] = True
     test[sorted_test] = True
     return GraphDataset(key, x, y, edges.T.copy(), train, val, test, int(labels.shape[1]), source=str(root))
 
@@ -348,8 +393,19 @@ def load_entities(root: str | Path, name: str) -> GraphDataset:
             mask[node_id[entity]] = True
         masks[split] = mask
     x = np.random.default_rng(0).standard_normal((n, 16)).astype(np.float32)
-    return GraphDataset(key, x, y, edge_index, masks["train"], np.zeros(n, bool), masks["test"],
-                        max(len(label_names), 2), edge_type=edge_type, num_relations=2 * r, source=str(root))
+    return GraphDataset(
+        key,
+        x,
+        y,
+        edge_index,
+        masks["train"],
+        np.zeros(n, bool),
+        masks["test"],
+        max(len(label_names), 2),
+        edge_type=edge_type,
+        num_relations=2 * r,
+        source=str(root),
+    )
 
 
 def load_graph_dataset(name: str, root: str | Path | None = None, *, seed: int = 0, scale: float = 1.0) -> GraphDataset:

@@ -22,15 +22,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from frugal.scripts.data import BatchSampler, ImageDataset, eval_batches
 
@@ -55,8 +57,10 @@ def data_parallel_mesh(num_devices: int | None = None, *, axis: str = "data") ->
 def check_batch_size(batch_size: int, mesh: Mesh, axis: str = "data") -> None:
     shards = mesh.shape[axis]
     if batch_size % shards:
-        raise ValueError(f"batch_size={batch_size} is not divisible by the {shards} devices on the mesh's "
-                         f"'{axis}' axis; use a multiple of {shards}")
+        raise ValueError(
+            f"batch_size={batch_size} is not divisible by the {shards} devices on the mesh's "
+            f"'{axis}' axis; use a multiple of {shards}"
+        )
 
 
 def local_rows(global_batch_size: int, sharding: NamedSharding) -> slice:
@@ -111,9 +115,9 @@ class Checkpointer:
         self._ocp = ocp
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=False,
-                                                 cleanup_tmp_directories=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
+            ),
         )
 
     def latest_step(self) -> int | None:
@@ -128,17 +132,21 @@ class Checkpointer:
         """Restores checkpoint `step` into a copy of `state` (same structure, shardings kept)."""
         template = nnx.to_pure_dict(state)
         abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(jax.random.key_data(x).shape if _is_key(x) else x.shape,
-                                           jax.random.key_data(x).dtype if _is_key(x) else x.dtype,
-                                           sharding=getattr(x, "sharding", None)),
-            template)
+            lambda x: jax.ShapeDtypeStruct(
+                jax.random.key_data(x).shape if _is_key(x) else x.shape,
+                jax.random.key_data(x).dtype if _is_key(x) else x.dtype,
+                sharding=getattr(x, "sharding", None),
+            ),
+            template,
+        )
         try:
             restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception as err:  # orbax raises many types for missing/garbled files
             raise CheckpointError(
                 f"checkpoint {self.directory}/{step} cannot be restored ({type(err).__name__}: "
                 f"{str(err).splitlines()[0][:200]}); it is corrupt or from a different model. Delete it or use "
-                "another --workdir") from None
+                "another --workdir"
+            ) from None
         restored = jax.tree.map(lambda t, r: jax.random.wrap_key_data(r) if _is_key(t) else r, template, restored)
         new_state = jax.tree.map(lambda x: x, state)
         nnx.replace_by_pure_dict(new_state, restored)
@@ -171,9 +179,9 @@ class TrainerConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    state: Any                   # the trained NNX object graph
-    history: list[dict]          # logged metrics, one dict per logged step
-    start_step: int              # > 0 when the run resumed from a checkpoint
+    state: Any  # the trained NNX object graph
+    history: list[dict]  # logged metrics, one dict per logged step
+    start_step: int  # > 0 when the run resumed from a checkpoint
     seconds: float
     checkpoint_dir: Path | None
 
@@ -187,9 +195,16 @@ class Trainer:
     `step`'s batch as numpy arrays; `global_batch_size` is the batch over all processes.
     """
 
-    def __init__(self, state, step_fn: StepFn, *, config: TrainerConfig, mesh: Mesh | None = None,
-                 workdir: str | Path | None = None,
-                 state_sharding: Callable[[Mesh, PyTree], PyTree] | None = None):
+    def __init__(
+        self,
+        state,
+        step_fn: StepFn,
+        *,
+        config: TrainerConfig,
+        mesh: Mesh | None = None,
+        workdir: str | Path | None = None,
+        state_sharding: Callable[[Mesh, PyTree], PyTree] | None = None,
+    ):
         self.config = config
         self.mesh = mesh if mesh is not None else data_parallel_mesh(1)
         self.workdir = Path(workdir) if workdir is not None else None
@@ -202,9 +217,14 @@ class Trainer:
         # may_alias=False: steps donate their input buffers, and those must never be the caller's
         # own arrays (a model handed to the trainer stays usable afterwards).
         self.arrays = jax.tree.map(
-            lambda x, s: jax.device_put(x, s, may_alias=False) if jax.process_count() == 1
-            else jax.make_array_from_callback(x.shape, s, lambda idx, x=np.asarray(x): x[idx]),
-            arrays, shardings)
+            lambda x, s: (
+                jax.device_put(x, s, may_alias=False)
+                if jax.process_count() == 1
+                else jax.make_array_from_callback(x.shape, s, lambda idx, x=x: np.asarray(x)[idx])
+            ),
+            arrays,
+            shardings,
+        )
         graphdef = self.graphdef
         replicated = NamedSharding(self.mesh, P())
 
@@ -259,15 +279,19 @@ class Trainer:
                 self.arrays, metrics = self._step(self.arrays, batch, rng)
                 done = step + 1
                 if done % cfg.log_every == 0 or done == cfg.num_steps:
-                    record = {"step": done, **{k: float(v) for k, v in metrics.items()},
-                              "seconds": time.perf_counter() - t0}
+                    record = {
+                        "step": done,
+                        **{k: float(v) for k, v in metrics.items()},
+                        "seconds": time.perf_counter() - t0,
+                    }
                     history.append(record)
                     if metrics_file is not None:
                         metrics_file.write(json.dumps(record) + "\n")
                         metrics_file.flush()
                     bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "seconds")})
                 if checkpointer is not None and (
-                    (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.num_steps):
+                    (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.num_steps
+                ):
                     checkpointer.save(done, self.arrays)
                 bar.update(1)
         finally:
@@ -276,8 +300,9 @@ class Trainer:
                 metrics_file.close()
             if checkpointer is not None:
                 checkpointer.close()
-        return TrainResult(self.state(), history, start, time.perf_counter() - t0,
-                           checkpointer.directory if checkpointer else None)
+        return TrainResult(
+            self.state(), history, start, time.perf_counter() - t0, checkpointer.directory if checkpointer else None
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,8 +411,15 @@ def make_optimizer(config: FitConfig) -> optax.GradientTransformation:
     return optax.adamw(schedule, weight_decay=config.weight_decay)
 
 
-def fit_classifier(model: nnx.Module, dataset: ImageDataset, config: FitConfig | None = None, *,
-                   mesh: Mesh | None = None, workdir: str | Path | None = None, **overrides) -> FitResult:
+def fit_classifier(
+    model: nnx.Module,
+    dataset: ImageDataset,
+    config: FitConfig | None = None,
+    *,
+    mesh: Mesh | None = None,
+    workdir: str | Path | None = None,
+    **overrides,
+) -> FitResult:
     """Trains `model` (not modified: a trained copy is returned) on `dataset` and evaluates it.
 
     Keyword overrides (steps=..., batch_size=..., ...) replace fields of `config`.
@@ -396,11 +428,19 @@ def fit_classifier(model: nnx.Module, dataset: ImageDataset, config: FitConfig |
     model = nnx.clone(model)
     sampler = BatchSampler(len(dataset.train_x), config.batch_size, config.seed)
     state = TrainState(model, make_optimizer(config))
-    trainer = Trainer(state, classification_step(config.max_shift),
-                      config=TrainerConfig(num_steps=config.steps, seed=config.seed,
-                                           checkpoint_every=config.checkpoint_every,
-                                           log_every=config.log_every, progress=config.progress),
-                      mesh=mesh, workdir=workdir)
+    trainer = Trainer(
+        state,
+        classification_step(config.max_shift),
+        config=TrainerConfig(
+            num_steps=config.steps,
+            seed=config.seed,
+            checkpoint_every=config.checkpoint_every,
+            log_every=config.log_every,
+            progress=config.progress,
+        ),
+        mesh=mesh,
+        workdir=workdir,
+    )
 
     def batch_at(step: int, rows: slice):
         idx = sampler.indices(step)[rows]
@@ -410,5 +450,13 @@ def fit_classifier(model: nnx.Module, dataset: ImageDataset, config: FitConfig |
     trained = result.state.model
     test = evaluate_classifier(trained, dataset.test_x, dataset.test_y)
     train_loss = result.history[-1]["loss"] if result.history else float("nan")
-    return FitResult(trained, test["accuracy"], test["loss"], train_loss, result.seconds, result.history,
-                     result.checkpoint_dir, result.start_step)
+    return FitResult(
+        trained,
+        test["accuracy"],
+        test["loss"],
+        train_loss,
+        result.seconds,
+        result.history,
+        result.checkpoint_dir,
+        result.start_step,
+    )

@@ -38,24 +38,38 @@ def run(config: ImageTrainingConfig) -> dict:
 
     mesh = data_parallel_mesh(config.devices)
     if config.batch_size % config.devices:
-        raise ValueError(f"batch_size={config.batch_size} is not divisible by the {config.devices} devices; "
-                         f"use a multiple of {config.devices}")
+        raise ValueError(
+            f"batch_size={config.batch_size} is not divisible by the {config.devices} devices; "
+            f"use a multiple of {config.devices}"
+        )
     dataset = load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size, seed=config.seed)
     kwargs = {"activation": config.activation, "norm": config.norm}
     if config.width is not None:
         if not config.model.startswith("cifar_"):
             raise ValueError(f"--width applies to the cifar_* models, not {config.model!r}")
         kwargs["width"] = config.width
-    model = create_image_model(config.model, num_classes=dataset.num_classes,
-                               in_channels=dataset.image_shape[-1], seed=config.seed, **kwargs)
-    fit = FitConfig(steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                    seed=config.seed, checkpoint_every=config.checkpoint_every, max_shift=config.max_shift,
-                    progress=config.progress)
+    model = create_image_model(
+        config.model, num_classes=dataset.num_classes, in_channels=dataset.image_shape[-1], seed=config.seed, **kwargs
+    )
+    fit = FitConfig(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        checkpoint_every=config.checkpoint_every,
+        max_shift=config.max_shift,
+        progress=config.progress,
+    )
     result = fit_classifier(model, dataset, fit, mesh=mesh, workdir=config.workdir)
     return {
         "config": dataclasses.asdict(config),
-        "dataset": {"name": dataset.name, "train": len(dataset.train_x), "test": len(dataset.test_x),
-                    "image_shape": dataset.image_shape, "classes": dataset.num_classes},
+        "dataset": {
+            "name": dataset.name,
+            "train": len(dataset.train_x),
+            "test": len(dataset.test_x),
+            "image_shape": dataset.image_shape,
+            "classes": dataset.num_classes,
+        },
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "final_train_loss": result.train_loss,

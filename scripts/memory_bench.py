@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,16 @@ import optax
 from flax import nnx
 
 from frugal.models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
-from frugal.transforms.activation_policy import (AUTO_CHOICE, NESTED_MIN_RESIDUALS, PER_ACTIVATION, POLICIES, REGIMES,
-                                          ActivationPolicy, activation_memory, activation_summary)
+from frugal.transforms.activation_policy import (
+    AUTO_CHOICE,
+    NESTED_MIN_RESIDUALS,
+    PER_ACTIVATION,
+    POLICIES,
+    REGIMES,
+    ActivationPolicy,
+    activation_memory,
+    activation_summary,
+)
 
 MiB = 1024.0 * 1024.0
 MODELS = ("bert", "mobilenet_silu", "mish_cnn", "gelu_mlp")
@@ -53,8 +62,10 @@ def model_specs(quick: bool) -> dict[str, ModelSpec]:
     """The four benchmark models; `quick` shrinks widths and batches (same structure)."""
 
     def images(batch, size, classes=10):
-        return lambda rng: (rng.standard_normal((batch, size, size, 3)).astype(np.float32),
-                            rng.integers(0, classes, batch).astype(np.int32))
+        return lambda rng: (
+            rng.standard_normal((batch, size, size, 3)).astype(np.float32),
+            rng.integers(0, classes, batch).astype(np.int32),
+        )
 
     if quick:
         bert = dict(num_layers=1, dim=128, heads=4, hidden=512)
@@ -74,29 +85,44 @@ def model_specs(quick: bool) -> dict[str, ModelSpec]:
         mobile_stages = ((32, 2, 1), (48, 2, 2), (64, 2, 2))
 
     def tokens(rng):
-        return (rng.integers(0, 1024, (bert_batch, bert_seq)).astype(np.int32),
-                rng.integers(0, 2, bert_batch).astype(np.int32))
+        return (
+            rng.integers(0, 1024, (bert_batch, bert_seq)).astype(np.int32),
+            rng.integers(0, 2, bert_batch).astype(np.int32),
+        )
 
     def rows(rng):
-        return (rng.standard_normal((mlp_rows, mlp["dim"])).astype(np.float32),
-                rng.integers(0, 10, mlp_rows).astype(np.int32))
+        return (
+            rng.standard_normal((mlp_rows, mlp["dim"])).astype(np.float32),
+            rng.integers(0, 10, mlp_rows).astype(np.int32),
+        )
 
     return {
         "bert": ModelSpec(
-            "bert", f"BERT-base-shaped encoder, {bert['num_layers']} layers x (dim {bert['dim']}, FFN {bert['hidden']}), "
+            "bert",
+            f"BERT-base-shaped encoder, {bert['num_layers']} layers x (dim {bert['dim']}, FFN {bert['hidden']}), "
             f"GELU (erf), batch {bert_batch} x seq {bert_seq}",
-            lambda rngs: BertEncoder(**bert, rngs=rngs), tokens),
+            lambda rngs: BertEncoder(**bert, rngs=rngs),
+            tokens,
+        ),
         "mobilenet_silu": ModelSpec(
-            "mobilenet_silu", f"MobileNetV2-style CNN (inverted residuals, BN), SiLU, batch {img_batch} x {img_size}x{img_size}x3",
+            "mobilenet_silu",
+            f"MobileNetV2-style CNN (inverted residuals, BN), SiLU, batch {img_batch} x {img_size}x{img_size}x3",
             lambda rngs: MobileNetSiLU(stages=mobile_stages, stem=mobile_stages[0][0], rngs=rngs),
-            images(img_batch, img_size)),
+            images(img_batch, img_size),
+        ),
         "mish_cnn": ModelSpec(
-            "mish_cnn", f"VGG-style CNN, 6 convs {mish_widths}, Mish, batch {img_batch} x {img_size}x{img_size}x3",
-            lambda rngs: MishCNN(widths=mish_widths, rngs=rngs), images(img_batch, img_size)),
+            "mish_cnn",
+            f"VGG-style CNN, 6 convs {mish_widths}, Mish, batch {img_batch} x {img_size}x{img_size}x3",
+            lambda rngs: MishCNN(widths=mish_widths, rngs=rngs),
+            images(img_batch, img_size),
+        ),
         "gelu_mlp": ModelSpec(
-            "gelu_mlp", f"MLP-dominated: {mlp['num_layers']} residual {mlp['dim']}->{mlp['hidden']} blocks, "
+            "gelu_mlp",
+            f"MLP-dominated: {mlp['num_layers']} residual {mlp['dim']}->{mlp['hidden']} blocks, "
             f"GELU-tanh, {mlp_rows} rows",
-            lambda rngs: GeluMLP(**mlp, rngs=rngs), rows),
+            lambda rngs: GeluMLP(**mlp, rngs=rngs),
+            rows,
+        ),
     }
 
 
@@ -132,8 +158,9 @@ def _loss_builder(model: nnx.Module):
         # copy=True: the merged model's BatchNorm statistics are fresh Variables of this trace.
         net = nnx.merge(graphdef, params, rest, copy=True)
         logits = net(inputs)
-        return optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, logits.shape[-1]),
-                                                               labels.reshape(-1)).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        ).mean()
 
     return loss, params, rest
 
@@ -180,7 +207,9 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
         if per_activation:
             needed = concrete + ["auto"] * ("auto" in config.policies)
         else:
-            needed = concrete + [AUTO_CHOICE[regime]] * ("auto" in config.policies and AUTO_CHOICE[regime] not in concrete)
+            needed = concrete + [AUTO_CHOICE[regime]] * (
+                "auto" in config.policies and AUTO_CHOICE[regime] not in concrete
+            )
         for policy in needed:
             model = _policy_model(base, policy, regime)
             loss, params, rest = _loss_builder(model)
@@ -238,11 +267,16 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
             auto = next(r for r in rows if r["regime"] == regime and r["policy"] == "auto")
             # Honesty aid: a concrete policy whose compiled programs are identical to auto's, if any
             # (then any time difference between the two rows is measurement noise).
-            auto["same_program_as"] = [p for p in concrete if (regime, p) in programs
-                                       and programs[(regime, p)] == programs.get((regime, "auto"))]
+            auto["same_program_as"] = [
+                p
+                for p in concrete
+                if (regime, p) in programs and programs[(regime, p)] == programs.get((regime, "auto"))
+            ]
         elif "auto" in config.policies:
             chosen = next(r for r in rows if r["regime"] == regime and r["policy"] == AUTO_CHOICE[regime])
-            rows.append({**chosen, "policy": "auto", "resolved": AUTO_CHOICE[regime], "same_program_as": [chosen["policy"]]})
+            rows.append(
+                {**chosen, "policy": "auto", "resolved": AUTO_CHOICE[regime], "same_program_as": [chosen["policy"]]}
+            )
 
     # Timing: warm up every runner once (eager ones already ran above), then interleave policies
     # so machine noise hits all alike.
@@ -271,8 +305,12 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
         for row in rows:
             row["gradient_error_vs_autodiff"] = errors.get(row["measured_as"], {}).get("relative_l2")
     _add_ratios(rows)
-    return {"model": spec.name, "description": spec.description,
-            "parameter_bytes": _bytes(nnx.state(base, nnx.Param)), "rows": rows}
+    return {
+        "model": spec.name,
+        "description": spec.description,
+        "parameter_bytes": _bytes(nnx.state(base, nnx.Param)),
+        "rows": rows,
+    }
 
 
 def _add_ratios(rows: list[dict]) -> None:
@@ -291,23 +329,32 @@ def auto_checks(rows: list[dict], *, time_tolerance: float = 0.05, memory_tolera
     """Per model and regime: is `auto` no worse in memory than autodiff, and within
     `time_tolerance` of the fastest policy whose memory is within `memory_tolerance` of its own?"""
     checks = []
-    for (model, regime) in sorted({(r["model"], r["regime"]) for r in rows}):
+    for model, regime in sorted({(r["model"], r["regime"]) for r in rows}):
         group = {r["policy"]: r for r in rows if r["model"] == model and r["regime"] == regime}
         if "auto" not in group or "autodiff" not in group:
             continue
         auto = group["auto"]
-        peers = [r for r in group.values()
-                 if abs(r["memory_bytes"] - auto["memory_bytes"]) <= memory_tolerance * max(auto["memory_bytes"], 1)]
+        peers = [
+            r
+            for r in group.values()
+            if abs(r["memory_bytes"] - auto["memory_bytes"]) <= memory_tolerance * max(auto["memory_bytes"], 1)
+        ]
         fastest = min((r for r in peers if r["policy"] != "auto"), key=lambda r: r["step_seconds"], default=auto)
         auto_time = auto["step_seconds"]
-        checks.append({
-            "model": model, "regime": regime, "auto_picks": auto["resolved"],
-            "auto_measured_as": auto["measured_as"], "same_program_as": auto.get("same_program_as", []),
-            "memory_not_worse_than_autodiff": auto["memory_bytes"] <= group["autodiff"]["memory_bytes"] * (1 + memory_tolerance),
-            "fastest_at_equal_memory": fastest["policy"],
-            "time_vs_fastest": auto_time / fastest["step_seconds"],
-            "time_within_tolerance": auto_time <= fastest["step_seconds"] * (1 + time_tolerance),
-        })
+        checks.append(
+            {
+                "model": model,
+                "regime": regime,
+                "auto_picks": auto["resolved"],
+                "auto_measured_as": auto["measured_as"],
+                "same_program_as": auto.get("same_program_as", []),
+                "memory_not_worse_than_autodiff": auto["memory_bytes"]
+                <= group["autodiff"]["memory_bytes"] * (1 + memory_tolerance),
+                "fastest_at_equal_memory": fastest["policy"],
+                "time_vs_fastest": auto_time / fastest["step_seconds"],
+                "time_within_tolerance": auto_time <= fastest["step_seconds"] * (1 + time_tolerance),
+            }
+        )
     return checks
 
 
@@ -320,11 +367,17 @@ def reference_mlp_check() -> dict:
     for policy in ("autodiff", "nested", "recompute", "nested_lowp"):
         loss, params, rest = _loss_builder(_policy_model(model, policy, "jit"))
         compiled = jax.jit(jax.value_and_grad(loss)).lower(params, rest, inputs, labels).compile()
-        _, residual = _activation_residuals(loss, params, rest, jnp.zeros(inputs.shape), jnp.zeros(labels.shape, jnp.int32))
-        out[policy] = {"jit_temp_MiB": compiled.memory_analysis().temp_size_in_bytes / MiB,
-                       "split_residual_MiB": residual / MiB}
-    out["issue_reported_MiB"] = {"jit_temp": {"autodiff": 462, "nested": 462, "recompute": 318},
-                                 "split_residual": {"autodiff": 1041, "nested": 465}}
+        _, residual = _activation_residuals(
+            loss, params, rest, jnp.zeros(inputs.shape), jnp.zeros(labels.shape, jnp.int32)
+        )
+        out[policy] = {
+            "jit_temp_MiB": compiled.memory_analysis().temp_size_in_bytes / MiB,
+            "split_residual_MiB": residual / MiB,
+        }
+    out["issue_reported_MiB"] = {
+        "jit_temp": {"autodiff": 462, "nested": 462, "recompute": 318},
+        "split_residual": {"autodiff": 1041, "nested": 465},
+    }
     return out
 
 
@@ -339,17 +392,23 @@ def run(config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> d
         progress(f"{name}: {specs[name].description}")
         models.append(measure_model(specs[name], config, progress))
     rows = [row for m in models for row in m["rows"]]
-    split_ratios = {r["model"]: r["memory_reduction_vs_autodiff"] for r in rows
-                    if r["regime"] == "split" and r["policy"] == "nested"}
-    paper = {r["model"] + "/" + r["regime"]: r["speedup_vs_recompute"] for r in rows
-             if r["policy"] == "nested" and r["regime"] in ("split", "eager") and "speedup_vs_recompute" in r}
+    split_ratios = {
+        r["model"]: r["memory_reduction_vs_autodiff"]
+        for r in rows
+        if r["regime"] == "split" and r["policy"] == "nested"
+    }
+    paper = {
+        r["model"] + "/" + r["regime"]: r["speedup_vs_recompute"]
+        for r in rows
+        if r["policy"] == "nested" and r["regime"] in ("split", "eager") and "speedup_vs_recompute" in r
+    }
     figures = {
         "config": dataclasses.asdict(config),
         "machine": machine_description(),
         "note": "2-core CPU shared with other agents: step times are noisy (fastest of the interleaved repeats)",
         "auto_choice": dict(AUTO_CHOICE),
         "auto_rule": f"{PER_ACTIVATION}: nested when plain autodiff saves >= {NESTED_MIN_RESIDUALS} tensors "
-                     "for the activation, recompute otherwise",
+        "for the activation, recompute otherwise",
         "models": models,
         "rows": rows,
         "auto_checks": auto_checks(rows),
@@ -364,19 +423,38 @@ def run(config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> d
     return figures
 
 
-TABLE_HEADERS = ["model", "regime", "policy", "memory MiB", "x vs autodiff", "x vs recompute",
-                 "step ms", "speed vs autodiff", "speed vs recompute", "grad rel err"]
+TABLE_HEADERS = [
+    "model",
+    "regime",
+    "policy",
+    "memory MiB",
+    "x vs autodiff",
+    "x vs recompute",
+    "step ms",
+    "speed vs autodiff",
+    "speed vs recompute",
+    "grad rel err",
+]
 
 
 def table_rows(figures: dict) -> list[list]:
     out = []
     for r in figures["rows"]:
         policy = r["policy"] if r["policy"] != "auto" else f"auto->{r['resolved']}"
-        out.append([r["model"], r["regime"], policy, r["memory_bytes"] / MiB,
-                    r.get("memory_reduction_vs_autodiff", float("nan")), r.get("memory_reduction_vs_recompute", float("nan")),
-                    1e3 * r["step_seconds"], r.get("speedup_vs_autodiff", float("nan")),
-                    r.get("speedup_vs_recompute", float("nan")),
-                    r.get("gradient_error_vs_autodiff") if r.get("gradient_error_vs_autodiff") is not None else "-"])
+        out.append(
+            [
+                r["model"],
+                r["regime"],
+                policy,
+                r["memory_bytes"] / MiB,
+                r.get("memory_reduction_vs_autodiff", float("nan")),
+                r.get("memory_reduction_vs_recompute", float("nan")),
+                1e3 * r["step_seconds"],
+                r.get("speedup_vs_autodiff", float("nan")),
+                r.get("speedup_vs_recompute", float("nan")),
+                r.get("gradient_error_vs_autodiff") if r.get("gradient_error_vs_autodiff") is not None else "-",
+            ]
+        )
     return out
 
 
@@ -407,7 +485,9 @@ def markdown_report(figures: dict) -> str:
         "",
         "## Nested vs recompute step time where the paper's regime applies (paper: 1.20x)",
         "",
-        markdown_table(["model/regime", "nested speed-up vs recompute"], sorted(figures["nested_speedup_vs_recompute"].items())),
+        markdown_table(
+            ["model/regime", "nested speed-up vs recompute"], sorted(figures["nested_speedup_vs_recompute"].items())
+        ),
         "",
         "## What `auto` picks, and the checks",
         "",
@@ -416,37 +496,96 @@ def markdown_report(figures: dict) -> str:
         "`same program as` = concrete policies whose compiled programs are identical to auto's (a time "
         "difference against them is noise).",
         "",
-        markdown_table(["model", "regime", "auto picks", "measured as", "same program as", "memory <= autodiff",
-                        "fastest at equal memory", "auto time / fastest", "within 5%"],
-                       [[c["model"], c["regime"], c["auto_picks"], c["auto_measured_as"],
-                         ", ".join(c["same_program_as"]) or "-", c["memory_not_worse_than_autodiff"],
-                         c["fastest_at_equal_memory"], c["time_vs_fastest"], c["time_within_tolerance"]]
-                        for c in figures["auto_checks"]]),
+        markdown_table(
+            [
+                "model",
+                "regime",
+                "auto picks",
+                "measured as",
+                "same program as",
+                "memory <= autodiff",
+                "fastest at equal memory",
+                "auto time / fastest",
+                "within 5%",
+            ],
+            [
+                [
+                    c["model"],
+                    c["regime"],
+                    c["auto_picks"],
+                    c["auto_measured_as"],
+                    ", ".join(c["same_program_as"]) or "-",
+                    c["memory_not_worse_than_autodiff"],
+                    c["fastest_at_equal_memory"],
+                    c["time_vs_fastest"],
+                    c["time_within_tolerance"],
+                ]
+                for c in figures["auto_checks"]
+            ],
+        ),
     ]
     detail = []
     for r in figures["rows"]:
         if r["regime"] == "split":
             peak = r["residual_bytes"] + max(r["forward_temp_bytes"], r["backward_temp_bytes"])
-            detail.append([r["model"], r["policy"], r["residual_tensors"], r["residual_bytes"] / MiB,
-                           r["forward_temp_bytes"] / MiB, r["backward_temp_bytes"] / MiB, peak / MiB])
-    lines += ["", "## Split programs in detail (MiB)", "",
-              "Activation memory at the split's high-water mark is about residuals + the larger program temp "
-              "(parameters, the batch and gradients come on top for every policy alike).", "",
-              markdown_table(["model", "policy", "residual tensors", "residual", "forward temp", "backward temp",
-                              "residual + max temp"], detail)]
-    jit_rows = [[r["model"], r["policy"], r["temp_bytes"] / MiB, r["residual_bytes"] / MiB,
-                 r.get("gradient_error_vs_autodiff", "-")] for r in figures["rows"] if r["regime"] == "jit"]
-    lines += ["", "## One jitted step: compiled temp vs traced residuals (MiB) and gradient error", "",
-              "Traced residuals are what reverse mode asks to keep; XLA fuses and re-materializes element-wise "
-              "chains inside one program, which is why temp barely moves with the policy.", "",
-              markdown_table(["model", "policy", "compiled temp", "traced residuals", "grad rel. L2 error vs autodiff"], jit_rows)]
+            detail.append(
+                [
+                    r["model"],
+                    r["policy"],
+                    r["residual_tensors"],
+                    r["residual_bytes"] / MiB,
+                    r["forward_temp_bytes"] / MiB,
+                    r["backward_temp_bytes"] / MiB,
+                    peak / MiB,
+                ]
+            )
+    lines += [
+        "",
+        "## Split programs in detail (MiB)",
+        "",
+        "Activation memory at the split's high-water mark is about residuals + the larger program temp "
+        "(parameters, the batch and gradients come on top for every policy alike).",
+        "",
+        markdown_table(
+            ["model", "policy", "residual tensors", "residual", "forward temp", "backward temp", "residual + max temp"],
+            detail,
+        ),
+    ]
+    jit_rows = [
+        [
+            r["model"],
+            r["policy"],
+            r["temp_bytes"] / MiB,
+            r["residual_bytes"] / MiB,
+            r.get("gradient_error_vs_autodiff", "-"),
+        ]
+        for r in figures["rows"]
+        if r["regime"] == "jit"
+    ]
+    lines += [
+        "",
+        "## One jitted step: compiled temp vs traced residuals (MiB) and gradient error",
+        "",
+        "Traced residuals are what reverse mode asks to keep; XLA fuses and re-materializes element-wise "
+        "chains inside one program, which is why temp barely moves with the policy.",
+        "",
+        markdown_table(
+            ["model", "policy", "compiled temp", "traced residuals", "grad rel. L2 error vs autodiff"], jit_rows
+        ),
+    ]
     if "issue_reference_mlp" in figures:
         ref = figures["issue_reference_mlp"]
-        lines += ["", "## The issue's 6 x 2048x768->3072 GELU-tanh MLP (compile only, MiB)", "",
-                  markdown_table(["policy", "jit temp", "split residuals"],
-                                 [[p, v["jit_temp_MiB"], v["split_residual_MiB"]] for p, v in ref.items()
-                                  if p != "issue_reported_MiB"]),
-                  "", f"Issue reported: {ref['issue_reported_MiB']}"]
+        lines += [
+            "",
+            "## The issue's 6 x 2048x768->3072 GELU-tanh MLP (compile only, MiB)",
+            "",
+            markdown_table(
+                ["policy", "jit temp", "split residuals"],
+                [[p, v["jit_temp_MiB"], v["split_residual_MiB"]] for p, v in ref.items() if p != "issue_reported_MiB"],
+            ),
+            "",
+            f"Issue reported: {ref['issue_reported_MiB']}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -463,11 +602,17 @@ def plot_memory(figures: dict, path: Path) -> Path:
         for i, policy in enumerate(policies):
             values = []
             for model in models:
-                match = [r for r in figures["rows"] if r["model"] == model and r["regime"] == regime and r["policy"] == policy]
+                match = [
+                    r
+                    for r in figures["rows"]
+                    if r["model"] == model and r["regime"] == regime and r["policy"] == policy
+                ]
                 values.append(match[0]["memory_bytes"] / MiB if match else 0.0)
             ax.bar(np.arange(len(models)) + i * width, values, width, label=policy)
         ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models, rotation=20)
-        ax.set_title({"jit": "one jitted step: temp", "split": "split: residuals", "eager": "op-by-op: residuals"}[regime])
+        ax.set_title(
+            {"jit": "one jitted step: temp", "split": "split: residuals", "eager": "op-by-op: residuals"}[regime]
+        )
         ax.set_ylabel("MiB")
     axes[0][0].legend(fontsize=8)
     return save_figure(fig, path)
@@ -477,14 +622,18 @@ def markdown_table_for_tour(figures: dict) -> str:
     """The compact table for `frugal tour`: the memory table plus what auto picks."""
     from frugal.scripts.report import markdown_table
 
-    return "\n".join([
-        "Memory a training step keeps for its activations under each policy (`frugal.transforms.activation_policy`): "
-        "**jit** = compiled temp bytes of one jitted step, **split** = residual bytes between a jitted forward and "
-        "a jitted backward, **eager** = bytes held by the op-by-op VJP. "
-        f"{figures['models'][0]['description']}. {figures['note']}.",
-        "",
-        markdown_table(TABLE_HEADERS, table_rows(figures)),
-        "",
-        "`auto` picks " + ", ".join(f"{k} -> {v}" for k, v in figures["auto_choice"].items())
-        + f" ({figures['auto_rule']}); the full benchmark is `frugal bench memory`.",
-    ])
+    return "\n".join(
+        [
+            "Memory a training step keeps for its activations under each policy "
+            "(`frugal.transforms.activation_policy`): "
+            "**jit** = compiled temp bytes of one jitted step, **split** = residual bytes between a jitted forward and "
+            "a jitted backward, **eager** = bytes held by the op-by-op VJP. "
+            f"{figures['models'][0]['description']}. {figures['note']}.",
+            "",
+            markdown_table(TABLE_HEADERS, table_rows(figures)),
+            "",
+            "`auto` picks "
+            + ", ".join(f"{k} -> {v}" for k, v in figures["auto_choice"].items())
+            + f" ({figures['auto_rule']}); the full benchmark is `frugal bench memory`.",
+        ]
+    )

@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -44,9 +44,11 @@ class QAExample:
         if not isinstance(self.context, str) or not self.context.strip():
             raise ValueError(f"example {self.qid!r}: field 'context' is empty")
         for text, start in self.answers:
-            if not isinstance(start, int) or start < 0 or self.context[start:start + len(text)] != text:
-                raise ValueError(f"example {self.qid!r}: answer {text!r} at answer_start={start} does not match "
-                                 "the context text there")
+            if not isinstance(start, int) or start < 0 or self.context[start : start + len(text)] != text:
+                raise ValueError(
+                    f"example {self.qid!r}: answer {text!r} at answer_start={start} does not match "
+                    "the context text there"
+                )
 
 
 def load_squad(path: str | Path, *, max_examples: int | None = None) -> list[QAExample]:
@@ -57,8 +59,9 @@ def load_squad(path: str | Path, *, max_examples: int | None = None) -> list[QAE
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SQuAD path {path} does not exist (download train-v1.1.json / dev-v2.0.json "
-                                "yourself and pass its path)")
+        raise FileNotFoundError(
+            f"SQuAD path {path} does not exist (download train-v1.1.json / dev-v2.0.json yourself and pass its path)"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -68,8 +71,9 @@ def load_squad(path: str | Path, *, max_examples: int | None = None) -> list[QAE
         if not isinstance(obj, dict) or key not in obj:
             raise ValueError(f"SQuAD file {path}: {where} lacks field '{key}'")
         if not isinstance(obj[key], kind):
-            raise ValueError(f"SQuAD file {path}: field '{key}' at {where} must be {kind.__name__}, "
-                             f"got {type(obj[key]).__name__}")
+            raise ValueError(
+                f"SQuAD file {path}: field '{key}' at {where} must be {kind.__name__}, got {type(obj[key]).__name__}"
+            )
         return obj[key]
 
     examples = []
@@ -88,9 +92,11 @@ def load_squad(path: str | Path, *, max_examples: int | None = None) -> list[QAE
                     for k, ans in enumerate(need(qa, "answers", list, qwhere)):
                         text = need(ans, "text", str, f"{qwhere}.answers[{k}]")
                         start = need(ans, "answer_start", int, f"{qwhere}.answers[{k}]")
-                        if context[start:start + len(text)] != text:
-                            raise ValueError(f"SQuAD file {path}: answer_start={start} at {qwhere}.answers[{k}] "
-                                             f"does not point at its text {text!r}")
+                        if context[start : start + len(text)] != text:
+                            raise ValueError(
+                                f"SQuAD file {path}: answer_start={start} at {qwhere}.answers[{k}] "
+                                f"does not point at its text {text!r}"
+                            )
                         answers.append((text, start))
                 examples.append(QAExample(qid, question, context, tuple(answers)))
                 if max_examples is not None and len(examples) >= max_examples:
@@ -103,13 +109,67 @@ def load_squad(path: str | Path, *, max_examples: int | None = None) -> list[QAE
 # --------------------------------------------------------------------------------------------
 # The built-in offline set
 
-_STDLIB_MODULES = ("argparse", "ast", "base64", "bisect", "calendar", "codecs", "collections", "contextlib", "copy",
-                   "csv", "dataclasses", "datetime", "decimal", "difflib", "doctest", "enum", "fnmatch", "fractions",
-                   "functools", "gettext", "glob", "heapq", "hmac", "inspect", "io", "itertools", "json", "locale",
-                   "logging", "math", "operator", "optparse", "pathlib", "pickle", "pprint", "queue", "random", "re",
-                   "sched", "secrets", "selectors", "shutil", "statistics", "string", "struct", "subprocess",
-                   "tempfile", "textwrap", "threading", "timeit", "tokenize", "trace", "traceback", "typing",
-                   "unittest", "uuid", "warnings", "weakref", "zipfile")
+_STDLIB_MODULES = (
+    "argparse",
+    "ast",
+    "base64",
+    "bisect",
+    "calendar",
+    "codecs",
+    "collections",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "doctest",
+    "enum",
+    "fnmatch",
+    "fractions",
+    "functools",
+    "gettext",
+    "glob",
+    "heapq",
+    "hmac",
+    "inspect",
+    "io",
+    "itertools",
+    "json",
+    "locale",
+    "logging",
+    "math",
+    "operator",
+    "optparse",
+    "pathlib",
+    "pickle",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "sched",
+    "secrets",
+    "selectors",
+    "shutil",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "trace",
+    "traceback",
+    "typing",
+    "unittest",
+    "uuid",
+    "warnings",
+    "weakref",
+    "zipfile",
+)
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _GOOD_SENTENCE_RE = re.compile(r"^[A-Z][A-Za-z0-9 ,;:'()\-]+[.]$")
 
@@ -121,8 +181,10 @@ def filler_sentences() -> list[str]:
 
     import sklearn.datasets as skd
 
-    texts = [getattr(skd, name)().DESCR for name in ("load_iris", "load_diabetes", "load_digits", "load_wine",
-                                                     "load_breast_cancer", "load_linnerud")]
+    texts = [
+        getattr(skd, name)().DESCR
+        for name in ("load_iris", "load_diabetes", "load_digits", "load_wine", "load_breast_cancer", "load_linnerud")
+    ]
     with warnings.catch_warnings():  # some stdlib attributes warn on access (typing.io, ...)
         warnings.simplefilter("ignore")
         for name in _STDLIB_MODULES:
@@ -142,15 +204,80 @@ def filler_sentences() -> list[str]:
     return sorted(sentences)
 
 
-_SYLLABLES = ("ka", "lo", "ve", "ri", "mon", "tal", "dor", "sen", "bri", "ul", "na", "ther", "gal", "pe", "ros",
-              "vin", "ca", "mel", "dra", "fen", "lis", "or", "tu", "bel", "quo", "zan", "har", "mi", "sto", "ne")
+_SYLLABLES = (
+    "ka",
+    "lo",
+    "ve",
+    "ri",
+    "mon",
+    "tal",
+    "dor",
+    "sen",
+    "bri",
+    "ul",
+    "na",
+    "ther",
+    "gal",
+    "pe",
+    "ros",
+    "vin",
+    "ca",
+    "mel",
+    "dra",
+    "fen",
+    "lis",
+    "or",
+    "tu",
+    "bel",
+    "quo",
+    "zan",
+    "har",
+    "mi",
+    "sto",
+    "ne",
+)
 _LAND_SUFFIX = ("ia", "land", "stan", "ora", "ovia", "mark")
 _CITY_SUFFIX = ("bury", "ton", "ford", "haven", "burg", "polis", "field", "mouth")
-_FIRST_NAMES = ("Marta", "Jonas", "Ilse", "Tomas", "Greta", "Anton", "Lena", "Pavel", "Nora", "Emil", "Vera",
-                "Oskar", "Hana", "Felix", "Ada", "Rurik", "Selma", "Ivo", "Dana", "Leif")
-_DEVICES = ("steam loom", "pocket barometer", "cable ferry", "lens grinder", "water clock", "sail pump",
-            "rope bridge", "ink press", "wind organ", "salt evaporator", "glass furnace", "signal lamp",
-            "seed drill", "tide gauge", "copper kettle", "spring scale")
+_FIRST_NAMES = (
+    "Marta",
+    "Jonas",
+    "Ilse",
+    "Tomas",
+    "Greta",
+    "Anton",
+    "Lena",
+    "Pavel",
+    "Nora",
+    "Emil",
+    "Vera",
+    "Oskar",
+    "Hana",
+    "Felix",
+    "Ada",
+    "Rurik",
+    "Selma",
+    "Ivo",
+    "Dana",
+    "Leif",
+)
+_DEVICES = (
+    "steam loom",
+    "pocket barometer",
+    "cable ferry",
+    "lens grinder",
+    "water clock",
+    "sail pump",
+    "rope bridge",
+    "ink press",
+    "wind organ",
+    "salt evaporator",
+    "glass furnace",
+    "signal lamp",
+    "seed drill",
+    "tide gauge",
+    "copper kettle",
+    "spring scale",
+)
 
 
 def _name(rng: np.random.Generator, parts: int) -> str:
@@ -189,8 +316,9 @@ def _fact(relation, ents) -> tuple[str, str]:
     return fact.format(**ents), ents[answer_field]
 
 
-def make_fact_qa(n: int, *, seed: int = 0, context_tokens: tuple[int, int] = (440, 490), tokenizer=None,
-                 distractors: int = 0) -> list[QAExample]:
+def make_fact_qa(
+    n: int, *, seed: int = 0, context_tokens: tuple[int, int] = (440, 490), tokenizer=None, distractors: int = 0
+) -> list[QAExample]:
     """`n` seeded examples: a ~context_tokens-long passage of real sentences with one answer fact.
 
     By default (distractors=0) the answer fact is the only invented sentence; the other blocks are
@@ -227,8 +355,9 @@ def make_fact_qa(n: int, *, seed: int = 0, context_tokens: tuple[int, int] = (44
                 other[relation[3]] = ents[relation[3]]
                 fact_d, _ = _fact(candidates[int(rng.integers(len(candidates)))], other)
             facts.append(fact_d)
-        budget = int(rng.integers(lo, hi + 1)) - sum(len(tokenizer.encode(f, add_special_tokens=False).ids)
-                                                      for f in facts + [fact])
+        budget = int(rng.integers(lo, hi + 1)) - sum(
+            len(tokenizer.encode(f, add_special_tokens=False).ids) for f in facts + [fact]
+        )
         filler = []
         while budget > 0:
             s = pool[int(rng.integers(len(pool)))]
@@ -288,12 +417,19 @@ class QAFeatures:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def select(self, rows) -> "QAFeatures":
+    def select(self, rows) -> QAFeatures:
         return QAFeatures(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
 
 
-def featurize(examples: Sequence[QAExample], tokenizer, *, max_seq_len: int = 384, doc_stride: int = 128,
-              max_query_len: int = 64, pad_to: int | None = None) -> QAFeatures:
+def featurize(
+    examples: Sequence[QAExample],
+    tokenizer,
+    *,
+    max_seq_len: int = 384,
+    doc_stride: int = 128,
+    max_query_len: int = 64,
+    pad_to: int | None = None,
+) -> QAFeatures:
     """Cuts each example into windows of at most `max_seq_len` tokens (see the module docstring).
 
     pad_to: pad every window to this many tokens (default max_seq_len). Questions longer than
@@ -301,7 +437,7 @@ def featurize(examples: Sequence[QAExample], tokenizer, *, max_seq_len: int = 38
     """
     if max_seq_len < 16:
         raise ValueError(f"max_seq_len={max_seq_len} must be >= 16")
-    if not 1 <= doc_stride:
+    if not doc_stride >= 1:
         raise ValueError(f"doc_stride={doc_stride} must be >= 1")
     if not 1 <= max_query_len <= max_seq_len - 8:
         raise ValueError(f"max_query_len={max_query_len} must be between 1 and max_seq_len - 8")

@@ -17,7 +17,7 @@ Facts are found as the context text not covered by the filler sentences the gene
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def fact_character_mask(context: str, filler: Sequence[str]) -> np.ndarray:
     for sentence in sorted(set(filler), key=len, reverse=True):
         start = context.find(sentence)
         while start >= 0:
-            covered[start:start + len(sentence)] = True
+            covered[start : start + len(sentence)] = True
             start = context.find(sentence, start + 1)
     return ~covered & np.array([not c.isspace() for c in context], bool)
 
@@ -48,12 +48,13 @@ def window_blocks(features: QAFeatures, window: int, fact_chars: np.ndarray, blo
             fact[t // block] = True
     start, end = int(features.start_positions[window]), int(features.end_positions[window])
     if end > 0:
-        answer[start // block: end // block + 1] = True
+        answer[start // block : end // block + 1] = True
     return question, fact, answer
 
 
-def stage_flops(tokens: int, kept: Sequence[tuple[int, float]], num_layers: int, hidden: int,
-                intermediate: int) -> tuple[int, int]:
+def stage_flops(
+    tokens: int, kept: Sequence[tuple[int, float]], num_layers: int, hidden: int, intermediate: int
+) -> tuple[int, int]:
     """(full, pruned) encoder FLOPs of one window; `kept` lists (after layer L, kept tokens) stages."""
     full = num_layers * encoder_layer_flops(tokens, hidden, intermediate)
     current, pruned, stages = tokens, 0, dict(kept)
@@ -64,9 +65,18 @@ def stage_flops(tokens: int, kept: Sequence[tuple[int, float]], num_layers: int,
     return full, pruned
 
 
-def bounds(n_dev: int = 200, *, seed: int = 1000, distractors: int = 0, context_tokens: tuple[int, int] = (440, 490),
-           max_seq_len: int = 512, block: int = 32, num_layers: int = 6, hidden: int = 384,
-           intermediate: int = 1536) -> dict:
+def bounds(
+    n_dev: int = 200,
+    *,
+    seed: int = 1000,
+    distractors: int = 0,
+    context_tokens: tuple[int, int] = (440, 490),
+    max_seq_len: int = 512,
+    block: int = 32,
+    num_layers: int = 6,
+    hidden: int = 384,
+    intermediate: int = 1536,
+) -> dict:
     """Defaults: the dev set of `frugal skim` (seed 1000); the harder set is distractors=3,
     context_tokens=(300, 360), max_seq_len=384."""
     examples = make_fact_qa(n_dev, seed=seed, distractors=distractors, context_tokens=context_tokens)
@@ -91,22 +101,37 @@ def bounds(n_dev: int = 200, *, seed: int = 1000, distractors: int = 0, context_
             full, pruned = stage_flops(tokens, stages, num_layers, hidden, intermediate)
             totals[name][0] += full
             totals[name][1] += pruned
-    return {"windows": len(features), "kept_share": {k: float(np.mean(v)) for k, v in shares.items()},
-            "flops_speedup_upper_bound": {name: full / pruned for name, (full, pruned) in totals.items()}}
+    return {
+        "windows": len(features),
+        "kept_share": {k: float(np.mean(v)) for k, v in shares.items()},
+        "flops_speedup_upper_bound": {name: full / pruned for name, (full, pruned) in totals.items()},
+    }
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-dev", type=int, default=200, help="built-in dev examples (default 200)")
     parser.add_argument("--distractors", type=int, default=0, help="look-alike facts per passage (default 0)")
-    parser.add_argument("--context-tokens", type=int, nargs=2, default=(440, 490), metavar=("LO", "HI"),
-                        help="passage length range in tokens (default 440 490)")
+    parser.add_argument(
+        "--context-tokens",
+        type=int,
+        nargs=2,
+        default=(440, 490),
+        metavar=("LO", "HI"),
+        help="passage length range in tokens (default 440 490)",
+    )
     parser.add_argument("--max-seq-len", type=int, default=512, help="window length (default 512)")
     args = parser.parse_args(argv)
-    result = bounds(args.n_dev, distractors=args.distractors, context_tokens=tuple(args.context_tokens),
-                    max_seq_len=args.max_seq_len)
-    print(f"{result['windows']} dev windows; share of blocks kept by an oracle: question + facts "
-          f"{result['kept_share']['facts']:.3f}, question + answer {result['kept_share']['answer']:.3f}")
+    result = bounds(
+        args.n_dev,
+        distractors=args.distractors,
+        context_tokens=tuple(args.context_tokens),
+        max_seq_len=args.max_seq_len,
+    )
+    print(
+        f"{result['windows']} dev windows; share of blocks kept by an oracle: question + facts "
+        f"{result['kept_share']['facts']:.3f}, question + answer {result['kept_share']['answer']:.3f}"
+    )
     for name, speedup in result["flops_speedup_upper_bound"].items():
         print(f"  {name:40s} FLOPs speedup <= {speedup:.2f}x")
     return result

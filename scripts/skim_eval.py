@@ -21,8 +21,12 @@ from frugal.models.bert_qa import attention_bias, decode_answers, squad_scores
 from frugal.scripts.qa_data import QAFeatures
 from frugal.transforms.block_skim import SkimRunner, block_labels, block_valid, encoder_layer_flops, skim_flops
 
-PAPER = {"model": "BERT-base, SQuAD v1.1 (Guan et al. 2022, Block-Skim table)", "vanilla_f1": 88.32,
-         "block_skim_f1": 88.52, "block_skim_flops_speedup": 3.01}
+PAPER = {
+    "model": "BERT-base, SQuAD v1.1 (Guan et al. 2022, Block-Skim table)",
+    "vanilla_f1": 88.32,
+    "block_skim_f1": 88.52,
+    "block_skim_flops_speedup": 3.01,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,8 +58,10 @@ def collect_per_layer(model, features: QAFeatures, layers, per_layer, batch_size
                 out.append(per_layer(m, i, probs, mask, types, x))
         return jnp.stack(out)
 
-    chunks = [np.asarray(collect(state, features.input_ids[r], features.attention_mask[r], features.token_type_ids[r]))
-              for r in _batches(len(features), batch_size)]
+    chunks = [
+        np.asarray(collect(state, features.input_ids[r], features.attention_mask[r], features.token_type_ids[r]))
+        for r in _batches(len(features), batch_size)
+    ]
     return np.concatenate(chunks, axis=1)
 
 
@@ -74,8 +80,9 @@ def evaluate_full(forward, features: QAFeatures, examples, batch_size: int) -> d
     return {**squad_scores(decode_answers(features, start, end, examples), examples), "start": start, "end": end}
 
 
-def evaluate_skim(runner: SkimRunner, features: QAFeatures, examples, threshold: float, batch_size: int,
-                  model_config) -> dict:
+def evaluate_skim(
+    runner: SkimRunner, features: QAFeatures, examples, threshold: float, batch_size: int, model_config
+) -> dict:
     """EM/F1 at a threshold, the mean tokens per layer and the FLOPs speedup at batch-1 semantics.
 
     A window's unskimmed cost is every layer on its length rounded up to whole 32-token blocks; its
@@ -86,8 +93,13 @@ def evaluate_skim(runner: SkimRunner, features: QAFeatures, examples, threshold:
     h, f, heads = model_config.hidden_size, model_config.intermediate_size, model_config.num_attention_heads
     n_layers = runner.num_layers
     for rows in _batches(len(features), batch_size):
-        res = runner(features.input_ids[rows], features.attention_mask[rows], features.token_type_ids[rows],
-                     features.question_length[rows], threshold)
+        res = runner(
+            features.input_ids[rows],
+            features.attention_mask[rows],
+            features.token_type_ids[rows],
+            features.question_length[rows],
+            threshold,
+        )
         starts.append(res.start_logits)
         ends.append(res.end_logits)
         lengths = _padded_len(features.num_tokens[rows], bs)
@@ -101,15 +113,28 @@ def evaluate_skim(runner: SkimRunner, features: QAFeatures, examples, threshold:
                     blocks_seen.append(current // bs)
                     current = int(next(kept_iter)[w].sum()) * bs
             tokens.append(per_layer)
-            flops_skim += skim_flops(per_layer, blocks_seen, hidden=h, intermediate=f, num_heads=heads, block_size=bs,
-                                     features=runner.config.predictor_features)
+            flops_skim += skim_flops(
+                per_layer,
+                blocks_seen,
+                hidden=h,
+                intermediate=f,
+                num_heads=heads,
+                block_size=bs,
+                features=runner.config.predictor_features,
+            )
             flops_full += n_layers * encoder_layer_flops(int(length), h, f) + 2 * int(length) * h * 2
     start, end = np.concatenate(starts), np.concatenate(ends)
     scores = squad_scores(decode_answers(features, start, end, examples), examples)
     tokens = np.asarray(tokens)
-    return {**scores, "threshold": threshold, "flops_speedup": flops_full / flops_skim,
-            "mean_tokens_per_layer": tokens.mean(0).round(1).tolist(),
-            "mean_window_tokens": float(_padded_len(features.num_tokens, bs).mean()), "start": start, "end": end}
+    return {
+        **scores,
+        "threshold": threshold,
+        "flops_speedup": flops_full / flops_skim,
+        "mean_tokens_per_layer": tokens.mean(0).round(1).tolist(),
+        "mean_window_tokens": float(_padded_len(features.num_tokens, bs).mean()),
+        "start": start,
+        "end": end,
+    }
 
 
 def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: int, layers=None) -> dict:
@@ -126,10 +151,21 @@ def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: i
     cfg = model.skim_config
     keep_probs, labels, valid = [], [], []
     for rows in _batches(len(features), batch_size):
-        keep_probs.append(np.asarray(probs_fn(state, features.input_ids[rows], features.attention_mask[rows],
-                                              features.token_type_ids[rows])))
-        labels.append(np.asarray(block_labels(features.start_positions[rows], features.end_positions[rows],
-                                              features.input_ids.shape[1], cfg.block_size)))
+        keep_probs.append(
+            np.asarray(
+                probs_fn(state, features.input_ids[rows], features.attention_mask[rows], features.token_type_ids[rows])
+            )
+        )
+        labels.append(
+            np.asarray(
+                block_labels(
+                    features.start_positions[rows],
+                    features.end_positions[rows],
+                    features.input_ids.shape[1],
+                    cfg.block_size,
+                )
+            )
+        )
         valid.append(np.asarray(block_valid(jnp.asarray(features.attention_mask[rows]), cfg.block_size)) > 0)
     p, y, v = np.concatenate(keep_probs, 1), np.concatenate(labels), np.concatenate(valid)
     out = {}
@@ -139,8 +175,13 @@ def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: i
         rows = []
         for t in thresholds:
             keep = (p[li] >= t) & v
-            rows.append({"threshold": t, "kept_fraction": float(keep.sum() / v.sum()),
-                         "answer_block_recall": float((keep & (y > 0)).sum() / max((y > 0).sum(), 1))})
+            rows.append(
+                {
+                    "threshold": t,
+                    "kept_fraction": float(keep.sum() / v.sum()),
+                    "answer_block_recall": float((keep & (y > 0)).sum() / max((y > 0).sum(), 1)),
+                }
+            )
         out[str(layer)] = rows
     return out
 
@@ -151,7 +192,7 @@ def _bench_lock(timeout_s: float | None):
     import fcntl
 
     try:
-        handle = open("/tmp/frugal-bench.lock", "a")
+        handle = open("/tmp/frugal-bench.lock", "a")  # noqa: SIM115 (held for the lock's lifetime)
     except OSError:
         yield False
         return
@@ -174,8 +215,9 @@ def _bench_lock(timeout_s: float | None):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def time_batch1(runner: SkimRunner, features: QAFeatures, thresholds, n: int, repeats: int, *,
-                lock_timeout_s: float | None = None) -> dict:
+def time_batch1(
+    runner: SkimRunner, features: QAFeatures, thresholds, n: int, repeats: int, *, lock_timeout_s: float | None = None
+) -> dict:
     """Seconds per window at batch 1: the unskimmed jitted forward vs the staged skim forward per threshold.
 
     Each window is cut to its length rounded up to whole blocks (no padding beyond that). Every shape is
@@ -188,9 +230,15 @@ def time_batch1(runner: SkimRunner, features: QAFeatures, thresholds, n: int, re
     rows = list(range(min(n, len(features))))
     inputs = []
     for r in rows:
-        length = int(_padded_len(features.num_tokens[r:r + 1])[0])
-        inputs.append((features.input_ids[r:r + 1, :length], features.attention_mask[r:r + 1, :length],
-                       features.token_type_ids[r:r + 1, :length], features.question_length[r:r + 1]))
+        length = int(_padded_len(features.num_tokens[r : r + 1])[0])
+        inputs.append(
+            (
+                features.input_ids[r : r + 1, :length],
+                features.attention_mask[r : r + 1, :length],
+                features.token_type_ids[r : r + 1, :length],
+                features.question_length[r : r + 1],
+            )
+        )
 
     def full(x):
         runner.full(*x[:3])
@@ -212,18 +260,23 @@ def time_batch1(runner: SkimRunner, features: QAFeatures, thresholds, n: int, re
         names = list(variants)
         for _ in range(repeats):
             for i, x in enumerate(inputs):
-                for name in names[i % len(names):] + names[:i % len(names)]:
+                for name in names[i % len(names) :] + names[: i % len(names)]:
                     fn = variants[name]
                     t0 = time.perf_counter()
                     fn(x)
                     seconds[name][i] = min(seconds[name][i], time.perf_counter() - t0)
     per = {k: float(v.mean()) for k, v in seconds.items()}
-    return {"windows": len(inputs), "repeats": repeats, "seconds_per_window": per,
-            "speedup": {k: per["full"] / v for k, v in per.items() if k != "full"},
-            "load_average_before": load_before, "load_average_at_lock": load_locked,
-            "load_average_after": os.getloadavg()[0], "bench_lock_held": locked,
-            "niceness": niceness}
-
+    return {
+        "windows": len(inputs),
+        "repeats": repeats,
+        "seconds_per_window": per,
+        "speedup": {k: per["full"] / v for k, v in per.items() if k != "full"},
+        "load_average_before": load_before,
+        "load_average_at_lock": load_locked,
+        "load_average_after": os.getloadavg()[0],
+        "bench_lock_held": locked,
+        "niceness": niceness,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,11 +299,20 @@ def _checks(figures: dict) -> dict:
     best = _best_operating_point(figures)
     out = {"threshold0_answers_identical": figures.get("threshold0_answers_identical")}
     if best is None:
-        out.update(threshold=None, note="no threshold > 0 keeps F1 within 1 point of the unpruned model",
-                   flops_speedup_at_least_2_5=False, wall_clock_at_least_2=False)
+        out.update(
+            threshold=None,
+            note="no threshold > 0 keeps F1 within 1 point of the unpruned model",
+            flops_speedup_at_least_2_5=False,
+            wall_clock_at_least_2=False,
+        )
     else:
-        out.update(threshold=best["threshold"], f1=best["f1"], f1_unpruned=figures["block_skim_unpruned"]["f1"],
-                   flops_speedup=best["flops_speedup"], flops_speedup_at_least_2_5=best["flops_speedup"] >= 2.5)
+        out.update(
+            threshold=best["threshold"],
+            f1=best["f1"],
+            f1_unpruned=figures["block_skim_unpruned"]["f1"],
+            flops_speedup=best["flops_speedup"],
+            flops_speedup_at_least_2_5=best["flops_speedup"] >= 2.5,
+        )
         if "timing" in figures:
             wall = figures["timing"]["speedup"].get(f"skim@{best['threshold']}")
             out.update(wall_clock_speedup=wall, wall_clock_at_least_2=wall is not None and wall >= 2.0)
@@ -259,32 +321,80 @@ def _checks(figures: dict) -> dict:
 
 def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     timing = figures.get("timing", {}).get("speedup", {})
-    rows = [["paper BERT-base SQuAD, vanilla", "-", f"{PAPER['vanilla_f1']:.2f}", "1.00x", "-"],
-            ["paper BERT-base SQuAD, Block-Skim", "-", f"{PAPER['block_skim_f1']:.2f}",
-             f"{PAPER['block_skim_flops_speedup']:.2f}x", "-"]]
+    rows = [
+        ["paper BERT-base SQuAD, vanilla", "-", f"{PAPER['vanilla_f1']:.2f}", "1.00x", "-"],
+        [
+            "paper BERT-base SQuAD, Block-Skim",
+            "-",
+            f"{PAPER['block_skim_f1']:.2f}",
+            f"{PAPER['block_skim_flops_speedup']:.2f}x",
+            "-",
+        ],
+    ]
     if "vanilla" in figures:
-        rows.append(["ours MiniLM, vanilla fine-tune", f"{figures['vanilla']['exact_match']:.2f}",
-                     f"{figures['vanilla']['f1']:.2f}", "1.00x", "1.00x"])
-    rows.append(["ours MiniLM, Block-Skim trained, no pruning", f"{figures['block_skim_unpruned']['exact_match']:.2f}",
-                 f"{figures['block_skim_unpruned']['f1']:.2f}", "1.00x", "1.00x"])
+        rows.append(
+            [
+                "ours MiniLM, vanilla fine-tune",
+                f"{figures['vanilla']['exact_match']:.2f}",
+                f"{figures['vanilla']['f1']:.2f}",
+                "1.00x",
+                "1.00x",
+            ]
+        )
+    rows.append(
+        [
+            "ours MiniLM, Block-Skim trained, no pruning",
+            f"{figures['block_skim_unpruned']['exact_match']:.2f}",
+            f"{figures['block_skim_unpruned']['f1']:.2f}",
+            "1.00x",
+            "1.00x",
+        ]
+    )
     for r in figures["sweep"]:
         wall = timing.get(f"skim@{r['threshold']}")
-        name = (f"per-layer thresholds {list(r['threshold'])} (held-out train, recall "
-                f"{figures['config']['target_recall']})" if isinstance(r["threshold"], (tuple, list))
-                else f"threshold {r['threshold']}")
-        rows.append([f"ours Block-Skim, {name}", f"{r['exact_match']:.2f}", f"{r['f1']:.2f}",
-                     f"{r['flops_speedup']:.2f}x", "-" if wall is None else f"{wall:.2f}x"])
+        name = (
+            f"per-layer thresholds {list(r['threshold'])} (held-out train, recall {figures['config']['target_recall']})"
+            if isinstance(r["threshold"], (tuple, list))
+            else f"threshold {r['threshold']}"
+        )
+        rows.append(
+            [
+                f"ours Block-Skim, {name}",
+                f"{r['exact_match']:.2f}",
+                f"{r['f1']:.2f}",
+                f"{r['flops_speedup']:.2f}x",
+                "-" if wall is None else f"{wall:.2f}x",
+            ]
+        )
     for r in figures.get("paper_predictor_sweep", []):
-        rows.append([f"ours, the paper's predictor alone, threshold {r['threshold']}", f"{r['exact_match']:.2f}",
-                     f"{r['f1']:.2f}", f"{r['flops_speedup']:.2f}x", "-"])
-    out = [(f"Block-Skim ({figures['label']}): built-in fact QA dev set, pruning after layers "
-            f"{figures['config']['prune_layers']}", ["model", "EM", "F1", "FLOPs speedup", "wall-clock b=1"], rows)]
+        rows.append(
+            [
+                f"ours, the paper's predictor alone, threshold {r['threshold']}",
+                f"{r['exact_match']:.2f}",
+                f"{r['f1']:.2f}",
+                f"{r['flops_speedup']:.2f}x",
+                "-",
+            ]
+        )
+    out = [
+        (
+            f"Block-Skim ({figures['label']}): built-in fact QA dev set, pruning after layers "
+            f"{figures['config']['prune_layers']}",
+            ["model", "EM", "F1", "FLOPs speedup", "wall-clock b=1"],
+            rows,
+        )
+    ]
     diag = []
     for layer, rs in figures["predictors"].items():
         for r in rs:
             diag.append([layer, r["threshold"], f"{r['kept_fraction']:.3f}", f"{r['answer_block_recall']:.3f}"])
-    out.append(("skim predictors on the unpruned forward", ["layer", "threshold", "kept fraction",
-                                                             "answer-block recall"], diag))
+    out.append(
+        (
+            "skim predictors on the unpruned forward",
+            ["layer", "threshold", "kept fraction", "answer-block recall"],
+            diag,
+        )
+    )
     return out
 
 
@@ -293,62 +403,91 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
 
     lines = [f"# Block-Skim on all-MiniLM-L6-v2 ({figures['label']})", ""]
     d, c = figures["data"], figures["config"]
-    lines += [f"Built-in fact QA set: {d['train_examples']} train examples, "
-              f"{d['dev_examples']} dev examples; windows of {c['max_seq_len']} tokens, mean dev window "
-              f"{d['mean_dev_window_tokens']:.0f} tokens (blocks of 32). Fine-tuning: {c['train_steps']} steps of "
-              f"batch {c['batch_size']}, lr {c['learning_rate']} (predictors {c['predictor_learning_rate']}), "
-              f"embeddings {'frozen' if c['freeze_embeddings'] else 'trained'}; predictors trained after layers "
-              f"{c['predictor_layers']}, pruning at inference after layers {c['prune_layers']}; alpha {c['alpha']}, "
-              f"beta {c['beta']}, label rule '{c['label_rule']}'.", ""]
+    lines += [
+        f"Built-in fact QA set: {d['train_examples']} train examples, "
+        f"{d['dev_examples']} dev examples; windows of {c['max_seq_len']} tokens, mean dev window "
+        f"{d['mean_dev_window_tokens']:.0f} tokens (blocks of 32). Fine-tuning: {c['train_steps']} steps of "
+        f"batch {c['batch_size']}, lr {c['learning_rate']} (predictors {c['predictor_learning_rate']}), "
+        f"embeddings {'frozen' if c['freeze_embeddings'] else 'trained'}; predictors trained after layers "
+        f"{c['predictor_layers']}, pruning at inference after layers {c['prune_layers']}; alpha {c['alpha']}, "
+        f"beta {c['beta']}, label rule '{c['label_rule']}'.",
+        "",
+    ]
     if c["refine_epochs"]:
-        lines += [f"After the joint fine-tune the predictors of layers {c['refine_layers']} were trained alone "
-                  f"for {c['refine_epochs']} epochs on the cached attention of {c['refine_windows']} training windows, "
-                  "encoder frozen. This deviates from the paper's purely joint training: our joint run is short "
-                  "(CPU budget) and left the predictors undertrained, and with the encoder fixed the predictors "
-                  "see exactly the attention they see at inference.", ""]
+        lines += [
+            f"After the joint fine-tune the predictors of layers {c['refine_layers']} were trained alone "
+            f"for {c['refine_epochs']} epochs on the cached attention of {c['refine_windows']} training windows, "
+            "encoder frozen. This deviates from the paper's purely joint training: our joint run is short "
+            "(CPU budget) and left the predictors undertrained, and with the encoder fixed the predictors "
+            "see exactly the attention they see at inference.",
+            "",
+        ]
     if c["predictor_features"] == "diagonal+question+match":
-        lines += ["Predictor features 'diagonal+question+match' (our extension beyond the paper): on top of each "
-                  "paper predictor (CNN and classifier unchanged) a small MLP reads per block the CNN's logit margin, "
-                  "the log question<->block attention per head and how well the layer's hidden states match the "
-                  "question's tokens (top cosine similarities), each next to the neighbouring blocks and relative "
-                  f"to the window's best block. The MLPs of layers {c['question_layers']} were fitted alone "
-                  f"(encoder and CNN frozen, {c['match_fit_steps']} full-batch AdamW steps on "
-                  f"{c['question_fit_windows']} training windows)."]
+        lines += [
+            "Predictor features 'diagonal+question+match' (our extension beyond the paper): on top of each "
+            "paper predictor (CNN and classifier unchanged) a small MLP reads per block the CNN's logit margin, "
+            "the log question<->block attention per head and how well the layer's hidden states match the "
+            "question's tokens (top cosine similarities), each next to the neighbouring blocks and relative "
+            f"to the window's best block. The MLPs of layers {c['question_layers']} were fitted alone "
+            f"(encoder and CNN frozen, {c['match_fit_steps']} full-batch AdamW steps on "
+            f"{c['question_fit_windows']} training windows)."
+        ]
     elif c["predictor_features"] != "diagonal":
-        lines += [f"Predictor features '{c['predictor_features']}' (our extension beyond the paper): the classifier "
-                  "of each predictor also reads, per head, the log of the question->block and block->question "
-                  "attention (mean mass and max). After the steps above, the classifiers of layers "
-                  f"{c['question_layers']} were fitted alone (encoder and CNN frozen, {c['question_fit_steps']} "
-                  f"full-batch Adam steps on {c['question_fit_windows']} training windows)."]
+        lines += [
+            f"Predictor features '{c['predictor_features']}' (our extension beyond the paper): the classifier "
+            "of each predictor also reads, per head, the log of the question->block and block->question "
+            "attention (mean mass and max). After the steps above, the classifiers of layers "
+            f"{c['question_layers']} were fitted alone (encoder and CNN frozen, {c['question_fit_steps']} "
+            f"full-batch Adam steps on {c['question_fit_windows']} training windows)."
+        ]
     if c["predictor_features"] != "diagonal":
-        lines[-1] += (f" One threshold per pruning layer was then picked on the last {c['selection_windows']} "
-                      "training windows (never fitted on, not dev) as the largest keeping answer-block recall >= "
-                      f"{c['target_recall']} on the unpruned forward.")
+        lines[-1] += (
+            f" One threshold per pruning layer was then picked on the last {c['selection_windows']} "
+            "training windows (never fitted on, not dev) as the largest keeping answer-block recall >= "
+            f"{c['target_recall']} on the unpruned forward."
+        )
         lines.append("")
         sel = figures.get("selected_thresholds")
         if sel:
-            rows = [[layer, t, f"{h['kept_context_fraction']:.3f}", f"{h['answer_block_recall']:.3f}"]
-                    for (layer, t), h in zip(sel["per_layer"].items(), sel["held_out_train"].values())]
-            lines += ["## Thresholds picked on held-out training windows", "",
-                      markdown_table(["layer", "threshold", "kept context-block fraction", "answer-block recall"],
-                                     rows), ""]
+            rows = [
+                [layer, t, f"{h['kept_context_fraction']:.3f}", f"{h['answer_block_recall']:.3f}"]
+                for (layer, t), h in zip(sel["per_layer"].items(), sel["held_out_train"].values())
+            ]
+            lines += [
+                "## Thresholds picked on held-out training windows",
+                "",
+                markdown_table(["layer", "threshold", "kept context-block fraction", "answer-block recall"], rows),
+                "",
+            ]
     for title, headers, rows in tables(figures):
         lines += [f"## {title}", "", markdown_table(headers, rows), ""]
     ch = figures["checks"]
-    lines += ["## Checks (targets: >= 2.5x FLOPs and >= 2x wall-clock at batch 1 with F1 within 1 point of the "
-              "unpruned model; threshold 0 gives identical answers)", "",
-              "```", json.dumps(ch, indent=1, default=str), "```", ""]
+    lines += [
+        "## Checks (targets: >= 2.5x FLOPs and >= 2x wall-clock at batch 1 with F1 within 1 point of the "
+        "unpruned model; threshold 0 gives identical answers)",
+        "",
+        "```",
+        json.dumps(ch, indent=1, default=str),
+        "```",
+        "",
+    ]
     if "timing" in figures:
         t = figures["timing"]
-        lines += [f"Wall-clock: {t['windows']} dev windows at batch 1, each cut to whole blocks, each timed as its "
-                  f"fastest of {t['repeats']} passes (variants interleaved, order rotating per window); "
-                  f"load average {t['load_average_at_lock']:.2f} at the lock (held: {t['bench_lock_held']}, niceness "
-                  f"{t['niceness']}); 2-core CPU shared with other agents, so "
-                  "absolute times are noisy and the same-run ratios are what to trust.", ""]
-    lines += ["FLOPs are counted from the tokens each layer actually processes at batch 1 (GEMMs + attention, "
-              "predictor CNNs and span head included), the paper's metric; the paper's figures are BERT-base "
-              "(12 layers) on SQuAD, ours a 6-layer MiniLM on the built-in set, so they sit beside each other, "
-              "not against each other.", ""]
+        lines += [
+            f"Wall-clock: {t['windows']} dev windows at batch 1, each cut to whole blocks, each timed as its "
+            f"fastest of {t['repeats']} passes (variants interleaved, order rotating per window); "
+            f"load average {t['load_average_at_lock']:.2f} at the lock (held: {t['bench_lock_held']}, niceness "
+            f"{t['niceness']}); 2-core CPU shared with other agents, so "
+            "absolute times are noisy and the same-run ratios are what to trust.",
+            "",
+        ]
+    lines += [
+        "FLOPs are counted from the tokens each layer actually processes at batch 1 (GEMMs + attention, "
+        "predictor CNNs and span head included), the paper's metric; the paper's figures are BERT-base "
+        "(12 layers) on SQuAD, ours a 6-layer MiniLM on the built-in set, so they sit beside each other, "
+        "not against each other.",
+        "",
+    ]
     if include_plot and figures.get("plot"):
         lines += [f"![accuracy vs speedup]({Path(figures['plot']).name})", ""]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ Evaluation, wall-clock timing (under the shared benchmark lock) and the reports 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -25,11 +26,28 @@ from flax import nnx
 
 from frugal.models.bert_qa import decode_answers, qa_loss, qa_model_from_minilm
 from frugal.scripts.qa_data import QAFeatures, featurize, make_fact_qa, plain_tokenizer
-from frugal.scripts.skim_eval import (PAPER, _checks, _write_reports, collect_per_layer, evaluate_full, evaluate_skim,
-                               predictor_diagnostics, time_batch1)
-from frugal.scripts.skim_eval import markdown, tables  # noqa: F401  (re-exported for frugal.scripts.commands.skim)
-from frugal.transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
-                                   diagonal_blocks, joint_loss, skim_loss)
+from frugal.scripts.skim_eval import (  # noqa: F401  (re-exported for frugal.scripts.commands.skim)
+    PAPER,
+    _checks,
+    _write_reports,
+    collect_per_layer,
+    evaluate_full,
+    evaluate_skim,
+    markdown,
+    predictor_diagnostics,
+    tables,
+    time_batch1,
+)
+from frugal.transforms.block_skim import (
+    BlockSkimConfig,
+    SkimRunner,
+    apply_block_skim,
+    block_labels,
+    block_valid,
+    diagonal_blocks,
+    joint_loss,
+    skim_loss,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,16 +117,20 @@ class SkimExperimentConfig:
         if self.max_seq_len % 32 or not 64 <= self.max_seq_len <= 512:
             raise ValueError(f"max_seq_len={self.max_seq_len} must be a multiple of 32 in [64, 512]")
         if not set(self.prune_layers) <= set(self.predictor_layers):
-            raise ValueError(f"prune_layers={self.prune_layers} must be a subset of predictor_layers="
-                             f"{self.predictor_layers}")
+            raise ValueError(
+                f"prune_layers={self.prune_layers} must be a subset of predictor_layers={self.predictor_layers}"
+            )
         from frugal.transforms.block_skim import PREDICTOR_FEATURES
 
         if self.predictor_features not in PREDICTOR_FEATURES:
             raise ValueError(f"predictor_features={self.predictor_features!r} must be one of {PREDICTOR_FEATURES}")
         if self.predictor_features == "diagonal+question+match" and not set(self.prune_layers) <= set(
-                self.question_layers):
-            raise ValueError(f"prune_layers={self.prune_layers} must be among question_layers={self.question_layers}: "
-                             "only those match heads are fitted")
+            self.question_layers
+        ):
+            raise ValueError(
+                f"prune_layers={self.prune_layers} must be among question_layers={self.question_layers}: "
+                "only those match heads are fitted"
+            )
         if not 0 < self.target_recall <= 1:
             raise ValueError(f"target_recall={self.target_recall} must be in (0, 1]")
         if any(not 0 <= t <= 1 for t in self.thresholds) or not self.thresholds:
@@ -133,12 +155,16 @@ def make_optimizer(config: SkimExperimentConfig) -> optax.GradientTransformation
         warmup = max(1, int(config.warmup_fraction * config.train_steps))
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, config.train_steps, peak * 0.05)
 
-    transforms = {"encoder": optax.adamw(schedule(config.learning_rate), weight_decay=0.01),
-                  "predictor": optax.adamw(schedule(config.predictor_learning_rate), weight_decay=0.01),
-                  "embeddings": optax.set_to_zero() if config.freeze_embeddings
-                  else optax.adamw(schedule(config.learning_rate), weight_decay=0.01)}
+    transforms = {
+        "encoder": optax.adamw(schedule(config.learning_rate), weight_decay=0.01),
+        "predictor": optax.adamw(schedule(config.predictor_learning_rate), weight_decay=0.01),
+        "embeddings": optax.set_to_zero()
+        if config.freeze_embeddings
+        else optax.adamw(schedule(config.learning_rate), weight_decay=0.01),
+    }
     return optax.multi_transform(
-        transforms, lambda params: jax.tree_util.tree_map_with_path(lambda p, _: _param_label(p), params))
+        transforms, lambda params: jax.tree_util.tree_map_with_path(lambda p, _: _param_label(p), params)
+    )
 
 
 @nnx.jit
@@ -190,13 +216,29 @@ def train(model: nnx.Module, features: QAFeatures, config: SkimExperimentConfig,
 
 
 def _recipe_key(config: SkimExperimentConfig, skim: bool) -> str:
-    fields = {k: v for k, v in dataclasses.asdict(config).items()
-              if k in ("n_train", "distractors", "max_seq_len", "doc_stride", "context_tokens", "train_steps",
-                       "batch_size",
-                       "learning_rate", "predictor_learning_rate", "warmup_fraction", "freeze_embeddings", "seed")}
+    fields = {
+        k: v
+        for k, v in dataclasses.asdict(config).items()
+        if k
+        in (
+            "n_train",
+            "distractors",
+            "max_seq_len",
+            "doc_stride",
+            "context_tokens",
+            "train_steps",
+            "batch_size",
+            "learning_rate",
+            "predictor_learning_rate",
+            "warmup_fraction",
+            "freeze_embeddings",
+            "seed",
+        )
+    }
     if skim:
-        fields.update(predictor_layers=config.predictor_layers, alpha=config.alpha, beta=config.beta,
-                      label_rule=config.label_rule)
+        fields.update(
+            predictor_layers=config.predictor_layers, alpha=config.alpha, beta=config.beta, label_rule=config.label_rule
+        )
     fields["kind"] = "skim" if skim else "vanilla"
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -204,8 +246,10 @@ def _recipe_key(config: SkimExperimentConfig, skim: bool) -> str:
 def save_weights(model: nnx.Module, path: Path) -> None:
     from safetensors.numpy import save_file
 
-    flat = {"/".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param,
-                                                                                              nnx.BatchStat)))}
+    flat = {
+        "/".join(map(str, p)): np.asarray(v[...])
+        for p, v in nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(flat, str(tmp))
@@ -239,9 +283,17 @@ def trained_models(config: SkimExperimentConfig, train_features, *, skim: bool):
     train_features: QAFeatures, or a zero-argument function returning them (called only when training).
     """
     base = qa_model_from_minilm(seed=config.seed)
-    model = apply_block_skim(base, BlockSkimConfig(layers=config.predictor_layers, alpha=config.alpha,
-                                                   beta=config.beta, label_rule=config.label_rule),
-                             seed=config.seed) if skim else base
+    model = (
+        apply_block_skim(
+            base,
+            BlockSkimConfig(
+                layers=config.predictor_layers, alpha=config.alpha, beta=config.beta, label_rule=config.label_rule
+            ),
+            seed=config.seed,
+        )
+        if skim
+        else base
+    )
     path = cache_path(config, skim=skim)
     log, seconds = None, 0.0
     if path is not None and path.is_file():
@@ -260,8 +312,9 @@ def trained_models(config: SkimExperimentConfig, train_features, *, skim: bool):
             model.eval()
         else:
             t0 = time.perf_counter()
-            refine_log = refine_predictors(model, train_features() if callable(train_features) else train_features,
-                                           config)
+            refine_log = refine_predictors(
+                model, train_features() if callable(train_features) else train_features, config
+            )
             seconds += time.perf_counter() - t0
             log = {"joint": log, "refine": refine_log}
             if refined is not None:
@@ -282,21 +335,36 @@ def _question_layers(config: SkimExperimentConfig) -> tuple[int, ...]:
 
 
 def _question_key(config: SkimExperimentConfig) -> str:
-    fields = {"refined": _refine_key(config), "features": config.predictor_features,
-              "layers": _question_layers(config), "windows": config.question_fit_windows,
-              "steps": config.question_fit_steps, "selection": config.selection_windows,
-              **({"match_steps": config.match_fit_steps} if config.predictor_features.endswith("+match") else {}),
-              "recall": config.target_recall, "prune": config.prune_layers}
+    fields = {
+        "refined": _refine_key(config),
+        "features": config.predictor_features,
+        "layers": _question_layers(config),
+        "windows": config.question_fit_windows,
+        "steps": config.question_fit_steps,
+        "selection": config.selection_windows,
+        **({"match_steps": config.match_fit_steps} if config.predictor_features.endswith("+match") else {}),
+        "recall": config.target_recall,
+        "prune": config.prune_layers,
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def add_question_predictors(model, train_features, config: SkimExperimentConfig, path: Path | None):
     """(widened model, info) - info holds the fit log and the per-pruning-layer thresholds picked on held-out
     training windows. Cached next to the other weights (`path`: the joint fine-tune's cache file)."""
-    from frugal.scripts.skim_predictor_fit import (collect_classifier_inputs, collect_match_inputs,
-                                            fit_match_heads, fit_question_classifiers, keep_probabilities,
-                                            match_keep_probabilities, protected_blocks, recall_curve,
-                                            select_thresholds, window_labels, with_predictor_features)
+    from frugal.scripts.skim_predictor_fit import (
+        collect_classifier_inputs,
+        collect_match_inputs,
+        fit_match_heads,
+        fit_question_classifiers,
+        keep_probabilities,
+        match_keep_probabilities,
+        protected_blocks,
+        recall_curve,
+        select_thresholds,
+        window_labels,
+        with_predictor_features,
+    )
 
     model = with_predictor_features(model, config.predictor_features)
     cached = path.with_name(f"skim-question-{_question_key(config)}.safetensors") if path is not None else None
@@ -311,24 +379,41 @@ def add_question_predictors(model, train_features, config: SkimExperimentConfig,
     held = feats.select(slice(n - n_sel, n))
     t0 = time.perf_counter()
     if config.predictor_features == "diagonal+question+match":
-        log = fit_match_heads(model, feats.select(fit_rows), _question_layers(config),
-                              steps=config.match_fit_steps, batch_size=config.eval_batch_size)
+        log = fit_match_heads(
+            model,
+            feats.select(fit_rows),
+            _question_layers(config),
+            steps=config.match_fit_steps,
+            batch_size=config.eval_batch_size,
+        )
         inputs = collect_match_inputs(model, held, config.prune_layers, config.eval_batch_size)
         probs = match_keep_probabilities(model, inputs, config.prune_layers)
     else:
-        log = fit_question_classifiers(model, feats.select(fit_rows), _question_layers(config),
-                                       steps=config.question_fit_steps, batch_size=config.eval_batch_size)
+        log = fit_question_classifiers(
+            model,
+            feats.select(fit_rows),
+            _question_layers(config),
+            steps=config.question_fit_steps,
+            batch_size=config.eval_batch_size,
+        )
         inputs = collect_classifier_inputs(model, held, config.prune_layers, config.eval_batch_size)
         probs = keep_probabilities(model, inputs, config.prune_layers)
     labels, valid = window_labels(held, model.skim_config)
     protected = protected_blocks(held, model.skim_config.block_size)
     chosen = select_thresholds(probs, labels, valid, protected, target_recall=config.target_recall)
-    info = {"fit": log, "fit_windows": fit_rows.stop, "selection_windows": n_sel,
-            # rounded down, so the picked blocks stay kept
-            "selected_thresholds": [math.floor(t * 1e4) / 1e4 for t in chosen], "target_recall": config.target_recall,
-            "held_out": {str(layer): recall_curve(p, labels, valid, protected, [t])[0]
-                         for layer, p, t in zip(config.prune_layers, probs, chosen)},
-            "seconds": time.perf_counter() - t0}
+    info = {
+        "fit": log,
+        "fit_windows": fit_rows.stop,
+        "selection_windows": n_sel,
+        # rounded down, so the picked blocks stay kept
+        "selected_thresholds": [math.floor(t * 1e4) / 1e4 for t in chosen],
+        "target_recall": config.target_recall,
+        "held_out": {
+            str(layer): recall_curve(p, labels, valid, protected, [t])[0]
+            for layer, p, t in zip(config.prune_layers, probs, chosen)
+        },
+        "seconds": time.perf_counter() - t0,
+    }
     if cached is not None:
         save_weights(model, cached)
         cached.with_suffix(".json").write_text(json.dumps(info, indent=1))
@@ -337,17 +422,26 @@ def add_question_predictors(model, train_features, config: SkimExperimentConfig,
 
 
 def _refine_key(config: SkimExperimentConfig) -> str:
-    fields = {"joint": _recipe_key(config, True), "epochs": config.refine_epochs, "windows": config.refine_windows,
-              "lr": config.refine_learning_rate, "layers": _refine_layers(config)}
+    fields = {
+        "joint": _recipe_key(config, True),
+        "epochs": config.refine_epochs,
+        "windows": config.refine_windows,
+        "lr": config.refine_learning_rate,
+        "layers": _refine_layers(config),
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def collect_diagonal_blocks(model, features: QAFeatures, layers, batch_size: int = 8) -> np.ndarray:
     """(len(layers), W, K, bs, bs, H) float16 predictor inputs, running only the layers needed."""
     bs = model.skim_config.block_size
-    return collect_per_layer(model, features, layers,
-                             lambda m, i, probs, mask, types, hidden: diagonal_blocks(probs, bs).astype(jnp.float16),
-                             batch_size)
+    return collect_per_layer(
+        model,
+        features,
+        layers,
+        lambda m, i, probs, mask, types, hidden: diagonal_blocks(probs, bs).astype(jnp.float16),
+        batch_size,
+    )
 
 
 def refine_predictors(model, features: QAFeatures, config: SkimExperimentConfig) -> dict:
@@ -360,16 +454,21 @@ def refine_predictors(model, features: QAFeatures, config: SkimExperimentConfig)
     rows = slice(0, min(config.refine_windows, len(features)))
     sub = features.select(rows)
     blocks = collect_diagonal_blocks(model, sub, _refine_layers(config))
-    labels = np.asarray(block_labels(sub.start_positions, sub.end_positions, sub.input_ids.shape[1],
-                                     cfg.block_size, rule=cfg.label_rule))
+    labels = np.asarray(
+        block_labels(
+            sub.start_positions, sub.end_positions, sub.input_ids.shape[1], cfg.block_size, rule=cfg.label_rule
+        )
+    )
     valid = np.asarray(block_valid(jnp.asarray(sub.attention_mask), cfg.block_size))
     log = {}
     steps_per_epoch = -(-len(sub) // 16)
     for li, layer in enumerate(_refine_layers(config)):
         predictor = model.predictors[cfg.layers.index(layer)]
         predictor.train()
-        tx = optax.adamw(optax.cosine_decay_schedule(config.refine_learning_rate,
-                                                     config.refine_epochs * steps_per_epoch), weight_decay=0.01)
+        tx = optax.adamw(
+            optax.cosine_decay_schedule(config.refine_learning_rate, config.refine_epochs * steps_per_epoch),
+            weight_decay=0.01,
+        )
         opt = nnx.Optimizer(predictor, tx, wrt=nnx.Param)
 
         @nnx.jit
@@ -386,13 +485,20 @@ def refine_predictors(model, features: QAFeatures, config: SkimExperimentConfig)
 
         rng = np.random.default_rng(config.seed + li)
         losses = []
-        for epoch in range(config.refine_epochs):
+        for _ in range(config.refine_epochs):
             order = rng.permutation(len(sub))
             total = 0.0
             for start in range(0, len(sub), 16):
-                take = order[start:start + 16]
-                total += float(step(predictor, opt, jnp.asarray(blocks[li, take]), jnp.asarray(labels[take]),
-                                    jnp.asarray(valid[take])))
+                take = order[start : start + 16]
+                total += float(
+                    step(
+                        predictor,
+                        opt,
+                        jnp.asarray(blocks[li, take]),
+                        jnp.asarray(labels[take]),
+                        jnp.asarray(valid[take]),
+                    )
+                )
             losses.append(total / steps_per_epoch)
         predictor.eval()
         log[str(layer)] = losses
@@ -412,35 +518,52 @@ def fully_cached(config: SkimExperimentConfig, *, vanilla: bool) -> bool:
         return False
     if config.refine_epochs and not joint.with_name(f"skim-refined-{_refine_key(config)}.safetensors").is_file():
         return False
-    return config.predictor_features == "diagonal" or joint.with_name(
-        f"skim-question-{_question_key(config)}.json").is_file()
+    return (
+        config.predictor_features == "diagonal"
+        or joint.with_name(f"skim-question-{_question_key(config)}.json").is_file()
+    )
 
 
 def _lower_priority() -> None:
     import os
 
-    try:
+    with contextlib.suppress(OSError):  # platforms without nice
         os.nice(19 - os.nice(0))
-    except OSError:  # pragma: no cover - platforms without nice
-        pass
 
 
 def run(config: SkimExperimentConfig) -> dict:
     t_start = time.perf_counter()
     tokenizer = plain_tokenizer()
-    dev_examples = make_fact_qa(config.n_dev, seed=config.seed + 1000, context_tokens=config.context_tokens,
-                                tokenizer=tokenizer, distractors=config.distractors)
+    dev_examples = make_fact_qa(
+        config.n_dev,
+        seed=config.seed + 1000,
+        context_tokens=config.context_tokens,
+        tokenizer=tokenizer,
+        distractors=config.distractors,
+    )
     feats = dict(max_seq_len=config.max_seq_len, doc_stride=config.doc_stride)
     dev_features = featurize(dev_examples, tokenizer, **feats)
-    figures: dict = {"label": config.label, "config": dataclasses.asdict(config), "paper": PAPER,
-                     "data": {"train_examples": config.n_train, "dev_examples": len(dev_examples),
-                              "dev_windows": len(dev_features),
-                              "mean_dev_window_tokens": float(dev_features.num_tokens.mean())}}
+    figures: dict = {
+        "label": config.label,
+        "config": dataclasses.asdict(config),
+        "paper": PAPER,
+        "data": {
+            "train_examples": config.n_train,
+            "dev_examples": len(dev_examples),
+            "dev_windows": len(dev_features),
+            "mean_dev_window_tokens": float(dev_features.num_tokens.mean()),
+        },
+    }
 
     @functools.cache
     def train_features() -> QAFeatures:  # built only when something has to be trained
-        train_examples = make_fact_qa(config.n_train, seed=config.seed, context_tokens=config.context_tokens,
-                                      tokenizer=tokenizer, distractors=config.distractors)
+        train_examples = make_fact_qa(
+            config.n_train,
+            seed=config.seed,
+            context_tokens=config.context_tokens,
+            tokenizer=tokenizer,
+            distractors=config.distractors,
+        )
         return featurize(train_examples, tokenizer, **feats)
 
     # Heavy work (training, accuracy sweeps) runs at the lowest CPU priority on this shared machine; the
@@ -459,13 +582,19 @@ def run(config: SkimExperimentConfig) -> dict:
     selected = None  # per-pruning-layer thresholds picked on held-out training windows
     if isinstance(skim_log, dict) and "question_predictors" in skim_log:
         selected = tuple(skim_log["question_predictors"]["selected_thresholds"])
-        figures["selected_thresholds"] = {"per_layer": dict(zip(map(str, config.prune_layers), selected)),
-                                          "held_out_train": skim_log["question_predictors"]["held_out"]}
+        figures["selected_thresholds"] = {
+            "per_layer": dict(zip(map(str, config.prune_layers), selected)),
+            "held_out_train": skim_log["question_predictors"]["held_out"],
+        }
     if config.timing_examples:
-        figures["timing"] = time_batch1(runner, dev_features,
-                                        [t for t in config.thresholds if t > 0] + ([selected] if selected else []),
-                                        config.timing_examples, config.timing_repeats,
-                                        lock_timeout_s=config.lock_timeout_s)
+        figures["timing"] = time_batch1(
+            runner,
+            dev_features,
+            [t for t in config.thresholds if t > 0] + ([selected] if selected else []),
+            config.timing_examples,
+            config.timing_repeats,
+            lock_timeout_s=config.lock_timeout_s,
+        )
     if config.lower_priority:
         _lower_priority()
 
@@ -475,8 +604,9 @@ def run(config: SkimExperimentConfig) -> dict:
     for t in list(config.thresholds) + ([selected] if selected is not None else []):
         r = evaluate_skim(runner, dev_features, dev_examples, t, config.eval_batch_size, skim_model.qa_model.config)
         if t == 0.0:
-            same = decode_answers(dev_features, r["start"], r["end"], dev_examples) == \
-                decode_answers(dev_features, full["start"], full["end"], dev_examples)
+            same = decode_answers(dev_features, r["start"], r["end"], dev_examples) == decode_answers(
+                dev_features, full["start"], full["end"], dev_examples
+            )
             figures["threshold0_answers_identical"] = bool(same)
         sweep.append({k: v for k, v in r.items() if k not in ("start", "end")})
     figures["sweep"] = sweep
@@ -486,17 +616,27 @@ def run(config: SkimExperimentConfig) -> dict:
 
         paper_runner = SkimRunner(paper_predictors(skim_model), layers=config.prune_layers)
         figures["paper_predictor_sweep"] = [
-            {k: v for k, v in evaluate_skim(paper_runner, dev_features, dev_examples, t, config.eval_batch_size,
-                                            skim_model.qa_model.config).items() if k not in ("start", "end")}
-            for t in config.paper_thresholds]
+            {
+                k: v
+                for k, v in evaluate_skim(
+                    paper_runner, dev_features, dev_examples, t, config.eval_batch_size, skim_model.qa_model.config
+                ).items()
+                if k not in ("start", "end")
+            }
+            for t in config.paper_thresholds
+        ]
     fitted = _question_layers(config) if config.predictor_features.endswith("+match") else None  # others untrained
-    figures["predictors"] = predictor_diagnostics(skim_model, dev_features, config.thresholds, config.eval_batch_size,
-                                                  fitted) if config.diagnostics else {}
+    figures["predictors"] = (
+        predictor_diagnostics(skim_model, dev_features, config.thresholds, config.eval_batch_size, fitted)
+        if config.diagnostics
+        else {}
+    )
     if vanilla is not None:
         v_graph, v_state = nnx.split(vanilla)
         v_forward = jax.jit(lambda s, i, m, t: nnx.merge(v_graph, s)(i, m, t))
-        v = evaluate_full(lambda i, m, t: v_forward(v_state, i, m, t), dev_features, dev_examples,
-                          config.eval_batch_size)
+        v = evaluate_full(
+            lambda i, m, t: v_forward(v_state, i, m, t), dev_features, dev_examples, config.eval_batch_size
+        )
         figures["vanilla"] = {"exact_match": v["exact_match"], "f1": v["f1"]}
     figures["checks"] = _checks(figures)
     figures["seconds"] = time.perf_counter() - t_start

@@ -29,8 +29,17 @@ from flax import nnx
 
 from frugal.scripts.qa_data import QAFeatures
 from frugal.scripts.skim_eval import collect_per_layer
-from frugal.transforms.block_skim import (BlockSkimConfig, BlockSkimQA, block_labels, block_valid, diagonal_blocks,
-                                   question_features, question_mask_from, skim_loss, with_block_context)
+from frugal.transforms.block_skim import (
+    BlockSkimConfig,
+    BlockSkimQA,
+    block_labels,
+    block_valid,
+    diagonal_blocks,
+    question_features,
+    question_mask_from,
+    skim_loss,
+    with_block_context,
+)
 
 
 def with_predictor_features(model: BlockSkimQA, features: str) -> BlockSkimQA:
@@ -133,9 +142,17 @@ def _fit_full_batch(loss_fn, params, x, *, steps: int, learning_rate: float, wei
     return params, {"loss_start": first, "loss_end": float(loss_fn(params, x))}
 
 
-def fit_match_heads(model: BlockSkimQA, features: QAFeatures, layers, *, steps: int = 300,
-                    learning_rate: float = 1e-2, weight_decay: float = 1e-2, batch_size: int = 8,
-                    inputs: np.ndarray | None = None) -> dict:
+def fit_match_heads(
+    model: BlockSkimQA,
+    features: QAFeatures,
+    layers,
+    *,
+    steps: int = 300,
+    learning_rate: float = 1e-2,
+    weight_decay: float = 1e-2,
+    batch_size: int = 8,
+    inputs: np.ndarray | None = None,
+) -> dict:
     """Fits the match heads of the predictors at `layers` in place: standardization statistics from the
     real blocks of these windows, then full-batch AdamW on the class-weighted CE (weights [1, beta]).
 
@@ -156,8 +173,13 @@ def fit_match_heads(model: BlockSkimQA, features: QAFeatures, layers, *, steps: 
         graphdef, params, rest = nnx.split(head, nnx.Param, ...)
         x = jnp.asarray(x)
         params, log[str(layer)] = _fit_full_batch(
-            lambda p, x: skim_loss(nnx.merge(graphdef, p, rest)(x), y, v, cfg.beta), params, x,
-            steps=steps, learning_rate=learning_rate, weight_decay=weight_decay)
+            lambda p, x: skim_loss(nnx.merge(graphdef, p, rest)(x), y, v, cfg.beta),
+            params,
+            x,
+            steps=steps,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+        )
         nnx.update(head, params)
     return log
 
@@ -165,21 +187,44 @@ def fit_match_heads(model: BlockSkimQA, features: QAFeatures, layers, *, steps: 
 def match_keep_probabilities(model: BlockSkimQA, inputs: np.ndarray, layers) -> np.ndarray:
     """(len(layers), W, K) P(keep) of the match heads from precomputed `collect_match_inputs`."""
     cfg = model.skim_config
-    return np.stack([np.asarray(jax.nn.softmax(model.predictors[cfg.layers.index(layer)].match_head(
-        jnp.asarray(inputs[li])), -1)[..., 1]) for li, layer in enumerate(layers)])
+    return np.stack(
+        [
+            np.asarray(
+                jax.nn.softmax(model.predictors[cfg.layers.index(layer)].match_head(jnp.asarray(inputs[li])), -1)[
+                    ..., 1
+                ]
+            )
+            for li, layer in enumerate(layers)
+        ]
+    )
 
 
 def window_labels(features: QAFeatures, config: BlockSkimConfig) -> tuple[np.ndarray, np.ndarray]:
     """(W, K) block labels and (W, K) validity (blocks with real tokens) of the windows."""
-    labels = np.asarray(block_labels(features.start_positions, features.end_positions, features.input_ids.shape[1],
-                                     config.block_size, rule=config.label_rule))
+    labels = np.asarray(
+        block_labels(
+            features.start_positions,
+            features.end_positions,
+            features.input_ids.shape[1],
+            config.block_size,
+            rule=config.label_rule,
+        )
+    )
     valid = np.asarray(block_valid(jnp.asarray(features.attention_mask), config.block_size))
     return labels, valid
 
 
-def fit_question_classifiers(model: BlockSkimQA, features: QAFeatures, layers, *, steps: int = 400,
-                             learning_rate: float = 1e-2, weight_decay: float = 1e-3, batch_size: int = 8,
-                             inputs: np.ndarray | None = None) -> dict:
+def fit_question_classifiers(
+    model: BlockSkimQA,
+    features: QAFeatures,
+    layers,
+    *,
+    steps: int = 400,
+    learning_rate: float = 1e-2,
+    weight_decay: float = 1e-3,
+    batch_size: int = 8,
+    inputs: np.ndarray | None = None,
+) -> dict:
     """Trains the classifiers of the predictors at `layers` in place (full batch, Adam, weighted CE).
 
     inputs: precomputed `collect_classifier_inputs(model, features, layers)` (computed when None).
@@ -195,8 +240,13 @@ def fit_question_classifiers(model: BlockSkimQA, features: QAFeatures, layers, *
         params = {"kernel": head.kernel[...], "bias": head.bias[...]}
         x = jnp.asarray(x_all[li].reshape(-1, x_all.shape[-1]))
         params, log[str(layer)] = _fit_full_batch(
-            lambda p, x: skim_loss(x @ p["kernel"] + p["bias"], y, v, cfg.beta), params, x,
-            steps=steps, learning_rate=learning_rate, weight_decay=weight_decay)
+            lambda p, x: skim_loss(x @ p["kernel"] + p["bias"], y, v, cfg.beta),
+            params,
+            x,
+            steps=steps,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+        )
         head.kernel.set_value(params["kernel"])
         head.bias.set_value(params["bias"])
     return log
@@ -213,8 +263,9 @@ def keep_probabilities(model: BlockSkimQA, inputs: np.ndarray, layers) -> np.nda
     return np.stack(out)
 
 
-def recall_curve(keep_prob: np.ndarray, labels: np.ndarray, valid: np.ndarray, protected: np.ndarray,
-                 thresholds) -> list[dict]:
+def recall_curve(
+    keep_prob: np.ndarray, labels: np.ndarray, valid: np.ndarray, protected: np.ndarray, thresholds
+) -> list[dict]:
     """Per threshold: kept fraction of the non-question blocks and answer-block recall (question blocks kept)."""
     rows = []
     v = valid > 0
@@ -222,9 +273,14 @@ def recall_curve(keep_prob: np.ndarray, labels: np.ndarray, valid: np.ndarray, p
     pos = (labels > 0) & v
     for t in thresholds:
         keep = ((keep_prob >= t) | protected) & v
-        rows.append({"threshold": float(t), "kept_fraction": float(keep.sum() / v.sum()),
-                     "kept_context_fraction": float((keep & context).sum() / max(context.sum(), 1)),
-                     "answer_block_recall": float((keep & pos).sum() / max(pos.sum(), 1))})
+        rows.append(
+            {
+                "threshold": float(t),
+                "kept_fraction": float(keep.sum() / v.sum()),
+                "kept_context_fraction": float((keep & context).sum() / max(context.sum(), 1)),
+                "answer_block_recall": float((keep & pos).sum() / max(pos.sum(), 1)),
+            }
+        )
     return rows
 
 
@@ -234,8 +290,9 @@ def protected_blocks(features: QAFeatures, block_size: int) -> np.ndarray:
     return np.arange(k)[None, :] * block_size < features.question_length[:, None]
 
 
-def select_thresholds(keep_prob: np.ndarray, labels: np.ndarray, valid: np.ndarray, protected: np.ndarray, *,
-                      target_recall: float = 0.99) -> list[float]:
+def select_thresholds(
+    keep_prob: np.ndarray, labels: np.ndarray, valid: np.ndarray, protected: np.ndarray, *, target_recall: float = 0.99
+) -> list[float]:
     """Per layer the largest threshold keeping answer-block recall >= target_recall on these windows.
 
     keep_prob: (L, W, K). Protected (question) blocks are always kept, so only the other answer blocks

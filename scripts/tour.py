@@ -120,7 +120,7 @@ def _markdown(summary: dict, sections) -> str:
             for i, (what, value) in enumerate(section.summary or [("done", "")]):
                 rows.append((key if i == 0 else "", what, value, f"{seconds:.1f}" if i == 0 else ""))
     lines.append(report.markdown_table(["section", "what", "value", "seconds"], rows))
-    for key, section, seconds, error in sections:
+    for key, section, _seconds, error in sections:
         lines += ["", f"## {section.title if section else key}", ""]
         if section is None:
             lines.append(f"Failed: `{error}`")

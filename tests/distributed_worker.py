@@ -30,12 +30,21 @@ def main() -> None:
     out, num_processes, process_id, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     if num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(f"localhost:{port}", num_processes=num_processes, process_id=process_id,
-                                   initialization_timeout=120)
+        jax.distributed.initialize(
+            f"localhost:{port}", num_processes=num_processes, process_id=process_id, initialization_timeout=120
+        )
     from flax import nnx
 
     from frugal.scripts.data import BatchSampler, load_digits
-    from frugal.scripts.harness import FitConfig, TrainState, Trainer, TrainerConfig, classification_step, data_parallel_mesh, make_optimizer
+    from frugal.scripts.harness import (
+        FitConfig,
+        Trainer,
+        TrainerConfig,
+        TrainState,
+        classification_step,
+        data_parallel_mesh,
+        make_optimizer,
+    )
 
     data = load_digits()
     batch_size = 32
@@ -49,11 +58,18 @@ def main() -> None:
         return {"image": data.train_x[idx], "label": data.train_y[idx]}
 
     mesh = data_parallel_mesh()  # every device of every process
-    trainer = Trainer(TrainState(model, make_optimizer(config)), classification_step(),
-                      config=TrainerConfig(num_steps=config.steps, log_every=1, progress=False), mesh=mesh)
+    trainer = Trainer(
+        TrainState(model, make_optimizer(config)),
+        classification_step(),
+        config=TrainerConfig(num_steps=config.steps, log_every=1, progress=False),
+        mesh=mesh,
+    )
     result = trainer.run(batch_at, batch_size)
     params = nnx.state(result.state.model, nnx.Param)
-    leaves = {jax.tree_util.keystr(p): np.asarray(x.addressable_data(0)) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    leaves = {
+        jax.tree_util.keystr(p): np.asarray(x.addressable_data(0))
+        for p, x in jax.tree_util.tree_leaves_with_path(params)
+    }
     np.savez(out, losses=np.array([h["loss"] for h in result.history]), devices=len(jax.devices()), **leaves)
 
 

@@ -60,8 +60,13 @@ def test_sweep_matches_pointwise_and_pareto_is_nondominated():
     out = {k: np.asarray(v) for k, v in sweep.sweep_points(wl, **pts).items()}
     i = 5
     base = designs.make_design(rows=32, cols=32, pmax=8, pmin=2)  # the sweep's default base design
-    d = base.replace(rows=pts["rows"][i], cols=pts["cols"][i], wbuf_kib=pts["buffer_kib"][i],
-                     obuf_kib=pts["buffer_kib"][i], ibuf_kib=2 * pts["buffer_kib"][i])
+    d = base.replace(
+        rows=pts["rows"][i],
+        cols=pts["cols"][i],
+        wbuf_kib=pts["buffer_kib"][i],
+        obuf_kib=pts["buffer_kib"][i],
+        ibuf_kib=2 * pts["buffer_kib"][i],
+    )
     single = cost.evaluate_jit(d, wl.with_bits(lambda g: int(pts["bits"][i])).as_arrays())
     assert out["cycles"][i] == pytest.approx(float(single["cycles"]), rel=1e-5)
     mask = sweep.pareto_mask(out["latency_s"], out["energy_pj"], out["area_mm2"])
@@ -75,6 +80,7 @@ def test_latency_gradient_is_finite_and_search_improves():
     wl = paper_workloads.resnet18()
     layers = cost.layer_arrays(wl)
     base = designs.make_design(rows=32, cols=32)
+
     def latency(r, c, b):
         return cost.evaluate(base.replace(rows=r, cols=c, wbuf_kib=b), layers, relaxed=True)["latency_s"]
 
@@ -98,12 +104,41 @@ def test_cli_accel_ant_and_salo_write_json(tmp_path):
 
     from frugal.scripts.cli import main
 
-    assert main(["accel", "ant", "--models", "resnet18", "vit", "--hand-resnets", "--outdir", str(tmp_path),
-                 "--json", str(tmp_path / "ant.json")]) == 0
+    assert (
+        main(
+            [
+                "accel",
+                "ant",
+                "--models",
+                "resnet18",
+                "vit",
+                "--hand-resnets",
+                "--outdir",
+                str(tmp_path),
+                "--json",
+                str(tmp_path / "ant.json"),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "ant.json").read_text())
     assert {r["model"] for r in data["rows"]} == {"ResNet18", "ViT"}
-    assert main(["accel", "salo", "--cpu-workloads", "--fixed-point-seq", "32",
-                 "--outdir", str(tmp_path), "--json", str(tmp_path / "salo.json")]) == 0
+    assert (
+        main(
+            [
+                "accel",
+                "salo",
+                "--cpu-workloads",
+                "--fixed-point-seq",
+                "32",
+                "--outdir",
+                str(tmp_path),
+                "--json",
+                str(tmp_path / "salo.json"),
+            ]
+        )
+        == 0
+    )
     salo = json.loads((tmp_path / "salo.json").read_text())
     assert [r["cycles"] for r in salo["cycles"]] == [4_030_495, 771_487, 196_831]
     assert main(["accel", "ant", "--batch", "0", "--outdir", str(tmp_path)]) == 2

@@ -51,8 +51,9 @@ def test_fixed_point_within_documented_bound(seq=64, heads=2, dim=16, window=9, 
     assert err.max() <= 0.05  # SALO_FIXED_POINT_MAX_ABS_ERROR in frugal.scripts.accel_salo_experiment
     assert err.mean() <= 0.01
     # the fixed-point path is not float in disguise: coarser inputs give a larger error
-    coarse = salo.salo_attention_fixed_point(q, k, v, window=window, num_globals=globals_,
-                                             fmt=salo.FixedPointFormat(input_bits=5))
+    coarse = salo.salo_attention_fixed_point(
+        q, k, v, window=window, num_globals=globals_, fmt=salo.FixedPointFormat(input_bits=5)
+    )
     assert np.abs(np.asarray(ref) - np.asarray(coarse)).mean() > err.mean()
 
 
@@ -73,12 +74,15 @@ def test_hybrid_mask_pattern():
         salo.hybrid_key_indices(10, 0, 1)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("frugal.transforms.attention") is None, reason="frugal.transforms.attention missing")
+@pytest.mark.skipif(
+    importlib.util.find_spec("frugal.transforms.attention") is None, reason="frugal.transforms.attention missing"
+)
 def test_float_reference_matches_transforms_attention():
     from frugal.transforms.attention import AttentionPattern, hybrid_attention
 
     q, k, v = jax.random.normal(jax.random.PRNGKey(1), (3, 48, 2, 8))
     ours = salo.hybrid_attention_float(q, k, v, window=9, num_globals=1)
-    theirs = hybrid_attention(q[None], k[None], v[None], AttentionPattern(window=(4, 4), global_tokens=(0,)),
-                              impl="dense")[0]
+    theirs = hybrid_attention(
+        q[None], k[None], v[None], AttentionPattern(window=(4, 4), global_tokens=(0,)), impl="dense"
+    )[0]
     np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-5)

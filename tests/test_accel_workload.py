@@ -60,6 +60,7 @@ def test_quantized_layers_carry_bit_widths(traced_resnet18):
 
     w = trace_workload(int_matmul, jnp.zeros((4, 16), jnp.int8), jnp.zeros((16, 8), jnp.int4), param_argnums=(1,))
     assert (w.gemms[0].a_bits, w.gemms[0].w_bits) == (8, 4)
+
     # a quantization plan's per-layer formats (ANT4-8: first and last 8-bit, the rest 4-bit)
     class _T:
         def __init__(self, bits):
@@ -84,8 +85,9 @@ def test_dot_general_batch_dims_and_conv_groups():
     assert (g.m, g.n, g.k, g.count) == (10, 10, 4, 6) and not g.weight_is_param
     x = jnp.zeros((1, 8, 8, 6))
     kern = jnp.zeros((3, 3, 2, 12))  # HWIO, 3 groups of 2 input channels
-    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                                     feature_group_count=3)
+    conv = lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=3
+    )
     c = trace_workload(conv, x, kern, param_argnums=(1,)).gemms[0]
     assert (c.m, c.n, c.k, c.count) == (64, 4, 18, 3)
     assert c.macs == 8 * 8 * 12 * 3 * 3 * 2
@@ -121,7 +123,9 @@ def test_hand_layers_and_validation():
         trace_workload(lambda x: x, jnp.zeros(2), param_argnums=(3,))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("frugal.transforms.attention") is None, reason="frugal.transforms.attention missing")
+@pytest.mark.skipif(
+    importlib.util.find_spec("frugal.transforms.attention") is None, reason="frugal.transforms.attention missing"
+)
 def test_hybrid_attention_call_is_recognised():
     import frugal.transforms.attention as module
 

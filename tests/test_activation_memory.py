@@ -10,9 +10,18 @@ from jax._src.ad_checkpoint import saved_residuals
 
 from frugal.models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
 from frugal.models.resnet import cifar_resnet8
-from frugal.transforms.activation_policy import (AUTO_CHOICE, PER_ACTIVATION, POLICIES, ActivationPolicy,
-                                          RecomputedActivation, activation_memory, activation_summary, auto_choice,
-                                          autodiff_residual_count, wrap_activation)
+from frugal.transforms.activation_policy import (
+    AUTO_CHOICE,
+    PER_ACTIVATION,
+    POLICIES,
+    ActivationPolicy,
+    RecomputedActivation,
+    activation_memory,
+    activation_summary,
+    auto_choice,
+    autodiff_residual_count,
+    wrap_activation,
+)
 from frugal.transforms.activations import NestedActivation, get_activation
 
 
@@ -21,8 +30,9 @@ def _loss_and_state(model, inputs, labels):
 
     def loss(params):
         logits = nnx.merge(graphdef, params, rest, copy=True)(inputs)
-        return optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, logits.shape[-1]),
-                                                               labels.reshape(-1)).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        ).mean()
 
     return loss, params
 
@@ -49,8 +59,11 @@ def test_resnet_policies_swap_activations_on_a_copy_and_keep_gradients(resnet, i
     original = resnet.blocks[0].activation
     reference_loss, params = _loss_and_state(resnet, *images)
     reference = jax.jit(jax.grad(reference_loss))(params)
-    for policy, kind, tol in [("nested", NestedActivation, 1e-5), ("recompute", RecomputedActivation, 1e-5),
-                              ("nested_lowp", NestedActivation, 2e-2)]:
+    for policy, kind, tol in [
+        ("nested", NestedActivation, 1e-5),
+        ("recompute", RecomputedActivation, 1e-5),
+        ("nested_lowp", NestedActivation, 2e-2),
+    ]:
         copy = activation_memory(resnet, policy)
         assert resnet.blocks[0].activation is original and resnet.activation is original  # input unchanged
         assert isinstance(copy.blocks[0].activation, kind) and copy.activation is copy.blocks[2].activation
@@ -120,17 +133,22 @@ def test_auto_counts_residuals_once_per_function():
 
 
 def test_nested_keeps_fewer_residuals_on_resnet(resnet, images):
-    counts = {p: _computed_residuals(activation_memory(resnet, p), *images) for p in ("autodiff", "nested", "recompute")}
+    counts = {
+        p: _computed_residuals(activation_memory(resnet, p), *images) for p in ("autodiff", "nested", "recompute")
+    }
     assert counts["nested"] == counts["recompute"]
     assert counts["nested"][1] < counts["autodiff"][1]
     # 7 activation calls (stem + 2 per block); gelu_tanh keeps >= 3 more tensors each under plain autodiff.
     assert counts["autodiff"][0] - counts["nested"][0] >= 3 * 7
 
 
-@pytest.mark.parametrize("build,inputs", [
-    (lambda r: MishCNN(widths=(8, 16, 16), rngs=r), jnp.ones((2, 8, 8, 3))),
-    (lambda r: GeluMLP(num_layers=2, dim=32, hidden=128, rngs=r), jnp.ones((16, 32))),
-])
+@pytest.mark.parametrize(
+    "build,inputs",
+    [
+        (lambda r: MishCNN(widths=(8, 16, 16), rngs=r), jnp.ones((2, 8, 8, 3))),
+        (lambda r: GeluMLP(num_layers=2, dim=32, hidden=128, rngs=r), jnp.ones((16, 32))),
+    ],
+)
 def test_split_residuals_at_least_1_97x_lower_on_mish_cnn_and_gelu_mlp(build, inputs):
     model = build(nnx.Rngs(0))
     labels = jnp.zeros(inputs.shape[:1], jnp.int32)
@@ -142,8 +160,11 @@ def test_split_residuals_at_least_1_97x_lower_on_mish_cnn_and_gelu_mlp(build, in
 def test_bench_nets_run_and_follow_the_activation_convention():
     rngs = nnx.Rngs(0)
     cases = [
-        (BertEncoder(num_layers=1, dim=32, heads=4, hidden=64, vocab_size=50, max_len=16, rngs=rngs),
-         jnp.zeros((2, 8), jnp.int32), (2, 2)),
+        (
+            BertEncoder(num_layers=1, dim=32, heads=4, hidden=64, vocab_size=50, max_len=16, rngs=rngs),
+            jnp.zeros((2, 8), jnp.int32),
+            (2, 2),
+        ),
         (MobileNetSiLU(stages=((8, 1, 1), (16, 1, 2)), stem=8, rngs=rngs), jnp.ones((2, 8, 8, 3)), (2, 10)),
         (MishCNN(widths=(8, 16), rngs=rngs), jnp.ones((2, 8, 8, 3)), (2, 10)),
         (GeluMLP(num_layers=1, dim=16, hidden=32, rngs=rngs), jnp.ones((5, 16)), (5, 10)),
@@ -179,8 +200,14 @@ def test_refusals():
 def test_benchmark_driver_small_config():
     from frugal.scripts.memory_bench import MemoryBenchConfig, auto_checks, markdown_report, run
 
-    config = MemoryBenchConfig(models=("gelu_mlp",), policies=("autodiff", "nested", "recompute", "auto"),
-                               regimes=("split", "eager"), quick=True, repeats=1, reference_check=False)
+    config = MemoryBenchConfig(
+        models=("gelu_mlp",),
+        policies=("autodiff", "nested", "recompute", "auto"),
+        regimes=("split", "eager"),
+        quick=True,
+        repeats=1,
+        reference_check=False,
+    )
     figures = run(config, progress=lambda _: None)
     rows = {(r["regime"], r["policy"]): r for r in figures["rows"]}
     assert rows[("split", "nested")]["residual_bytes"] == rows[("split", "recompute")]["residual_bytes"]

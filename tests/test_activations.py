@@ -31,8 +31,32 @@ REFERENCES = {
     "tanh": ({}, jnp.tanh),
 }
 
-EDGES = np.array([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 2.9999, 3.0, -3.0, 6.0, 20.0, -20.0, 88.0, -88.0, 1e4, -1e4,
-                  1e30, -1e30, np.inf, -np.inf, np.nan], np.float32)
+EDGES = np.array(
+    [
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        1.0,
+        -1.0,
+        2.9999,
+        3.0,
+        -3.0,
+        6.0,
+        20.0,
+        -20.0,
+        88.0,
+        -88.0,
+        1e4,
+        -1e4,
+        1e30,
+        -1e30,
+        np.inf,
+        -np.inf,
+        np.nan,
+    ],
+    np.float32,
+)
 RANDOM = np.random.default_rng(0).standard_normal(200).astype(np.float32) * 4
 
 
@@ -92,7 +116,7 @@ def test_low_precision_derivative_is_the_one_residual_and_close():
     got = _elementwise_grad(activation)(x.ravel())
     want = _elementwise_grad(REFERENCES["gelu_tanh"][1])(x.ravel())
     assert got.dtype == jnp.float32
-    np.testing.assert_allclose(got, want, rtol=2 ** -8, atol=2 ** -8)
+    np.testing.assert_allclose(got, want, rtol=2**-8, atol=2**-8)
     assert float(jnp.max(jnp.abs(got - want))) > 0  # it really is stored in lower precision
 
 
@@ -120,8 +144,9 @@ def test_nested_any_function_matches_autodiff(values):
     f = lambda v: jnp.sin(v) * jnp.exp(-0.1 * v * v) + jnp.log1p(v * v)
     wrapped = A.nested_forward_ad(f, check_elementwise=False)
     x = jnp.asarray(values, jnp.float32)
-    np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(wrapped(v) * v))(x),
-                               jax.grad(lambda v: jnp.sum(f(v) * v))(x), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        jax.grad(lambda v: jnp.sum(wrapped(v) * v))(x), jax.grad(lambda v: jnp.sum(f(v) * v))(x), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_non_elementwise_functions_are_refused():

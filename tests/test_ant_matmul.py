@@ -57,8 +57,15 @@ _reference = jax.jit(ant_matmul_reference, static_argnames=("a_format", "w_forma
     [
         (5, 7, 3, CodeFormat("flint", False), CodeFormat("flint", True), "auto", {}),
         (33, 301, 130, CodeFormat("int", False), CodeFormat("int", True), "int32", {}),
-        (40, 600, 200, CodeFormat("pot", False), CodeFormat("flint", True), "float32",
-         dict(block_m=16, block_n=128, block_k=256)),  # several K blocks, odd M/N tails
+        (
+            40,
+            600,
+            200,
+            CodeFormat("pot", False),
+            CodeFormat("flint", True),
+            "float32",
+            dict(block_m=16, block_n=128, block_k=256),
+        ),  # several K blocks, odd M/N tails
         (1, 1, 1, CodeFormat("float", False), CodeFormat("float", True), "auto", {}),
         (17, 64, 9, CodeFormat("float", True), CodeFormat("pot", True), "int32", {}),
     ],
@@ -68,12 +75,17 @@ def test_kernel_equals_reference(m, k, n, a_fmt, w_fmt, accumulate, blocks):
     a_packed = jnp.asarray(pack_int4(a_codes, axis=1))
     w_packed = jnp.asarray(pack_int4(w_codes, axis=0))
     expected = numpy_expected(
-        a_codes, a_scale, w_codes, w_scale,
-        NumericType(a_fmt.kind, 4, a_fmt.signed), NumericType(w_fmt.kind, 4, w_fmt.signed),
+        a_codes,
+        a_scale,
+        w_codes,
+        w_scale,
+        NumericType(a_fmt.kind, 4, a_fmt.signed),
+        NumericType(w_fmt.kind, 4, w_fmt.signed),
     )
     reference = _reference(a_packed, a_scale, w_packed, w_scale, a_format=a_fmt, w_format=w_fmt)
-    kernel = _pallas(a_packed, a_scale, w_packed, w_scale, a_format=a_fmt, w_format=w_fmt,
-                     accumulate=accumulate, **blocks)
+    kernel = _pallas(
+        a_packed, a_scale, w_packed, w_scale, a_format=a_fmt, w_format=w_fmt, accumulate=accumulate, **blocks
+    )
     scale = np.abs(expected).max() + 1e-30
     assert kernel.shape == (m, n) and kernel.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(reference) / scale, expected / scale, atol=2e-6)
@@ -85,8 +97,15 @@ def _quantized_matmul(x, w, a_alpha, w_alpha, impl):
     a_type, w_type = NumericType("flint", 4, False), NumericType("int", 4, True)
     a_codes, a_scale = quantize_to_codes(x, a_type, a_alpha)
     w_codes, w_scale = quantize_to_codes(w, w_type, w_alpha, axis=1)
-    out = ant_matmul(pack_int4(a_codes, axis=-1), a_scale, pack_int4(w_codes, axis=0), w_scale.reshape(-1),
-                     a_format=a_type, w_format=w_type, impl=impl)
+    out = ant_matmul(
+        pack_int4(a_codes, axis=-1),
+        a_scale,
+        pack_int4(w_codes, axis=0),
+        w_scale.reshape(-1),
+        a_format=a_type,
+        w_format=w_type,
+        impl=impl,
+    )
     fake = quantize(x, a_type, a_alpha) @ quantize(w, w_type, w_alpha, axis=1)
     return out, fake
 
@@ -108,8 +127,11 @@ def test_kernel_lowers_for_gpu_and_tpu(platform):
     a_packed = jnp.zeros((64, 256), jnp.uint8)
     w_packed = jnp.zeros((256, 128), jnp.uint8)
     fn = functools.partial(
-        ant_matmul, a_format=CodeFormat("flint", False), w_format=CodeFormat("flint", True),
-        impl="pallas", interpret=False,
+        ant_matmul,
+        a_format=CodeFormat("flint", False),
+        w_format=CodeFormat("flint", True),
+        impl="pallas",
+        interpret=False,
         compiler_params=default_compiler_params("gpu" if platform == "cuda" else "tpu"),
     )
     checks = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")] if platform == "cuda" else []
@@ -130,14 +152,28 @@ def test_kernel_lowers_for_gpu_and_tpu(platform):
         (dict(impl="cuda"), ValueError),
         (dict(impl="pallas", block_k=100), ValueError),
         (dict(a_scale=np.ones(3)), ValueError),
-        (dict(impl="pallas", accumulate="int32", a_format=CodeFormat("pot", False),
-              w_format=CodeFormat("pot", False), block_k=1 << 14), ValueError),
+        (
+            dict(
+                impl="pallas",
+                accumulate="int32",
+                a_format=CodeFormat("pot", False),
+                w_format=CodeFormat("pot", False),
+                block_k=1 << 14,
+            ),
+            ValueError,
+        ),
         (dict(impl="pallas", accumulate="int64"), ValueError),
     ],
 )
 def test_bad_input_raises(kwargs, error):
-    args = dict(a_packed=np.zeros((2, 3), np.uint8), a_scale=1.0, w_packed=np.zeros((3, 5), np.uint8),
-                w_scale=1.0, a_format=CodeFormat("int", False), w_format=CodeFormat("int", True))
+    args = dict(
+        a_packed=np.zeros((2, 3), np.uint8),
+        a_scale=1.0,
+        w_packed=np.zeros((3, 5), np.uint8),
+        w_scale=1.0,
+        a_format=CodeFormat("int", False),
+        w_format=CodeFormat("int", True),
+    )
     args.update(kwargs)
     with pytest.raises(error):
         ant_matmul(**args)

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from frugal.transforms.quant import NumericType, round_to_grid
 from frugal.transforms.quant.aquant import (
@@ -110,8 +111,13 @@ def test_lookup_border_uses_the_channel_axis():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.one_of(st.floats(-2.0, 80.0, width=32),
-                          st.sampled_from([0.5, 7.5, 9.0, 12.0, 20.0, 48.0])), min_size=1, max_size=24))
+@given(
+    st.lists(
+        st.one_of(st.floats(-2.0, 80.0, width=32), st.sampled_from([0.5, 7.5, 9.0, 12.0, 20.0, 48.0])),
+        min_size=1,
+        max_size=24,
+    )
+)
 def test_non_uniform_ant_grid_at_half_border_matches_ant_nearest_rounding(values):
     # The ANT quantizer (another implementation) rounds to the nearest grid value, ties up.
     x = jnp.asarray(np.asarray(values, np.float32))
@@ -217,7 +223,12 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
     val_x = np.stack([np.arange(n), np.ones(n)], 1)
     labels = np.zeros(n, np.int64)
     correct_count = {  # granularity: (validation, test)
-        "channel_level": (60, 90), "tensor": (80, 70), "level": (80, 50), "rtn": (40, 40), "qdrop": (50, 50)}
+        "channel_level": (60, 90),
+        "tensor": (80, 70),
+        "level": (80, 50),
+        "rtn": (40, 40),
+        "qdrop": (50, 50),
+    }
 
     def net_for(key):
         val_k, test_k = correct_count[key]
@@ -226,13 +237,22 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
             k = np.where(images[:, 1] > 0, val_k, test_k)
             right = images[:, 0] < k
             return np.stack([right, ~right], 1).astype(np.float32)
+
         return net
 
-    data = types.SimpleNamespace(train_x=np.zeros((40, 2)), train_y=np.zeros(40, np.int64), test_x=test_x,
-                                 test_y=labels, num_classes=2, image_shape=(1, 1, 2), name="fake")
+    data = types.SimpleNamespace(
+        train_x=np.zeros((40, 2)),
+        train_y=np.zeros(40, np.int64),
+        test_x=test_x,
+        test_y=labels,
+        num_classes=2,
+        image_shape=(1, 1, 2),
+        name="fake",
+    )
     monkeypatch.setattr(exp, "_load_data", lambda config: (data, (val_x, labels)))
-    monkeypatch.setattr(frugal.models.registry, "create_image_model",
-                        lambda *a, **k: types.SimpleNamespace(eval=lambda: None))
+    monkeypatch.setattr(
+        frugal.models.registry, "create_image_model", lambda *a, **k: types.SimpleNamespace(eval=lambda: None)
+    )
     monkeypatch.setattr(exp, "train_or_load_float_model", lambda config, data, model: (model, 0.0))
     monkeypatch.setattr(block_recon, "float_network", lambda model: net_for("rtn"))
 
@@ -241,8 +261,13 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
         return net_for(key), {"blocks": [], "fallbacks": 0}
 
     monkeypatch.setattr(block_recon, "quantize_resnet", fake_quantize)
-    config = exp.AQuantExperimentConfig(settings=((2, 2),), ablation=(), outdir=str(tmp_path), progress=False,
-                                        granularity_candidates=("channel_level", "tensor", "level"))
+    config = exp.AQuantExperimentConfig(
+        settings=((2, 2),),
+        ablation=(),
+        outdir=str(tmp_path),
+        progress=False,
+        granularity_candidates=("channel_level", "tensor", "level"),
+    )
     figures = exp.run(config)
     chosen = figures["granularity_selection"]["W2A2"]
     assert chosen["selected"] == "tensor"  # 80 on validation; ties with "level", which comes later

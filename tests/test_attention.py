@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from frugal.transforms.attention import AttentionPattern, dense_mask, hybrid_attention
 
@@ -40,16 +41,18 @@ def random_inputs(seed, batch, n, heads, dim, *, padding=False, global_proj=Fals
     rng = np.random.default_rng(seed)
     arrays = [jnp.asarray(rng.normal(size=(batch, n, heads, dim)), jnp.float32) for _ in range(3)]
     key_mask = jnp.asarray(rng.random((batch, n)) > 0.25) if padding else None
-    glob = tuple(jnp.asarray(rng.normal(size=(batch, n, heads, dim)), jnp.float32) for _ in range(3)) \
-        if global_proj else None
+    glob = (
+        tuple(jnp.asarray(rng.normal(size=(batch, n, heads, dim)), jnp.float32) for _ in range(3))
+        if global_proj
+        else None
+    )
     cotangent = jnp.asarray(rng.normal(size=(batch, n, heads, dim)), jnp.float32)
     return arrays, key_mask, glob, cotangent
 
 
 def outputs_and_grads(impl, pattern, arrays, key_mask, glob, cotangent, block_size=None):
     def loss(q, k, v, glob):
-        out = hybrid_attention(q, k, v, pattern, impl=impl, key_mask=key_mask, global_qkv=glob,
-                               block_size=block_size)
+        out = hybrid_attention(q, k, v, pattern, impl=impl, key_mask=key_mask, global_qkv=glob, block_size=block_size)
         return jnp.sum(out * cotangent), out
 
     (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(*arrays, glob)
@@ -74,8 +77,9 @@ def patterns(draw):
         grid = None
         n = draw(st.integers(max(1, num_global), 41))
     num_global = min(num_global, n)
-    globals_ = tuple(sorted(draw(st.sets(st.integers(0, n - 1), min_size=num_global, max_size=num_global)))) \
-        if n else ()
+    globals_ = (
+        tuple(sorted(draw(st.sets(st.integers(0, n - 1), min_size=num_global, max_size=num_global)))) if n else ()
+    )
     if two_d:  # ViL puts its global tokens first, but any positions must work
         n = grid[0] * grid[1] + len(globals_)
     big = draw(st.booleans())
@@ -84,14 +88,24 @@ def patterns(draw):
         dilation = draw(st.integers(1, 3))
     else:
         dilation = tuple(draw(st.integers(1, 3)) for _ in range(heads))
-    pattern = AttentionPattern(window=window, dilation=dilation, global_tokens=globals_, grid=grid,
-                               causal=draw(st.booleans()) if not big else False)
+    pattern = AttentionPattern(
+        window=window,
+        dilation=dilation,
+        global_tokens=globals_,
+        grid=grid,
+        causal=draw(st.booleans()) if not big else False,
+    )
     return pattern, n, heads
 
 
 @settings(max_examples=14, deadline=None)
-@given(case=patterns(), padding=st.booleans(), global_proj=st.booleans(), seed=st.integers(0, 9),
-       block_size=st.sampled_from([None, 1, 3, 8]))
+@given(
+    case=patterns(),
+    padding=st.booleans(),
+    global_proj=st.booleans(),
+    seed=st.integers(0, 9),
+    block_size=st.sampled_from([None, 1, 3, 8]),
+)
 def test_banded_matches_dense_outputs_and_grads(case, padding, global_proj, seed, block_size):
     pattern, n, heads = case
     inputs = random_inputs(seed, 2, n, heads, 4, padding=padding, global_proj=global_proj)
@@ -149,15 +163,20 @@ def test_longer_sequence_auto_uses_banded_and_matches():
     assert_close_tree(outputs_and_grads("auto", pattern, *inputs), outputs_and_grads("dense", pattern, *inputs))
 
 
-@pytest.mark.parametrize("pattern, n", [
-    # dilation 1 heads take the sliced path, dilation 2 heads the gathered one; both loop over 2 steps
-    (AttentionPattern(window=(6, 3), dilation=(1, 2), global_tokens=(0, 150), causal=True), 200),
-    (AttentionPattern.vil(12, 12, window=5), 145),
-])
+@pytest.mark.parametrize(
+    "pattern, n",
+    [
+        # dilation 1 heads take the sliced path, dilation 2 heads the gathered one; both loop over 2 steps
+        (AttentionPattern(window=(6, 3), dilation=(1, 2), global_tokens=(0, 150), causal=True), 200),
+        (AttentionPattern.vil(12, 12, window=5), 145),
+    ],
+)
 def test_banded_loop_over_several_steps_matches_dense(pattern, n):
     inputs = random_inputs(8, 1, n, 2, 4, padding=True)
-    assert_close_tree(outputs_and_grads("banded", pattern, *inputs, block_size=8 if pattern.grid is None else 2),
-                      outputs_and_grads("dense", pattern, *inputs))
+    assert_close_tree(
+        outputs_and_grads("banded", pattern, *inputs, block_size=8 if pattern.grid is None else 2),
+        outputs_and_grads("dense", pattern, *inputs),
+    )
 
 
 def test_vil_pattern_under_vmap_and_jit():
@@ -171,19 +190,22 @@ def test_vil_pattern_under_vmap_and_jit():
 # Bad input.
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(window=0), "window=0 must be positive"),
-    (dict(window=-4), "must be positive"),
-    (dict(window=(-1, 3)), "both extents must be >= 0"),
-    (dict(window=(1, 2, 3)), "must be \\(left, right\\)"),
-    (dict(window=(1.5, 2)), "window must be an integer"),
-    (dict(dilation=0), "dilation"),
-    (dict(dilation=()), "dilation"),
-    (dict(global_tokens=(-1,)), "global_tokens"),
-    (dict(global_tokens=(3, 3)), "distinct"),
-    (dict(grid=(0, 4)), "grid"),
-    (dict(grid=(4,)), "grid"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(window=0), "window=0 must be positive"),
+        (dict(window=-4), "must be positive"),
+        (dict(window=(-1, 3)), "both extents must be >= 0"),
+        (dict(window=(1, 2, 3)), "must be \\(left, right\\)"),
+        (dict(window=(1.5, 2)), "window must be an integer"),
+        (dict(dilation=0), "dilation"),
+        (dict(dilation=()), "dilation"),
+        (dict(global_tokens=(-1,)), "global_tokens"),
+        (dict(global_tokens=(3, 3)), "distinct"),
+        (dict(grid=(0, 4)), "grid"),
+        (dict(grid=(4,)), "grid"),
+    ],
+)
 def test_bad_patterns_raise(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         AttentionPattern(**kwargs)

@@ -8,28 +8,56 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from frugal.models.longformer import (PROJECTIONS, LongformerConfig, LongformerModel, from_pretrained,
-                               hf_parameter_names, load_hf_state_dict, load_safetensors,
-                               longformer_self_attention, to_hf_state_dict)
-from frugal.transforms.attention import AttentionPattern, hybrid_attention
+from frugal.models.longformer import (
+    PROJECTIONS,
+    LongformerConfig,
+    LongformerModel,
+    from_pretrained,
+    hf_parameter_names,
+    load_hf_state_dict,
+    load_safetensors,
+    longformer_self_attention,
+    to_hf_state_dict,
+)
 from frugal.models.vil import ViL, ViLConfig, ViLStage
+from frugal.transforms.attention import AttentionPattern, hybrid_attention
 
-TINY = LongformerConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=80, attention_window=8)
+TINY = LongformerConfig(
+    vocab_size=40,
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=80,
+    attention_window=8,
+)
 
 # The state-dict keys of transformers' LongformerModel(add_pooling_layer=False) for one layer, as
 # printed by transformers 5.24 (`sorted(model.state_dict())`, position_ids buffers excluded).
-HF_KEYS_ONE_LAYER = sorted([
-    "embeddings.LayerNorm.bias", "embeddings.LayerNorm.weight", "embeddings.position_embeddings.weight",
-    "embeddings.token_type_embeddings.weight", "embeddings.word_embeddings.weight",
-    *[f"encoder.layer.0.attention.self.{m}.{p}" for m in
-      ("query", "key", "value", "query_global", "key_global", "value_global") for p in ("weight", "bias")],
-    "encoder.layer.0.attention.output.dense.weight", "encoder.layer.0.attention.output.dense.bias",
-    "encoder.layer.0.attention.output.LayerNorm.weight", "encoder.layer.0.attention.output.LayerNorm.bias",
-    "encoder.layer.0.intermediate.dense.weight", "encoder.layer.0.intermediate.dense.bias",
-    "encoder.layer.0.output.dense.weight", "encoder.layer.0.output.dense.bias",
-    "encoder.layer.0.output.LayerNorm.weight", "encoder.layer.0.output.LayerNorm.bias",
-])
+HF_KEYS_ONE_LAYER = sorted(
+    [
+        "embeddings.LayerNorm.bias",
+        "embeddings.LayerNorm.weight",
+        "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+        "embeddings.word_embeddings.weight",
+        *[
+            f"encoder.layer.0.attention.self.{m}.{p}"
+            for m in ("query", "key", "value", "query_global", "key_global", "value_global")
+            for p in ("weight", "bias")
+        ],
+        "encoder.layer.0.attention.output.dense.weight",
+        "encoder.layer.0.attention.output.dense.bias",
+        "encoder.layer.0.attention.output.LayerNorm.weight",
+        "encoder.layer.0.attention.output.LayerNorm.bias",
+        "encoder.layer.0.intermediate.dense.weight",
+        "encoder.layer.0.intermediate.dense.bias",
+        "encoder.layer.0.output.dense.weight",
+        "encoder.layer.0.output.dense.bias",
+        "encoder.layer.0.output.LayerNorm.weight",
+        "encoder.layer.0.output.LayerNorm.bias",
+    ]
+)
 
 
 def _ids(seed=0, batch=2, n=30):
@@ -55,7 +83,8 @@ def test_safetensors_round_trip_with_prefix_and_extras(tmp_path):
     (tmp_path / "config.json").write_text(
         '{"model_type": "longformer", "vocab_size": 40, "hidden_size": 32, "num_hidden_layers": 1, '
         '"num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 80, '
-        '"attention_window": [8], "type_vocab_size": 1, "pad_token_id": 1}')
+        '"attention_window": [8], "type_vocab_size": 1, "pad_token_id": 1}'
+    )
     target = LongformerModel(TINY, rngs=nnx.Rngs(2))
     report = load_safetensors(target, tmp_path / "model.safetensors")
     assert report["missing"] == [] and report["unused"] == ["pooler.dense.weight"]
@@ -95,15 +124,31 @@ def test_longformer_matches_hugging_face_when_available():
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     hf_config = transformers.LongformerConfig(
-        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=80, attention_window=[4, 8], type_vocab_size=1, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0)
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        attention_window=[4, 8],
+        type_vocab_size=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(0)
     hf = transformers.LongformerModel(hf_config, add_pooling_layer=False).eval()
-    ours = LongformerModel(LongformerConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
-                                            num_attention_heads=4, intermediate_size=64,
-                                            max_position_embeddings=80, attention_window=(4, 8)),
-                           rngs=nnx.Rngs(0))
+    ours = LongformerModel(
+        LongformerConfig(
+            vocab_size=40,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=80,
+            attention_window=(4, 8),
+        ),
+        rngs=nnx.Rngs(0),
+    )
     load_hf_state_dict(ours, {k: v.numpy() for k, v in hf.state_dict().items()})
     ids = np.array(_ids(5, n=24))
     mask = (ids != 1).astype(np.int64)
@@ -116,10 +161,12 @@ def test_longformer_matches_hugging_face_when_available():
 
 
 def test_vil_shapes_banded_equals_dense_and_errors():
-    config = ViLConfig(image_size=12, in_channels=1, num_classes=3,
-                       stages=(ViLStage(2, 8, 1, 2, 3), ViLStage(2, 8, 1, 2, 3)))
+    config = ViLConfig(
+        image_size=12, in_channels=1, num_classes=3, stages=(ViLStage(2, 8, 1, 2, 3), ViLStage(2, 8, 1, 2, 3))
+    )
     model = ViL(config, rngs=nnx.Rngs(0))
     images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 12, 12, 1)), jnp.float32)
+
     def forward(impl):
         model.impl = impl
         return nnx.jit(lambda m, x: m(x))(model, images)
@@ -139,8 +186,17 @@ def test_vil_shapes_banded_equals_dense_and_errors():
 def test_longformer_learns_the_evidence_task_and_needs_the_global_token():
     from frugal.scripts.attention_tasks import EvidenceTaskConfig, train_longformer_evidence
 
-    config = EvidenceTaskConfig(seq_len=64, attention_window=8, hidden_size=32, layers=2, heads=2, steps=100,
-                                batch_size=32, num_test=128, learning_rate=3e-3)
+    config = EvidenceTaskConfig(
+        seq_len=64,
+        attention_window=8,
+        hidden_size=32,
+        layers=2,
+        heads=2,
+        steps=100,
+        batch_size=32,
+        num_test=128,
+        learning_rate=3e-3,
+    )
     result = train_longformer_evidence(config)
     assert result["last_loss"] < 0.7 * result["first_loss"]
     assert result["test_accuracy"] > 0.6  # chance is 0.25
@@ -155,8 +211,9 @@ def _unfolded_self_attention(weights, x, pattern, heads, key_mask):
         return (x @ w.T + b).reshape(batch, n, heads, size // heads)
 
     glob = (project("query_global"), project("key_global"), project("value_global"))
-    out = hybrid_attention(project("query"), project("key"), project("value"), pattern, impl="dense",
-                           key_mask=key_mask, global_qkv=glob)
+    out = hybrid_attention(
+        project("query"), project("key"), project("value"), pattern, impl="dense", key_mask=key_mask, global_qkv=glob
+    )
     return out.reshape(batch, n, size)
 
 
@@ -164,8 +221,13 @@ def test_folded_global_projections_equal_projecting_every_token():
     """The global rows with key/value_global folded into the query side: outputs and gradients."""
     rng = np.random.default_rng(3)
     size, heads, n = 24, 3, 21
-    weights = {m: (jnp.asarray(rng.normal(size=(size, size)) / 5, jnp.float32),
-                   jnp.asarray(rng.normal(size=(size,)) / 5, jnp.float32)) for m in PROJECTIONS}
+    weights = {
+        m: (
+            jnp.asarray(rng.normal(size=(size, size)) / 5, jnp.float32),
+            jnp.asarray(rng.normal(size=(size,)) / 5, jnp.float32),
+        )
+        for m in PROJECTIONS
+    }
     x = jnp.asarray(rng.normal(size=(2, n, size)), jnp.float32)
     key_mask = jnp.asarray(rng.random((2, n)) > 0.2).at[1].set(False)  # example 1: every key padded
     pattern = AttentionPattern(window=(2, 3), global_tokens=(2, 7, 18))
@@ -173,8 +235,11 @@ def test_folded_global_projections_equal_projecting_every_token():
 
     def loss(fn, impl=None):
         kw = {"impl": impl} if impl else {}
-        return jax.jit(jax.value_and_grad(lambda w, x: jnp.sum(fn(w, x, pattern, heads, key_mask=key_mask, **kw)
-                                                               * cot), argnums=(0, 1)))(weights, x)
+        return jax.jit(
+            jax.value_and_grad(
+                lambda w, x: jnp.sum(fn(w, x, pattern, heads, key_mask=key_mask, **kw) * cot), argnums=(0, 1)
+            )
+        )(weights, x)
 
     expected = loss(lambda w, x, p, h, key_mask: _unfolded_self_attention(w, x, p, h, key_mask))
     got = loss(longformer_self_attention, "banded")

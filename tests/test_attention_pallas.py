@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax import export
 
 from frugal.jaxlib_ext.hybrid_attention import hybrid_attention_pallas, hybrid_attention_reference
@@ -20,8 +21,9 @@ def _inputs(seed, n, heads, dim, padding, global_proj):
     rng = np.random.default_rng(seed)
     arrays = [jnp.asarray(rng.normal(size=(2, n, heads, dim)), jnp.float32) for _ in range(4)]
     key_mask = jnp.asarray(rng.random((2, n)) > 0.25) if padding else None
-    glob = tuple(jnp.asarray(rng.normal(size=(2, n, heads, dim)), jnp.float32) for _ in range(3)) \
-        if global_proj else None
+    glob = (
+        tuple(jnp.asarray(rng.normal(size=(2, n, heads, dim)), jnp.float32) for _ in range(3)) if global_proj else None
+    )
     return arrays, key_mask, glob
 
 
@@ -42,11 +44,17 @@ def _assert_tree_close(a, b):
 
 
 @settings(max_examples=3, deadline=None)
-@given(n=st.integers(5, 40), window=st.tuples(st.integers(0, 20), st.integers(0, 20)),
-       dilation=st.sampled_from([1, 2, (1, 3)]), num_global=st.sampled_from([0, 1, 4]),
-       causal=st.booleans(), padding=st.booleans(), global_proj=st.booleans(), seed=st.integers(0, 5))
-def test_pallas_matches_dense_outputs_and_grads(n, window, dilation, num_global, causal, padding, global_proj,
-                                                seed):
+@given(
+    n=st.integers(5, 40),
+    window=st.tuples(st.integers(0, 20), st.integers(0, 20)),
+    dilation=st.sampled_from([1, 2, (1, 3)]),
+    num_global=st.sampled_from([0, 1, 4]),
+    causal=st.booleans(),
+    padding=st.booleans(),
+    global_proj=st.booleans(),
+    seed=st.integers(0, 5),
+)
+def test_pallas_matches_dense_outputs_and_grads(n, window, dilation, num_global, causal, padding, global_proj, seed):
     tokens = tuple(np.random.default_rng(seed).choice(n, size=min(num_global, n), replace=False).tolist())
     pattern = AttentionPattern(window=window, dilation=dilation, global_tokens=tokens, causal=causal)
     inputs = _inputs(seed, n, 2, 8, padding, global_proj)
@@ -81,8 +89,18 @@ def test_kernel_lowers_for_gpu_and_tpu(platform, backend, block):
     spec = jax.ShapeDtypeStruct((1, 256, 2, 64), jnp.float32)
 
     def forward(q, k, v):
-        return hybrid_attention_pallas(q, k, v, window=(32, 32), dilation=(1, 2), global_tokens=(0, 100),
-                                       causal=False, block_size=block, interpret=False, backend=backend)
+        return hybrid_attention_pallas(
+            q,
+            k,
+            v,
+            window=(32, 32),
+            dilation=(1, 2),
+            global_tokens=(0, 100),
+            causal=False,
+            block_size=block,
+            interpret=False,
+            backend=backend,
+        )
 
     grad = jax.grad(lambda q, k, v: jnp.sum(forward(q, k, v)), argnums=(0, 1, 2))
     checks = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")] if backend == "triton" else []

@@ -10,9 +10,13 @@ from flax import nnx
 
 from frugal.models.bert import BertConfig, BertEncoder, load_bert, load_minilm, mean_pool, sentence_embeddings, tokenize
 
-SENTENCES = ["This is an example sentence", "Each sentence is converted",
-             "A man is eating food.", "A man is eating a piece of bread.",
-             "The new movie is awesome and everyone in the theatre loved the ending very much."]
+SENTENCES = [
+    "This is an example sentence",
+    "Each sentence is converted",
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The new movie is awesome and everyone in the theatre loved the ending very much.",
+]
 # sentence-transformers / transformers output for sentence 0 (environment-facts section 3).
 GOLDEN_SENTENCE0 = np.array([0.06766, 0.0635, 0.04871, 0.0793, 0.03745])
 
@@ -41,8 +45,11 @@ def _reference_embeddings(sentences, tokenizer):
     ids, mask = tokenize(tokenizer, sentences)
     B, S = ids.shape
     H, D = 12, 32
-    x = (W["embeddings.word_embeddings.weight"][ids] + W["embeddings.position_embeddings.weight"][:S][None]
-         + W["embeddings.token_type_embeddings.weight"][0])
+    x = (
+        W["embeddings.word_embeddings.weight"][ids]
+        + W["embeddings.position_embeddings.weight"][:S][None]
+        + W["embeddings.token_type_embeddings.weight"][0]
+    )
     x = ln(x, "embeddings.LayerNorm")
     bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
     for i in range(6):
@@ -96,8 +103,14 @@ def test_attention_probabilities_and_activation_convention(minilm):
 
 
 def test_random_small_config_pooling_and_shapes():
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=32, max_position_embeddings=12)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=12,
+    )
     model = BertEncoder(config, rngs=nnx.Rngs(1))
     ids = jnp.array([[1, 5, 7, 0], [3, 4, 9, 2]])
     mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]])

@@ -20,8 +20,17 @@ from frugal.transforms.quant.block_recon import (
 )
 
 IMAGES = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (40, 12, 12, 3)), np.float32)
-TINY = dict(weight_bits=2, act_bits=2, calibration_size=32, batch_size=8, iterations=60, chunk=30,
-            weight_lr=1e-2, scale_lr=1e-3, progress=False)
+TINY = dict(
+    weight_bits=2,
+    act_bits=2,
+    calibration_size=32,
+    batch_size=8,
+    iterations=60,
+    chunk=30,
+    weight_lr=1e-2,
+    scale_lr=1e-3,
+    progress=False,
+)
 
 
 def _randomize_batch_stats(model, seed=0):
@@ -41,8 +50,9 @@ def _randomize_batch_stats(model, seed=0):
 @pytest.fixture(scope="module")
 def model():
     # Two blocks: one with an identity shortcut, one strided with a 1x1 shortcut convolution.
-    return _randomize_batch_stats(ResNet(block="basic", stage_sizes=(1, 1), stage_widths=(4, 8), stem="cifar",
-                                         num_classes=10, rngs=nnx.Rngs(0)))
+    return _randomize_batch_stats(
+        ResNet(block="basic", stage_sizes=(1, 1), stage_widths=(4, 8), stem="cifar", num_classes=10, rngs=nnx.Rngs(0))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +65,25 @@ def runs(model):
 
 def test_folded_network_matches_the_model_basic_and_bottleneck(model):
     x = IMAGES[:4]
-    np.testing.assert_allclose(np.asarray(float_network(model)(x)), np.asarray(model(jnp.asarray(x))),
-                               rtol=1e-4, atol=1e-4)
-    bottleneck = ResNet(block="bottleneck", stage_sizes=(1, 1), stage_widths=(4, 4), stem="imagenet",
-                        num_classes=5, rngs=nnx.Rngs(1))
+    np.testing.assert_allclose(
+        np.asarray(float_network(model)(x)), np.asarray(model(jnp.asarray(x))), rtol=1e-4, atol=1e-4
+    )
+    bottleneck = ResNet(
+        block="bottleneck", stage_sizes=(1, 1), stage_widths=(4, 4), stem="imagenet", num_classes=5, rngs=nnx.Rngs(1)
+    )
     _randomize_batch_stats(bottleneck, seed=1)
-    np.testing.assert_allclose(np.asarray(float_network(bottleneck)(x)), np.asarray(bottleneck(jnp.asarray(x))),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(float_network(bottleneck)(x)), np.asarray(bottleneck(jnp.asarray(x))), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_adaround_starts_at_the_float_weight_and_hard_rounds_to_nearest():
     w = jax.random.normal(jax.random.PRNGKey(4), (3, 3, 4, 6))
     grid = grid_spec("int", 3)
     state = init_weight_rounding(w, grid)
-    soft = (state["lo"] + (state["hi"] - state["lo"]) * rectified_sigmoid(state["v"]) - state["offset"]) * state["scale"]
+    soft = (state["lo"] + (state["hi"] - state["lo"]) * rectified_sigmoid(state["v"]) - state["offset"]) * state[
+        "scale"
+    ]
     inside = (w / state["scale"] + state["offset"] >= 0) & (w / state["scale"] + state["offset"] <= 7)
     np.testing.assert_allclose(np.asarray(soft)[np.asarray(inside)], np.asarray(w)[np.asarray(inside)], atol=1e-5)
     hard = (state["lo"] + (state["hi"] - state["lo"]) * (state["v"] >= 0) - state["offset"]) * state["scale"]
@@ -82,8 +97,11 @@ def test_adaround_starts_at_the_float_weight_and_hard_rounds_to_nearest():
 
 
 def test_eight_bit_round_to_nearest_is_close_to_float(model):
-    q, _ = quantize_resnet(model, IMAGES, ReconConfig(weight_bits=8, act_bits=8, method="rtn",
-                                                      calibration_size=32, batch_size=8, progress=False))
+    q, _ = quantize_resnet(
+        model,
+        IMAGES,
+        ReconConfig(weight_bits=8, act_bits=8, method="rtn", calibration_size=32, batch_size=8, progress=False),
+    )
     ref = np.asarray(float_network(model)(IMAGES))
     got = np.asarray(q(IMAGES))
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
@@ -122,8 +140,11 @@ def test_a_block_that_reconstructs_worse_keeps_round_to_nearest(model, runs):
 
 def test_learned_borders_stay_in_zero_one_and_move(runs):
     net, _ = runs["aquant"]
-    borders = [0.5 + (0.5 - BORDER_MARGIN) * np.tanh(np.asarray(a["border"]))
-               for block in net.acts["blocks"] for a in block.values()]
+    borders = [
+        0.5 + (0.5 - BORDER_MARGIN) * np.tanh(np.asarray(a["border"]))
+        for block in net.acts["blocks"]
+        for a in block.values()
+    ]
     values = np.concatenate([b.ravel() for b in borders])
     assert np.all(values > 0) and np.all(values < 1)
     assert np.any(np.abs(values - 0.5) > 1e-3)
@@ -131,9 +152,17 @@ def test_learned_borders_stay_in_zero_one_and_move(runs):
 
 def test_border_half_everywhere_gives_the_nearest_rounding_network(runs):
     net, _ = runs["aquant"]
-    strip = lambda keep_border: [{name: ({**a, "border": jnp.zeros_like(a["border"])} if keep_border else
-                                         {k: v for k, v in a.items() if k != "border"})
-                                  for name, a in block.items()} for block in net.acts["blocks"]]
+    strip = lambda keep_border: [
+        {
+            name: (
+                {**a, "border": jnp.zeros_like(a["border"])}
+                if keep_border
+                else {k: v for k, v in a.items() if k != "border"}
+            )
+            for name, a in block.items()
+        }
+        for block in net.acts["blocks"]
+    ]
     half = dataclasses.replace(net, acts={**net.acts, "blocks": strip(True)})
     nearest = dataclasses.replace(net, acts={**net.acts, "blocks": strip(False)})
     np.testing.assert_array_equal(np.asarray(half(IMAGES)), np.asarray(nearest(IMAGES)))

@@ -17,13 +17,30 @@ from hypothesis import strategies as st
 
 from frugal.models.bert import BertConfig, BertEncoder
 from frugal.models.bert_qa import BertForQuestionAnswering, attention_bias, best_spans, qa_loss
-from frugal.transforms.block_skim import (BlockSkimConfig, SkimRunner, apply_block_skim, block_labels, block_valid,
-                                   diagonal_blocks, encoder_layer_flops, joint_loss, question_features,
-                                   question_mask_from, skim_flops, skim_loss)
+from frugal.transforms.block_skim import (
+    BlockSkimConfig,
+    SkimRunner,
+    apply_block_skim,
+    block_labels,
+    block_valid,
+    diagonal_blocks,
+    encoder_layer_flops,
+    joint_loss,
+    question_features,
+    question_mask_from,
+    skim_flops,
+    skim_loss,
+)
 
 BS = 16
-SMALL = BertConfig(vocab_size=60, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                   intermediate_size=128, max_position_embeddings=128)
+SMALL = BertConfig(
+    vocab_size=60,
+    hidden_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=128,
+)
 
 
 def _small_skim_model(layers=(0, 1), seed=0):
@@ -65,7 +82,7 @@ def test_diagonal_blocks_matches_loop():
     p = np.asarray(probs)
     for b in range(2):
         for k in range(3):
-            block = p[b, :, k * 16:(k + 1) * 16, k * 16:(k + 1) * 16]
+            block = p[b, :, k * 16 : (k + 1) * 16, k * 16 : (k + 1) * 16]
             np.testing.assert_array_equal(out[b, k], block.transpose(1, 2, 0))
     with pytest.raises(ValueError, match="block_size"):
         diagonal_blocks(probs, 20)
@@ -97,8 +114,9 @@ def test_skim_loss_is_torch_weighted_cross_entropy():
     ce = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
     w = np.where(labels > 0, 20.0, 1.0) * valid
     expected = (w * ce).sum() / w.sum()
-    np.testing.assert_allclose(float(skim_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(valid), 20.0)),
-                               expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(skim_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(valid), 20.0)), expected, rtol=1e-5
+    )
 
 
 def test_predictor_reads_only_diagonal_blocks(skim_model):
@@ -169,7 +187,7 @@ def test_batched_equals_one_by_one(runner):
     ids, mask, types, qlen = _batch()
     res = runner(ids, mask, types, qlen, 0.5)
     for r in range(3):
-        one = runner(ids[r:r + 1], mask[r:r + 1], types[r:r + 1], qlen[r:r + 1], 0.5)
+        one = runner(ids[r : r + 1], mask[r : r + 1], types[r : r + 1], qlen[r : r + 1], 0.5)
         np.testing.assert_array_equal(np.isfinite(one.start_logits[0]), np.isfinite(res.start_logits[r]))
         live = np.isfinite(one.start_logits[0])
         np.testing.assert_allclose(one.start_logits[0][live], res.start_logits[r][live], atol=2e-5)
@@ -197,8 +215,13 @@ def test_joint_loss_trains_predictors_and_leaves_input_alone():
     before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(qa, nnx.Param)))
     model = apply_block_skim(qa, BlockSkimConfig(layers=(0,), block_size=BS, alpha=0.1, beta=20.0))
     ids, mask, types, _ = _batch()
-    batch = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask), "token_type_ids": jnp.asarray(types),
-             "start_positions": jnp.array([40, 0, 20]), "end_positions": jnp.array([42, 0, 21])}
+    batch = {
+        "input_ids": jnp.asarray(ids),
+        "attention_mask": jnp.asarray(mask),
+        "token_type_ids": jnp.asarray(types),
+        "start_positions": jnp.array([40, 0, 20]),
+        "end_positions": jnp.array([42, 0, 21]),
+    }
     (loss, parts), grads = nnx.value_and_grad(lambda m: joint_loss(m, batch, qa_loss), has_aux=True)(model)
     assert np.isclose(float(loss), float(parts["qa_loss"]) + 0.1 * float(parts["skim_loss"]), rtol=1e-5)
     g = nnx.to_pure_dict(grads)
@@ -318,9 +341,10 @@ def _match_features_loop(h, qmask, mask, bs, top_k):
         context = [t for t in range(s) if mask[i, t] and not qmask[i, t]]
         for blk in range(k):
             keys = [t for t in context if blk * bs <= t < (blk + 1) * bs]
-            scores = sorted((max((unit[i, q] @ unit[i, t] for t in keys), default=-1.0) for q in queries),
-                            reverse=True)[:top_k]
-            out[i, blk, :len(scores)] = scores
+            scores = sorted(
+                (max((unit[i, q] @ unit[i, t] for t in keys), default=-1.0) for q in queries), reverse=True
+            )[:top_k]
+            out[i, blk, : len(scores)] = scores
     return out
 
 
@@ -346,8 +370,9 @@ def test_block_context_neighbours_and_window_maximum():
     f = np.arange(12, dtype=np.float32).reshape(4, 3)
     rel = np.concatenate([f, f - f[2]], -1)
     zero = np.zeros((1, 6), np.float32)
-    np.testing.assert_array_equal(out[0], np.concatenate([rel, np.concatenate([zero, rel[:-1]]),
-                                                          np.concatenate([rel[1:], zero])], -1))
+    np.testing.assert_array_equal(
+        out[0], np.concatenate([rel, np.concatenate([zero, rel[:-1]]), np.concatenate([rel[1:], zero])], -1)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -379,8 +404,9 @@ def test_match_predictor_prunes_like_the_unpruned_forward_says(match_model):
     full_start, _ = runner.full(ids, mask, types)
     np.testing.assert_allclose(zero.start_logits[mask > 0], full_start[mask > 0], atol=1e-5)
     with pytest.raises(ValueError, match="hidden"):
-        match_model.predictors[0](jnp.zeros((1, SMALL.num_attention_heads, 32, 32)), jnp.zeros((1, 32), bool),
-                                  jnp.ones((1, 32)))
+        match_model.predictors[0](
+            jnp.zeros((1, SMALL.num_attention_heads, 32, 32)), jnp.zeros((1, 32), bool), jnp.ones((1, 32))
+        )
 
 
 def test_match_predictor_flops_are_counted():

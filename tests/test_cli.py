@@ -30,14 +30,17 @@ def test_every_command_and_group_has_help(capsys):
     assert "usage" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "vgg"], "model='vgg' is not known"),
-    (["train", "--activation", "swishy", "--steps", "1"], "activation='swishy' is not known"),
-    (["train", "--dataset", "cifar10"], "needs --data-path"),
-    (["train", "--dataset", "cifar10", "--data-path", "/nonexistent/cifar"], "does not exist"),
-    (["train", "--batch-size", "7", "--devices", "2", "--steps", "1"], "not divisible by the 2 devices"),
-    (["tour", "--only", "nosuchsection"], "unknown section"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "vgg"], "model='vgg' is not known"),
+        (["train", "--activation", "swishy", "--steps", "1"], "activation='swishy' is not known"),
+        (["train", "--dataset", "cifar10"], "needs --data-path"),
+        (["train", "--dataset", "cifar10", "--data-path", "/nonexistent/cifar"], "does not exist"),
+        (["train", "--batch-size", "7", "--devices", "2", "--steps", "1"], "not divisible by the 2 devices"),
+        (["tour", "--only", "nosuchsection"], "unknown section"),
+    ],
+)
 def test_user_mistakes_end_in_one_line_and_status_2(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -52,8 +55,10 @@ def test_tour_writes_report_summary_and_survives_a_failing_section(tmp_path, mon
     def bad(quick, outdir):
         raise RuntimeError("boom")
 
-    fake = [types.SimpleNamespace(__name__="frugal.scripts.commands.good", tour_section=good, TOUR_ORDER=1),
-            types.SimpleNamespace(__name__="frugal.scripts.commands.bad", tour_section=bad, TOUR_ORDER=2)]
+    fake = [
+        types.SimpleNamespace(__name__="frugal.scripts.commands.good", tour_section=good, TOUR_ORDER=1),
+        types.SimpleNamespace(__name__="frugal.scripts.commands.bad", tour_section=bad, TOUR_ORDER=2),
+    ]
     monkeypatch.setattr(tour, "tour_modules", lambda: fake)
     summary = tour.run_tour(quick=True, outdir=tmp_path)
     saved = json.loads((tmp_path / "summary.json").read_text())
@@ -67,8 +72,22 @@ def test_tour_writes_report_summary_and_survives_a_failing_section(tmp_path, mon
 
 def test_train_command_writes_json(tmp_path):
     out = tmp_path / "f.json"
-    code = cli.main(["train", "--model", "cifar_resnet8", "--width", "4", "--steps", "2", "--batch-size", "16",
-                     "--no-progress", "--json", str(out)])
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "cifar_resnet8",
+            "--width",
+            "4",
+            "--steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--no-progress",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     figures = json.loads(out.read_text())
     assert 0.0 <= figures["test_accuracy"] <= 1.0 and figures["config"]["steps"] == 2

@@ -40,15 +40,21 @@ def dense_product(indptr, indices, values, dense):
     return matrix @ dense.astype(np.float64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jitted(impl):
     return jax.jit(functools.partial(csr_matmul, impl=impl))
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(1, 12), dense_rows=st.integers(1, 10), stored=st.integers(0, 40),
-       padding=st.integers(0, 5), width=st.sampled_from([1, 3, 7, 8, 9, 16, 23, 64, 70]),
-       unit=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 12),
+    dense_rows=st.integers(1, 10),
+    stored=st.integers(0, 40),
+    padding=st.integers(0, 5),
+    width=st.sampled_from([1, 3, 7, 8, 9, 16, 23, 64, 70]),
+    unit=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_every_path_matches_the_dense_matrix(rows, dense_rows, stored, padding, width, unit, seed):
     rng = np.random.default_rng(seed)
     indptr, indices, values = random_csr(rng, rows, dense_rows, stored, padding)
@@ -107,8 +113,9 @@ def test_vmap_over_dense_inputs():
     batch = rng.standard_normal((3, 5, 4)).astype(np.float32)
     out = jax.vmap(lambda d: csr_matmul(indptr, indices, values, d))(batch)
     for i in range(3):
-        np.testing.assert_allclose(np.asarray(out[i]), dense_product(indptr, indices, values, batch[i]),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(out[i]), dense_product(indptr, indices, values, batch[i]), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_other_dtypes_take_the_xla_path():
@@ -117,8 +124,9 @@ def test_other_dtypes_take_the_xla_path():
     dense = rng.standard_normal((4, 3)).astype(np.float32)
     out = csr_matmul(indptr, indices, values.astype(jnp.bfloat16), dense.astype(jnp.bfloat16))
     assert out.dtype == jnp.bfloat16
-    np.testing.assert_allclose(np.asarray(out, np.float32), dense_product(indptr, indices, values, dense),
-                               rtol=5e-2, atol=5e-2)
+    np.testing.assert_allclose(
+        np.asarray(out, np.float32), dense_product(indptr, indices, values, dense), rtol=5e-2, atol=5e-2
+    )
 
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
@@ -138,16 +146,23 @@ def test_auto_lowers_to_the_native_kernel_on_cpu():
     assert "frugal_csr_matmul" in text
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(indptr=np.zeros(3, np.float32)), "indptr"),
-    (dict(indices=np.zeros((2, 2), np.int32)), "indices"),
-    (dict(values=np.zeros(5, np.float32)), "values"),
-    (dict(dense=np.zeros(4, np.float32)), "dense"),
-    (dict(impl="cusparse"), "impl"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(indptr=np.zeros(3, np.float32)), "indptr"),
+        (dict(indices=np.zeros((2, 2), np.int32)), "indices"),
+        (dict(values=np.zeros(5, np.float32)), "values"),
+        (dict(dense=np.zeros(4, np.float32)), "dense"),
+        (dict(impl="cusparse"), "impl"),
+    ],
+)
 def test_bad_arguments_name_themselves(kwargs, message):
-    args = dict(indptr=np.array([0, 1, 2], np.int32), indices=np.array([0, 1], np.int32),
-                values=np.ones(2, np.float32), dense=np.ones((2, 3), np.float32))
+    args = dict(
+        indptr=np.array([0, 1, 2], np.int32),
+        indices=np.array([0, 1], np.int32),
+        values=np.ones(2, np.float32),
+        dense=np.ones((2, 3), np.float32),
+    )
     impl = kwargs.pop("impl", "auto")
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
@@ -159,8 +174,15 @@ def test_native_rejects_unsupported_dtypes_and_broken_pointers():
     with pytest.raises(ValueError, match="float32"):
         csr_matmul(np.array([0, 1]), np.array([0]), None, np.ones((1, 2), jnp.bfloat16), impl="native")
     with pytest.raises(Exception, match="non-decreasing"):
-        jax.block_until_ready(csr_matmul(np.array([0, 2, 1, 2], np.int32), np.zeros(2, np.int32), None,
-                                         np.ones((1, 2), np.float32), impl="native"))
+        jax.block_until_ready(
+            csr_matmul(
+                np.array([0, 2, 1, 2], np.int32),
+                np.zeros(2, np.int32),
+                None,
+                np.ones((1, 2), np.float32),
+                impl="native",
+            )
+        )
 
 
 def test_loader_reports_why_the_kernel_is_off(monkeypatch, tmp_path):

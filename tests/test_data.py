@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from frugal.scripts.data import (CIFAR10_CLASSES, BatchSampler, eval_batches, load_cifar10, load_dataset, load_digits,
-                          load_image_folder, make_shapes_dataset)
+from frugal.scripts.data import (
+    CIFAR10_CLASSES,
+    BatchSampler,
+    eval_batches,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_image_folder,
+    make_shapes_dataset,
+)
 
 
 def test_digits_is_the_real_bundled_set_split_stratified():

@@ -15,18 +15,21 @@ from frugal.models.gnn import gather_sum, make_graph, segment_softmax, spmm
 from frugal.models.gnn_layers import GCNLayer
 from frugal.scripts import graph_data
 
-
 # --- make_graph and the stage primitives ---------------------------------------------------------
 
-@pytest.mark.parametrize("edges, nodes, error, match", [
-    ([[0, 1], [1, 5]], 5, ValueError, r"vertex ids in \[0, 5\].*num_nodes=5.*is #1"),
-    ([[0, -1], [1, 2]], 5, ValueError, "num_nodes=5"),
-    ([[0, 1], [1, 2]], 0, ValueError, "empty"),
-    (np.zeros((2, 0), int), 3, ValueError, "no edges"),
-    ([[0, 1, 2]], 3, ValueError, r"shape \(2, num_edges\)"),
-    ([[0.0, 1.0], [1.0, 2.0]], 3, TypeError, "integers"),
-    ([[0, 1], [1, 2]], 3.0, TypeError, "num_nodes must be an int"),
-])
+
+@pytest.mark.parametrize(
+    "edges, nodes, error, match",
+    [
+        ([[0, 1], [1, 5]], 5, ValueError, r"vertex ids in \[0, 5\].*num_nodes=5.*is #1"),
+        ([[0, -1], [1, 2]], 5, ValueError, "num_nodes=5"),
+        ([[0, 1], [1, 2]], 0, ValueError, "empty"),
+        (np.zeros((2, 0), int), 3, ValueError, "no edges"),
+        ([[0, 1, 2]], 3, ValueError, r"shape \(2, num_edges\)"),
+        ([[0.0, 1.0], [1.0, 2.0]], 3, TypeError, "integers"),
+        ([[0, 1], [1, 2]], 3.0, TypeError, "num_nodes must be an int"),
+    ],
+)
 def test_make_graph_rejects_bad_input(edges, nodes, error, match):
     with pytest.raises(error, match=match):
         make_graph(np.asarray(edges), nodes)
@@ -112,6 +115,7 @@ def test_spmm_with_self_loops_and_odd_widths_matches_dense(width):
 
 # --- synthetic graphs ---------------------------------------------------------------------------
 
+
 def test_synthetic_citation_graph_matches_sizes_and_has_structure():
     data = graph_data.synthetic_graph("cora", seed=3)
     n, e, f, c, _ = graph_data.DATASET_SIZES["cora"]
@@ -150,6 +154,7 @@ def test_unknown_dataset_and_bad_scale():
 
 # --- Planetoid raw files ------------------------------------------------------------------------
 
+
 def _write_planetoid(root, name="cora"):
     rng = np.random.default_rng(0)
     n, f, c = 10, 4, 3
@@ -158,9 +163,12 @@ def _write_planetoid(root, name="cora"):
     test_index = np.array([9, 7, 8])  # unsorted on purpose, as in the real files
     train_n, allx_n = 3, 7
     files = {
-        "x": sp.csr_matrix(x_all[:train_n]), "y": labels[:train_n],
-        "allx": sp.csr_matrix(x_all[:allx_n]), "ally": labels[:allx_n],
-        "tx": sp.csr_matrix(x_all[test_index]), "ty": labels[test_index],
+        "x": sp.csr_matrix(x_all[:train_n]),
+        "y": labels[:train_n],
+        "allx": sp.csr_matrix(x_all[:allx_n]),
+        "ally": labels[:allx_n],
+        "tx": sp.csr_matrix(x_all[test_index]),
+        "ty": labels[test_index],
         "graph": {0: [1, 2], 1: [0], 2: [0, 9], 3: [4], 9: [2, 2]},
     }
     for key, value in files.items():

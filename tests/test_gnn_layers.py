@@ -11,7 +11,15 @@ from flax import nnx
 
 from frugal.models.gnn import STAGES, make_graph
 from frugal.models.gnn_layers import (
-    GNN_KINDS, GATLayer, GCNLayer, GGNNLayer, GINLayer, GNNClassifier, RGCNLayer, SAGELayer, prepare_graph,
+    GNN_KINDS,
+    GATLayer,
+    GCNLayer,
+    GGNNLayer,
+    GINLayer,
+    GNNClassifier,
+    RGCNLayer,
+    SAGELayer,
+    prepare_graph,
 )
 
 GOLDEN = dict(np.load(Path(__file__).parent / "data" / "gnn_pyg_golden.npz"))
@@ -23,8 +31,9 @@ def _set(param, value):
 
 
 def _golden_graph():
-    return make_graph(GOLDEN["edge_index"], GOLDEN["x"].shape[0], edge_types=GOLDEN["edge_type"], num_edge_types=3,
-                      pad_edges_to=48)  # padding on purpose: it must not change any output
+    return make_graph(
+        GOLDEN["edge_index"], GOLDEN["x"].shape[0], edge_types=GOLDEN["edge_type"], num_edge_types=3, pad_edges_to=48
+    )  # padding on purpose: it must not change any output
 
 
 def _gcn():
@@ -42,6 +51,7 @@ def _gat(name, concat):
         _set(layer.att_dst, GOLDEN[f"{name}/att_dst"][0])
         _set(layer.bias, GOLDEN[f"{name}/bias"])
         return layer, True
+
     return build
 
 
@@ -73,6 +83,7 @@ def _rgcn(name, bases):
         _set(layer.root, GOLDEN[f"{name}/root"])
         _set(layer.bias, GOLDEN[f"{name}/bias"])
         return layer, False
+
     return build
 
 
@@ -87,8 +98,14 @@ def _ggnn():
 
 
 BUILDERS = {
-    "gcn": _gcn, "gat": _gat("gat", True), "gat_mean": _gat("gat_mean", False), "sage": _sage, "gin": _gin,
-    "rgcn": _rgcn("rgcn", None), "rgcn_bases": _rgcn("rgcn_bases", 2), "ggnn": _ggnn,
+    "gcn": _gcn,
+    "gat": _gat("gat", True),
+    "gat_mean": _gat("gat_mean", False),
+    "sage": _sage,
+    "gin": _gin,
+    "rgcn": _rgcn("rgcn", None),
+    "rgcn_bases": _rgcn("rgcn_bases", 2),
+    "ggnn": _ggnn,
 }
 
 
@@ -116,9 +133,15 @@ def test_golden_is_not_trivial():
 
 def _lstm_reference(layer, edge_index, x):
     """Per-vertex python loop over in-neighbours sorted by source id: the plain LSTM definition."""
-    params = {k: np.asarray(v) for k, v in (
-        ("wi", layer.lstm_input.kernel[...]), ("bi", layer.lstm_input.bias[...]),
-        ("wh", layer.lstm_hidden.kernel[...]), ("bh", layer.lstm_hidden.bias[...]))}
+    params = {
+        k: np.asarray(v)
+        for k, v in (
+            ("wi", layer.lstm_input.kernel[...]),
+            ("bi", layer.lstm_input.bias[...]),
+            ("wh", layer.lstm_hidden.kernel[...]),
+            ("bh", layer.lstm_hidden.bias[...]),
+        )
+    }
     sig = lambda v: 1 / (1 + np.exp(-v))
     n, f = x.shape
     agg = np.zeros((n, f), np.float32)
@@ -131,8 +154,11 @@ def _lstm_reference(layer, edge_index, x):
             c = sig(gf) * c + sig(gi) * np.tanh(gg)
             h = sig(go) * np.tanh(c)
         agg[i] = h
-    return agg @ np.asarray(layer.lin_l.kernel[...]) + np.asarray(layer.lin_l.bias[...]) + x @ np.asarray(
-        layer.lin_r.kernel[...])
+    return (
+        agg @ np.asarray(layer.lin_l.kernel[...])
+        + np.asarray(layer.lin_l.bias[...])
+        + x @ np.asarray(layer.lin_r.kernel[...])
+    )
 
 
 def test_sage_lstm_matches_per_vertex_loop():
@@ -147,8 +173,7 @@ def test_sage_lstm_matches_per_vertex_loop():
 
 @pytest.mark.parametrize("kind", GNN_KINDS)
 def test_every_step_is_a_known_stage_and_the_model_runs(kind):
-    model = GNNClassifier(kind, 5, 3, hidden=8, heads=2, num_relations=3, num_bases=2, dropout=0.0,
-                          rngs=nnx.Rngs(0))
+    model = GNNClassifier(kind, 5, 3, hidden=8, heads=2, num_relations=3, num_bases=2, dropout=0.0, rngs=nnx.Rngs(0))
     layer = model.layers[0]
     for fused in (False, True) if layer.fused_gather else (False,):
         steps = layer.steps(fused)
@@ -170,8 +195,9 @@ def test_gradients_of_fused_and_unfused_agree(kind):
     def loss(m, fused):
         return jnp.sum(m(graph, x, fused=fused) ** 2)
 
-    g_unfused, g_fused = nnx.jit(lambda m: (nnx.grad(lambda m: loss(m, False))(m),
-                                            nnx.grad(lambda m: loss(m, True))(m)))(model)
+    g_unfused, g_fused = nnx.jit(
+        lambda m: (nnx.grad(lambda m: loss(m, False))(m), nnx.grad(lambda m: loss(m, True))(m))
+    )(model)
     for a, b in zip(jax.tree.leaves(g_unfused), jax.tree.leaves(g_fused)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 

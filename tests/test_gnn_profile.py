@@ -12,14 +12,23 @@ from frugal.scripts.gnn_pyg_bench import SKIPPED, BenchConfig, find_pyg_python
 
 @pytest.mark.slow
 def test_profile_writes_consistent_report(tmp_path):
-    config = ProfileConfig(models=("gcn", "rgcn", "sage_lstm"), scale=0.05, features=8, heads=2, repeats=1,
-                           num_bases=2, train_models=(), train_steps=0, outdir=str(tmp_path))
+    config = ProfileConfig(
+        models=("gcn", "rgcn", "sage_lstm"),
+        scale=0.05,
+        features=8,
+        heads=2,
+        repeats=1,
+        num_bases=2,
+        train_models=(),
+        train_steps=0,
+        outdir=str(tmp_path),
+    )
     figures = run(config)
     for name in ("gnn_profile.json", "gnn_profile.md", "gnn_stage_breakdown.png"):
         assert (tmp_path / name).stat().st_size > 0
     saved = json.loads((tmp_path / "gnn_profile.json").read_text())
     assert set(saved["models"]) == {"gcn", "rgcn", "sage_lstm"}
-    for kind, entry in figures["models"].items():
+    for entry in figures["models"].values():
         for mode in ("unfused", "fused"):
             if mode not in entry:
                 continue
@@ -60,8 +69,16 @@ def test_training_beats_chance_on_builtin_citation_graph(kind):
 
 def test_training_rejects_empty_masks():
     data = graph_data.synthetic_graph("cora", scale=0.05)
-    empty = graph_data.GraphDataset(data.name, data.x, data.y, data.edge_index, np.zeros_like(data.train_mask),
-                                    data.val_mask, data.test_mask, data.num_classes)
+    empty = graph_data.GraphDataset(
+        data.name,
+        data.x,
+        data.y,
+        data.edge_index,
+        np.zeros_like(data.train_mask),
+        data.val_mask,
+        data.test_mask,
+        data.num_classes,
+    )
     with pytest.raises(ValueError, match="train and test masks"):
         train_node_classifier("gcn", empty, steps=1)
 
@@ -85,7 +102,8 @@ def test_bench_without_pyg_reports_skipped(tmp_path, monkeypatch):
     if find_pyg_python() is not None:
         pytest.skip("torch_geometric is importable here; the skip path cannot be exercised")
     figures = __import__("frugal.scripts.gnn_pyg_bench", fromlist=["run"]).run(
-        BenchConfig(datasets=("citeseer",), models=("gcn",), repeats=1, outdir=str(tmp_path)))
+        BenchConfig(datasets=("citeseer",), models=("gcn",), repeats=1, outdir=str(tmp_path))
+    )
     assert figures["status"] == SKIPPED and "install the bench extra" in SKIPPED
     row = figures["results"][0]
     assert row["ours_fused_ms"] > 0 and "pyg_best_ms" not in row
@@ -111,6 +129,7 @@ def test_interleaved_rounds_alternate_and_keep_the_fastest_call():
             calls.append((name, n))
             slow = name == "a" and len(calls) < 5  # a's first two rounds are 10x slower
             return [seconds * (10 if slow else 1)] * n
+
         return run
 
     times = _interleaved_times({"a_ms": timer("a", 0.002), "b_ms": timer("b", 0.001)}, repeats=7, calls_per_round=3)
@@ -144,8 +163,16 @@ for line in sys.stdin:
     print(json.dumps([0.25] * int(words[2])), flush=True)
 """)
     fake.chmod(0o755)
-    figures = bench(BenchConfig(datasets=("citeseer",), models=("gcn",), repeats=4, calls_per_round=2,
-                                pyg_python=str(fake), outdir=str(tmp_path)))
+    figures = bench(
+        BenchConfig(
+            datasets=("citeseer",),
+            models=("gcn",),
+            repeats=4,
+            calls_per_round=2,
+            pyg_python=str(fake),
+            outdir=str(tmp_path),
+        )
+    )
     row = figures["results"][0]
     assert log.read_text().splitlines() == ["time edge_index 2"] * 2
     assert row["pyg_edge_index_ms"] == pytest.approx(250.0) and row["pyg_csr_ms"] is None

@@ -17,8 +17,18 @@ from flax import nnx
 
 from frugal.models.resnet import cifar_resnet8
 from frugal.scripts.data import BatchSampler, load_digits
-from frugal.scripts.harness import (CheckpointError, Checkpointer, FitConfig, TrainState, Trainer, TrainerConfig,
-                             classification_step, data_parallel_mesh, fit_classifier, make_optimizer)
+from frugal.scripts.harness import (
+    Checkpointer,
+    CheckpointError,
+    FitConfig,
+    Trainer,
+    TrainerConfig,
+    TrainState,
+    classification_step,
+    data_parallel_mesh,
+    fit_classifier,
+    make_optimizer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,16 +53,18 @@ class SmallCNN(nnx.Module):
         return self.head(nnx.relu(self.norm(self.conv(x))).mean(axis=(1, 2)))
 
 
-def _trainer(digits, *, devices=1, steps=3, workdir=None, checkpoint_every=0, batch_size=32, schedule_steps=6,
-             width=4):
+def _trainer(digits, *, devices=1, steps=3, workdir=None, checkpoint_every=0, batch_size=32, schedule_steps=6, width=4):
     # The learning-rate schedule spans `schedule_steps`, so a run stopped early is a prefix of a longer one.
     config = FitConfig(steps=schedule_steps, batch_size=batch_size, learning_rate=1e-2, warmup_steps=1)
     model = SmallCNN(width, rngs=nnx.Rngs(0))
     sampler = BatchSampler(len(digits.train_x), batch_size, seed=0)
-    trainer = Trainer(TrainState(model, make_optimizer(config)), classification_step(max_shift=1),
-                      config=TrainerConfig(num_steps=steps, log_every=1, progress=False,
-                                           checkpoint_every=checkpoint_every),
-                      mesh=data_parallel_mesh(devices), workdir=workdir)
+    trainer = Trainer(
+        TrainState(model, make_optimizer(config)),
+        classification_step(max_shift=1),
+        config=TrainerConfig(num_steps=steps, log_every=1, progress=False, checkpoint_every=checkpoint_every),
+        mesh=data_parallel_mesh(devices),
+        workdir=workdir,
+    )
 
     def batch_at(step, rows):
         idx = sampler.indices(step)[rows]
@@ -132,9 +144,29 @@ def test_fit_classifier_learns_digits_and_leaves_input_untouched(digits):
 
 
 def _train_cmd(workdir, json_path):
-    return [sys.executable, "-m", "frugal.scripts.cli", "train", "--model", "cifar_resnet8", "--width", "4",
-            "--dataset", "digits", "--steps", "150", "--batch-size", "32", "--checkpoint-every", "10",
-            "--workdir", str(workdir), "--no-progress", "--json", str(json_path)]
+    return [
+        sys.executable,
+        "-m",
+        "frugal.scripts.cli",
+        "train",
+        "--model",
+        "cifar_resnet8",
+        "--width",
+        "4",
+        "--dataset",
+        "digits",
+        "--steps",
+        "150",
+        "--batch-size",
+        "32",
+        "--checkpoint-every",
+        "10",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        "--json",
+        str(json_path),
+    ]
 
 
 def _saved_steps(workdir: Path) -> list[int]:
@@ -154,8 +186,9 @@ def _final_params(workdir: Path, step: int) -> dict:
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    proc = subprocess.Popen(_train_cmd(killed, tmp_path / "k1.json"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _train_cmd(killed, tmp_path / "k1.json"), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         steps = _saved_steps(killed)
@@ -193,10 +226,19 @@ def test_two_processes_equal_one_process_with_the_whole_batch(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     worker = str(REPO / "tests" / "distributed_worker.py")
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, worker, str(tmp_path / f"p{i}.npz"), "2", str(i), str(port)],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
-    single = subprocess.run([sys.executable, worker, str(tmp_path / "single.npz"), "1", "0", "0"],
-                            cwd=REPO, env=env, capture_output=True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(tmp_path / f"p{i}.npz"), "2", str(i), str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    single = subprocess.run(
+        [sys.executable, worker, str(tmp_path / "single.npz"), "1", "0", "0"], cwd=REPO, env=env, capture_output=True
+    )
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-3000:]
@@ -214,23 +256,29 @@ def test_two_processes_equal_one_process_with_the_whole_batch(tmp_path):
 
 def test_model_axis_sharding_equals_single_device(digits):
     """A 4x2 (data, model) mesh with the classifier kernel split on `model` gives the same step."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     def shard_kernels(mesh, arrays):
         def spec(path, x):
             is_head_kernel = "head" in jax.tree_util.keystr(path) and x.ndim == 2
             return NamedSharding(mesh, P(None, "model") if is_head_kernel and x.shape[1] % 2 == 0 else P())
+
         return jax.tree_util.tree_map_with_path(spec, arrays)
 
-    mesh = Mesh(np.asarray(jax.devices()).reshape(4, 2), ("data", "model"),
-                axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    mesh = Mesh(
+        np.asarray(jax.devices()).reshape(4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2
+    )
     single, batch_at, bs = _trainer(digits, devices=1)
     reference = single.run(batch_at, bs)
     config = FitConfig(steps=6, batch_size=bs, learning_rate=1e-2, warmup_steps=1)
-    sharded = Trainer(TrainState(SmallCNN(4, rngs=nnx.Rngs(0)), make_optimizer(config)),
-                      classification_step(max_shift=1),
-                      config=TrainerConfig(num_steps=3, log_every=1, progress=False), mesh=mesh,
-                      state_sharding=shard_kernels)
+    sharded = Trainer(
+        TrainState(SmallCNN(4, rngs=nnx.Rngs(0)), make_optimizer(config)),
+        classification_step(max_shift=1),
+        config=TrainerConfig(num_steps=3, log_every=1, progress=False),
+        mesh=mesh,
+        state_sharding=shard_kernels,
+    )
     result = sharded.run(batch_at, bs)
     kernel = sharded.arrays["model"]["head"]["kernel"][...]
     assert kernel.sharding.spec == P(None, "model")

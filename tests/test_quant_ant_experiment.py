@@ -12,8 +12,14 @@ from frugal.scripts.cli import main
 
 
 def test_text_part_ant_beats_int4_on_minilm(tmp_path):
-    config = AntExperimentConfig(image=False, sentences_per_topic=2, alpha_step=0.25, text_extra_high_layers=2,
-                                 variants=("Int4", "ANT4", "ANT4-8"), outdir=str(tmp_path))
+    config = AntExperimentConfig(
+        image=False,
+        sentences_per_topic=2,
+        alpha_step=0.25,
+        text_extra_high_layers=2,
+        variants=("Int4", "ANT4", "ANT4-8"),
+        outdir=str(tmp_path),
+    )
     figures = run(config)
     scores = figures["text"]["scores"]
     assert scores["FP"]["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
@@ -30,10 +36,32 @@ def test_text_part_ant_beats_int4_on_minilm(tmp_path):
 
 def test_cli_image_part_writes_json(tmp_path, capsys):
     out = tmp_path / "figures.json"
-    code = main(["quant", "ant", "--part", "image", "--dataset", "digits", "--image-size", "8",
-                 "--width", "4", "--fp-steps", "30", "--qat-steps", "0", "--alpha-step", "0.25",
-                 "--variants", "ANT4-8",
-                 "--outdir", str(tmp_path / "reports"), "--json", str(out)])
+    code = main(
+        [
+            "quant",
+            "ant",
+            "--part",
+            "image",
+            "--dataset",
+            "digits",
+            "--image-size",
+            "8",
+            "--width",
+            "4",
+            "--fp-steps",
+            "30",
+            "--qat-steps",
+            "0",
+            "--alpha-step",
+            "0.25",
+            "--variants",
+            "ANT4-8",
+            "--outdir",
+            str(tmp_path / "reports"),
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     figures = json.loads(out.read_text())
     acc = figures["image"]["accuracy"]

@@ -101,9 +101,11 @@ def mlp_setup():
 
 
 def test_rule_matching_first_wins_and_op_names():
-    rules = [QuantRule(module_path="fc3", weight_bits=8, act_bits=8),
-             QuantRule(module_path="fc.*", op_names=("conv_general_dilated",), weight_bits=2),
-             QuantRule(module_path="fc.*", weight_bits=4)]
+    rules = [
+        QuantRule(module_path="fc3", weight_bits=8, act_bits=8),
+        QuantRule(module_path="fc.*", op_names=("conv_general_dilated",), weight_bits=2),
+        QuantRule(module_path="fc.*", weight_bits=4),
+    ]
     assert first_matching_rule(rules, "fc3", "dot_general").weight_bits == 8
     assert first_matching_rule(rules, "fc1", "dot_general").weight_bits == 4
     assert first_matching_rule(rules, "fc1", "conv_general_dilated").weight_bits == 2
@@ -112,15 +114,19 @@ def test_rule_matching_first_wins_and_op_names():
 
 def test_ptq_mlp_matches_numpy_reference(mlp_setup):
     model, batches = mlp_setup
-    rules = [QuantRule(module_path="fc3", weight_bits=None, act_bits=None),  # keep the last layer float
-             QuantRule(module_path="fc.*", weight_kinds=ANT, act_kinds=ANT, alpha_step=0.05)]
+    rules = [
+        QuantRule(module_path="fc3", weight_bits=None, act_bits=None),  # keep the last layer float
+        QuantRule(module_path="fc.*", weight_kinds=ANT, act_kinds=ANT, alpha_step=0.05),
+    ]
     before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
     quantized, plan = ptq(model, rules, batches)
     assert [layer.key for layer in plan.layers] == ["fc1:dot_general0", "fc2:dot_general0"]
     # Signedness from the data: Laplace input to fc1 is signed, post-ReLU input to fc2 is not.
     assert plan.layers[0].act.ntype.signed and not plan.layers[1].act.ntype.signed
-    assert all(layer.weight.ntype.signed and np.shape(layer.weight.alpha) == (layer_out,)
-               for layer, layer_out in zip(plan.layers, (32, 16)))
+    assert all(
+        layer.weight.ntype.signed and np.shape(layer.weight.alpha) == (layer_out,)
+        for layer, layer_out in zip(plan.layers, (32, 16))
+    )
     x = batches[0]
     got = np.asarray(forward(quantized, x))
     np.testing.assert_allclose(got, mlp_reference(model, plan, x), rtol=2e-4, atol=2e-5)
@@ -128,8 +134,9 @@ def test_ptq_mlp_matches_numpy_reference(mlp_setup):
     # The input model is untouched, and stripping the quantization gives the float model back.
     after = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
     jax.tree.map(np.testing.assert_array_equal, before, after)
-    np.testing.assert_allclose(np.asarray(forward(strip_quantization(quantized), x)),
-                               np.asarray(forward(model, x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(forward(strip_quantization(quantized), x)), np.asarray(forward(model, x)), rtol=1e-6
+    )
 
 
 def test_conv_and_einsum_quantized_weightless_einsum_left_float():
@@ -144,8 +151,16 @@ def test_conv_and_einsum_quantized_weightless_einsum_left_float():
     # Reference in float64 NumPy-quantized operands through plain lax ops.
     wq = np_fake_quant(model.conv.kernel[...], conv.weight, axis=-1)
     xq = np_fake_quant(x, conv.act)
-    h = jax.lax.conv_general_dilated(jnp.asarray(xq, jnp.float32), jnp.asarray(wq, jnp.float32), (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + model.conv.bias[...]
+    h = (
+        jax.lax.conv_general_dilated(
+            jnp.asarray(xq, jnp.float32),
+            jnp.asarray(wq, jnp.float32),
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        + model.conv.bias[...]
+    )
     h = jax.nn.relu(h)
     gram = jnp.einsum("bhwc,bhwd->bcd", h, h)
     mq = np_fake_quant(model.mix.kernel[...], mix.weight, axis=-1)
@@ -176,8 +191,9 @@ def test_selection_follows_the_data():
 
 def test_qat_trains_weights_and_alphas(mlp_setup):
     model, batches = mlp_setup
-    quantized, plan = ptq(model, [QuantRule(weight_kinds=("int", "flint"), act_kinds=("int", "flint"),
-                                            alpha_step=0.05)], batches)
+    quantized, plan = ptq(
+        model, [QuantRule(weight_kinds=("int", "flint"), act_kinds=("int", "flint"), alpha_step=0.05)], batches
+    )
     x = batches[0]
     target = jnp.asarray(np.random.default_rng(3).normal(size=(32, 4)).astype(np.float32))
     optimizer = nnx.Optimizer(quantized, optax.adam(3e-3), wrt=nnx.Param)
@@ -207,16 +223,21 @@ def test_mixed_precision_policy_and_overrides(mlp_setup):
     assert names["fc1"][0] == "int8s" and names["fc3"][0] == "int8s"
     assert names["fc2"][0].endswith("4s") and result.high_precision == ("fc1:dot_general0", "fc3:dot_general0")
     # A budget of one extra layer promotes the remaining one; the ranking is by low-bit MSE.
-    extra = mixed_precision_plan(samples, MixedPrecisionPolicy(first_layers=0, last_layers=1,
-                                                               extra_high_layers=1, alpha_step=0.05))
+    extra = mixed_precision_plan(
+        samples, MixedPrecisionPolicy(first_layers=0, last_layers=1, extra_high_layers=1, alpha_step=0.05)
+    )
     ranked = [k for k, _ in extra.ranked_by_mse]
     mses = [m for _, m in extra.ranked_by_mse]
     assert mses == sorted(mses, reverse=True)
     expected = ["fc3:dot_general0"] + [k for k in ranked if k != "fc3:dot_general0"][:1]
     assert list(extra.high_precision) == expected
     # An override wins over the policy: fc1 stays float, and the policy's "first layer" becomes fc2.
-    over = mixed_precision_plan(samples, MixedPrecisionPolicy(
-        alpha_step=0.05, overrides=(QuantRule(module_path="fc1", weight_bits=None, act_bits=None),)))
+    over = mixed_precision_plan(
+        samples,
+        MixedPrecisionPolicy(
+            alpha_step=0.05, overrides=(QuantRule(module_path="fc1", weight_bits=None, act_bits=None),)
+        ),
+    )
     assert [layer.path for layer in over.plan.layers] == ["fc2", "fc3"]
     assert all(layer.weight.ntype.name == "int8s" for layer in over.plan.layers)
 
@@ -244,8 +265,12 @@ def test_bad_input(mlp_setup):
     with pytest.raises(ValueError, match="module path"):
         samples = collect_layer_inputs(model, [QuantRule(alpha_step=0.25)], batches[:1])
         plan = select_plan(samples)
-        moved = QuantPlan(tuple(type(layer)(re.sub("fc", "gone", layer.path), layer.op_id, layer.op_name,
-                                            layer.weight, layer.act) for layer in plan.layers))
+        moved = QuantPlan(
+            tuple(
+                type(layer)(re.sub("fc", "gone", layer.path), layer.op_id, layer.op_name, layer.weight, layer.act)
+                for layer in plan.layers
+            )
+        )
         apply_plan(model, moved)
 
 

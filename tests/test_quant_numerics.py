@@ -24,8 +24,7 @@ from frugal.transforms.quant import (
 )
 
 ALL_TYPES = [
-    NumericType(kind, bits, signed)
-    for kind, bits, signed in itertools.product(KINDS, range(2, 9), (False, True))
+    NumericType(kind, bits, signed) for kind, bits, signed in itertools.product(KINDS, range(2, 9), (False, True))
 ]
 
 
@@ -293,7 +292,10 @@ def reference_olive_grid(normal: str, bits: int) -> np.ndarray:
     m = b - 2
     outliers = [
         s * 2.0**i * (1 + 2.0**-m * j)
-        for i in range(5, 9) for j in range(2**m) if not (i == 5 and j == 0) for s in (1, -1)
+        for i in range(5, 9)
+        for j in range(2**m)
+        if not (i == 5 and j == 0)
+        for s in (1, -1)
     ]
     return np.unique(np.concatenate([values, outliers]))
 
@@ -318,9 +320,16 @@ def test_olive_grid_equals_reference_up_to_scale(kind, normal, bits):
     assert np.all(t.grid == np.round(t.grid))  # integer scale
 
 
-@pytest.mark.parametrize("t", [NumericType("olive", 4, True), NumericType("olive-int", 4, True),
-                               NumericType("olive", 3, True), NumericType("olive-int", 6, True)],
-                         ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "t",
+    [
+        NumericType("olive", 4, True),
+        NumericType("olive-int", 4, True),
+        NumericType("olive", 3, True),
+        NumericType("olive-int", 6, True),
+    ],
+    ids=lambda t: t.name,
+)
 def test_olive_pair_codes_round_trip(t):
     n, identifier = t.num_codes, 1 << t.value_bits
     pairs = np.array([(a, c) for a in range(n) for c in range(n)])

@@ -45,7 +45,7 @@ def test_activation_and_norm_are_constructor_arguments():
     m = create_image_model("cifar_resnet8", num_classes=10, in_channels=1, activation=traced_relu, norm="group")
     m(jnp.ones((1, 8, 8, 1)))
     assert len(calls) == 1 + 3 * 2  # stem + two per basic block
-    assert all(getattr(b, "activation") is traced_relu for b in m.blocks)
+    assert all(b.activation is traced_relu for b in m.blocks)
     g = create_image_model("cifar_resnet8", num_classes=10, in_channels=1, activation="gelu", norm="none")
     out = g(jnp.linspace(-1, 1, 64).reshape(1, 8, 8, 1))
     assert np.isfinite(np.asarray(out)).all()

@@ -10,7 +10,7 @@ def test_fact_mask_covers_exactly_the_text_outside_filler_sentences():
     context = f"Cats sleep a lot. {fact} Rain is wet."
     mask = fact_character_mask(context, filler)
     start = context.index(fact)
-    assert mask[start:start + len(fact)].sum() == len(fact.replace(" ", ""))
+    assert mask[start : start + len(fact)].sum() == len(fact.replace(" ", ""))
     assert mask.sum() == len(fact.replace(" ", ""))
 
 

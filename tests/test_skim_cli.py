@@ -43,13 +43,38 @@ def test_cache_key_follows_the_data_recipe_not_the_evaluation():
 
 
 def _tiny_config(tmp_path, **overrides):
-    return SkimExperimentConfig(**{**dict(
-        n_train=40, n_dev=6, max_seq_len=128, context_tokens=(90, 110), train_steps=2, batch_size=4,
-        predictor_layers=(0,), refine_layers=(0,), refine_epochs=1, refine_windows=8, question_fit_windows=20,
-        selection_windows=10, match_fit_steps=20, thresholds=(0.0, 0.5), paper_thresholds=(0.5,),
-        train_vanilla=False, timing_examples=2, timing_repeats=1, eval_batch_size=8, lock_timeout_s=1.0,
-        cache_dir=str(tmp_path / "cache"), outdir=str(tmp_path / "out"), label="test", progress=False,
-        lower_priority=False), **overrides})
+    return SkimExperimentConfig(
+        **{
+            **dict(
+                n_train=40,
+                n_dev=6,
+                max_seq_len=128,
+                context_tokens=(90, 110),
+                train_steps=2,
+                batch_size=4,
+                predictor_layers=(0,),
+                refine_layers=(0,),
+                refine_epochs=1,
+                refine_windows=8,
+                question_fit_windows=20,
+                selection_windows=10,
+                match_fit_steps=20,
+                thresholds=(0.0, 0.5),
+                paper_thresholds=(0.5,),
+                train_vanilla=False,
+                timing_examples=2,
+                timing_repeats=1,
+                eval_batch_size=8,
+                lock_timeout_s=1.0,
+                cache_dir=str(tmp_path / "cache"),
+                outdir=str(tmp_path / "out"),
+                label="test",
+                progress=False,
+                lower_priority=False,
+            ),
+            **overrides,
+        }
+    )
 
 
 def test_match_pipeline_end_to_end_and_from_cache(tmp_path):
@@ -70,16 +95,20 @@ def test_match_pipeline_end_to_end_and_from_cache(tmp_path):
     assert fully_cached(config, vanilla=False)
     again = run(config)
     assert again["train"]["block_skim"]["from_cache"]
-    assert [(r["f1"], r["flops_speedup"]) for r in again["sweep"]] == [(r["f1"], r["flops_speedup"])
-                                                                      for r in first["sweep"]]
+    assert [(r["f1"], r["flops_speedup"]) for r in again["sweep"]] == [
+        (r["f1"], r["flops_speedup"]) for r in first["sweep"]
+    ]
 
 
 def test_question_feature_pipeline_end_to_end(tmp_path):
     """The other extension: widened linear classifiers fitted, a threshold picked, answers at 0 unchanged."""
     from frugal.scripts.skim_experiments import run
 
-    figures = run(_tiny_config(tmp_path, predictor_features="diagonal+question", train_vanilla=False,
-                               timing_examples=0, diagnostics=False))
+    figures = run(
+        _tiny_config(
+            tmp_path, predictor_features="diagonal+question", train_vanilla=False, timing_examples=0, diagnostics=False
+        )
+    )
     assert figures["threshold0_answers_identical"] is True
     fit = figures["train"]["block_skim"]["log"]["question_predictors"]["fit"]["0"]
     assert fit["loss_end"] < fit["loss_start"]  # the full-batch fit lowered the weighted CE

@@ -73,7 +73,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -223,8 +224,13 @@ def wrap_activation(activation: Callable, policy: ActivationPolicy | str = "auto
     return NestedActivation(plain, derivative_dtype=dtype, derivative=derivative, name=name)
 
 
-def activation_memory(model: nnx.Module, policy: ActivationPolicy | str = "auto", *, regime: str | None = None,
-                      derivative_dtype: Any = None) -> nnx.Module:
+def activation_memory(
+    model: nnx.Module,
+    policy: ActivationPolicy | str = "auto",
+    *,
+    regime: str | None = None,
+    derivative_dtype: Any = None,
+) -> nnx.Module:
     """A copy of `model` with every `activation` attribute wrapped by `policy`; `model` is unchanged.
 
     Args:
@@ -259,7 +265,7 @@ def activation_memory(model: nnx.Module, policy: ActivationPolicy | str = "auto"
         found += 1
         if id(current) not in wrapped:
             wrapped[id(current)] = wrap_activation(current, policy)
-        setattr(module, "activation", wrapped[id(current)])
+        module.activation = wrapped[id(current)]
     if not found:
         raise ValueError(
             f"model {type(model).__name__} has no module with an `activation` attribute; "

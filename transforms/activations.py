@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -99,7 +100,9 @@ def check_elementwise(f: Activation, *, size: int = 12) -> None:
     try:
         out = jnp.asarray(f(probe))
     except Exception as err:  # report which function failed on a plain vector
-        raise ValueError(f"f={name} failed on a float32 vector probe, so it cannot be checked as element-wise: {err}") from err
+        raise ValueError(
+            f"f={name} failed on a float32 vector probe, so it cannot be checked as element-wise: {err}"
+        ) from err
     if out.shape != probe.shape:
         raise ValueError(
             f"f={name} is not element-wise: a probe of shape {probe.shape} came back with shape {out.shape}"

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -75,8 +75,10 @@ class AttentionPattern:
         window = self.window
         if isinstance(window, (int, np.integer)) and not isinstance(window, bool):
             if window <= 0:
-                raise ValueError(f"window={window} must be positive (an int w means (w // 2, w // 2)), "
-                                 "or pass window=(left, right) with left, right >= 0")
+                raise ValueError(
+                    f"window={window} must be positive (an int w means (w // 2, w // 2)), "
+                    "or pass window=(left, right) with left, right >= 0"
+                )
             window = (int(window) // 2, int(window) // 2)
         if not isinstance(window, (tuple, list)) or len(window) != 2:
             raise ValueError(f"window={self.window!r} must be (left, right) or a positive int")
@@ -130,18 +132,24 @@ class AttentionPattern:
     def validate(self, seq_len: int, num_heads: int) -> None:
         """Raises ValueError when this pattern cannot apply to `seq_len` tokens and `num_heads` heads."""
         if self.global_tokens and self.global_tokens[-1] >= seq_len:
-            raise ValueError(f"global_tokens={self.global_tokens}: index {self.global_tokens[-1]} is out of "
-                             f"range for a sequence of {seq_len} tokens (allowed 0..{seq_len - 1})")
+            raise ValueError(
+                f"global_tokens={self.global_tokens}: index {self.global_tokens[-1]} is out of "
+                f"range for a sequence of {seq_len} tokens (allowed 0..{seq_len - 1})"
+            )
         if isinstance(self.dilation, tuple) and len(self.dilation) not in (1, num_heads):
-            raise ValueError(f"dilation={self.dilation}: per-head dilation needs {num_heads} values "
-                             f"(one per head), got {len(self.dilation)}")
+            raise ValueError(
+                f"dilation={self.dilation}: per-head dilation needs {num_heads} values "
+                f"(one per head), got {len(self.dilation)}"
+            )
         if self.grid is not None:
             height, width = self.grid
             expected = height * width + len(self.global_tokens)
             if seq_len != expected:
-                raise ValueError(f"grid={self.grid} with {len(self.global_tokens)} global token(s) needs a "
-                                 f"sequence of {height}*{width}+{len(self.global_tokens)}={expected} tokens, "
-                                 f"got {seq_len}")
+                raise ValueError(
+                    f"grid={self.grid} with {len(self.global_tokens)} global token(s) needs a "
+                    f"sequence of {height}*{width}+{len(self.global_tokens)}={expected} tokens, "
+                    f"got {seq_len}"
+                )
 
     def head_dilations(self, num_heads: int) -> tuple[int, ...]:
         if isinstance(self.dilation, tuple):
@@ -172,6 +180,7 @@ class AttentionPattern:
         left, right = self.window
         counts = []
         for d in self.head_dilations(num_heads):
+
             def span(index, size):
                 lo = np.maximum(-left, -(index // d))
                 hi = np.minimum(right, (size - 1 - index) // d)
@@ -206,7 +215,7 @@ def _coordinates(pattern: AttentionPattern, seq_len: int):
         positions = pattern.local_positions(seq_len)
         local[positions] = True
         rows[positions], cols[positions] = np.divmod(np.arange(len(positions)), pattern.grid[1])
-        rows[~local] = -(10 ** 8)  # far from everything
+        rows[~local] = -(10**8)  # far from everything
     return rows, cols, local
 
 
@@ -218,8 +227,9 @@ def dense_mask(pattern: AttentionPattern, seq_len: int, num_heads: int) -> jax.A
     """
     pattern.validate(seq_len, num_heads)
     rows, cols, local = _coordinates(pattern, seq_len)
-    dilations = np.asarray(pattern.head_dilations(num_heads) if isinstance(pattern.dilation, tuple)
-                           else (pattern.dilation,), np.int32)[:, None, None]
+    dilations = np.asarray(
+        pattern.head_dilations(num_heads) if isinstance(pattern.dilation, tuple) else (pattern.dilation,), np.int32
+    )[:, None, None]
     left, right = pattern.window
     d_row = jnp.asarray(rows)[None, None, :] - jnp.asarray(rows)[None, :, None]
     d_col = jnp.asarray(cols)[None, None, :] - jnp.asarray(cols)[None, :, None]
@@ -294,8 +304,9 @@ def _check_inputs(q, k, v, pattern, key_mask, global_qkv, impl):
         raise ValueError(f"impl={impl!r} is not known; use one of {IMPLEMENTATIONS}")
     for name, x in (("q", q), ("k", k), ("v", v)):
         if getattr(x, "ndim", None) != 4:
-            raise ValueError(f"{name} must be shaped (batch, seq, heads, head_dim), got shape "
-                             f"{getattr(x, 'shape', None)}")
+            raise ValueError(
+                f"{name} must be shaped (batch, seq, heads, head_dim), got shape {getattr(x, 'shape', None)}"
+            )
     if q.shape[:3] != k.shape[:3] or k.shape[:3] != v.shape[:3]:
         raise ValueError(f"q, k, v must agree on (batch, seq, heads); got {q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1]:
@@ -305,24 +316,43 @@ def _check_inputs(q, k, v, pattern, key_mask, global_qkv, impl):
             raise ValueError("global_qkv must be a tuple (q_global, k_global, v_global)")
         for name, x, ref in zip(("q_global", "k_global", "v_global"), global_qkv, (q, k, v)):
             shape = getattr(x, "shape", None)
-            rows_only = (name == "q_global" and shape is not None and len(shape) == 4
-                         and shape[1] == len(pattern.global_tokens) and shape[::2] == ref.shape[::2]
-                         and shape[-1] == ref.shape[-1])
+            rows_only = (
+                name == "q_global"
+                and shape is not None
+                and len(shape) == 4
+                and shape[1] == len(pattern.global_tokens)
+                and shape[::2] == ref.shape[::2]
+                and shape[-1] == ref.shape[-1]
+            )
             if shape != ref.shape and not rows_only:
-                raise ValueError(f"global_qkv: {name} must have the shape of its local counterpart "
-                                 f"{ref.shape}" + (" (q_global may also hold only the global rows, "
-                                 f"seq={len(pattern.global_tokens)})" if name == "q_global" else "")
-                                 + f", got {shape}")
-    if key_mask is not None:
-        if getattr(key_mask, "shape", None) != q.shape[:2]:
-            raise ValueError(f"key_mask must be shaped (batch, seq)={q.shape[:2]}, got "
-                             f"{getattr(key_mask, 'shape', None)}")
+                raise ValueError(
+                    f"global_qkv: {name} must have the shape of its local counterpart "
+                    f"{ref.shape}"
+                    + (
+                        f" (q_global may also hold only the global rows, seq={len(pattern.global_tokens)})"
+                        if name == "q_global"
+                        else ""
+                    )
+                    + f", got {shape}"
+                )
+    if key_mask is not None and getattr(key_mask, "shape", None) != q.shape[:2]:
+        raise ValueError(f"key_mask must be shaped (batch, seq)={q.shape[:2]}, got {getattr(key_mask, 'shape', None)}")
     pattern.validate(q.shape[1], q.shape[2])
 
 
-def hybrid_attention(q, k, v, pattern: AttentionPattern, *, impl: str = "auto", key_mask=None,
-                     global_qkv=None, scale: float | None = None, block_size: int | None = None,
-                     interpret: bool | None = None):
+def hybrid_attention(
+    q,
+    k,
+    v,
+    pattern: AttentionPattern,
+    *,
+    impl: str = "auto",
+    key_mask=None,
+    global_qkv=None,
+    scale: float | None = None,
+    block_size: int | None = None,
+    interpret: bool | None = None,
+):
     """Sparse attention over `pattern` with q, k, v shaped (batch, seq, heads, head_dim).
 
     Args:
@@ -349,17 +379,29 @@ def hybrid_attention(q, k, v, pattern: AttentionPattern, *, impl: str = "auto", 
     if impl == "banded":
         from frugal.transforms.attention_banded import banded_hybrid_attention
 
-        return banded_hybrid_attention(q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv,
-                                       scale=scale, block_size=block_size)
+        return banded_hybrid_attention(
+            q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv, scale=scale, block_size=block_size
+        )
     if pattern.grid is not None:
-        raise ValueError("impl='pallas' supports 1-D patterns (grid=None); use impl='banded' or 'dense' "
-                         f"for grid={pattern.grid}")
+        raise ValueError(
+            f"impl='pallas' supports 1-D patterns (grid=None); use impl='banded' or 'dense' for grid={pattern.grid}"
+        )
     from frugal.jaxlib_ext.hybrid_attention import hybrid_attention_pallas
 
-    return hybrid_attention_pallas(q, k, v, window=pattern.window, dilation=pattern.head_dilations(q.shape[2]),
-                                   global_tokens=pattern.global_tokens, causal=pattern.causal,
-                                   key_mask=key_mask, global_qkv=global_qkv, scale=scale,
-                                   block_size=block_size, interpret=interpret)
+    return hybrid_attention_pallas(
+        q,
+        k,
+        v,
+        window=pattern.window,
+        dilation=pattern.head_dilations(q.shape[2]),
+        global_tokens=pattern.global_tokens,
+        causal=pattern.causal,
+        key_mask=key_mask,
+        global_qkv=global_qkv,
+        scale=scale,
+        block_size=block_size,
+        interpret=interpret,
+    )
 
 
 def attention_flops(seq_len: int, pattern: AttentionPattern | None, num_heads: int, head_dim: int) -> float:

@@ -133,7 +133,7 @@ def make_tile_plan(pattern: AttentionPattern, seq_len: int, dilation: int, block
     dc = k_rel_c[None, :] - q_rel_c[:, None]  # (Tc, Sc)
     ok_r = (dr >= -up) & (dr <= down)
     ok_c = (dc >= -left) & (dc <= right)
-    window_ok = (ok_r[:, None, :, :] & ok_c[None, :, None, :])  # (Tr, Tc, Sr, Sc)
+    window_ok = ok_r[:, None, :, :] & ok_c[None, :, None, :]  # (Tr, Tc, Sr, Sc)
     window_ok = window_ok.reshape(len(q_rel_r) * len(q_rel_c), len(k_rel_r) * len(k_rel_c))
 
     inverse = np.zeros(seq_len, np.int32)
@@ -195,10 +195,12 @@ def _banded_group(q, k, v, pattern, plan: TilePlan, key_mask, scale):
             start = step * (group * tile)
             q_b = jax.lax.dynamic_slice_in_dim(q_src, start, group * tile, 2)
             q_b = q_b.reshape(batch, heads, group, tile, dim)
-            k_b = jnp.stack([jax.lax.dynamic_slice_in_dim(k_src, start + j * tile, slab, 2)
-                             for j in range(group)], axis=2)
-            v_b = jnp.stack([jax.lax.dynamic_slice_in_dim(v_src, start + j * tile, slab, 2)
-                             for j in range(group)], axis=2)
+            k_b = jnp.stack(
+                [jax.lax.dynamic_slice_in_dim(k_src, start + j * tile, slab, 2) for j in range(group)], axis=2
+            )
+            v_b = jnp.stack(
+                [jax.lax.dynamic_slice_in_dim(v_src, start + j * tile, slab, 2) for j in range(group)], axis=2
+            )
             return q_b, k_b, v_b
     else:
         q_src, k_src, v_src = _pad_one(q, 2), _pad_one(k, 2), _pad_one(v, 2)
@@ -262,8 +264,9 @@ def _global_rows(q_g, k, v, pattern, key_mask, scale):
     return jnp.einsum("bhgk,bhkd->bhgd", masked_softmax_weights(scores, mask), v)
 
 
-def banded_hybrid_attention(q, k, v, pattern: AttentionPattern, *, key_mask=None, global_qkv=None,
-                            scale=None, block_size=None):
+def banded_hybrid_attention(
+    q, k, v, pattern: AttentionPattern, *, key_mask=None, global_qkv=None, scale=None, block_size=None
+):
     """Banded O(n*(w+g)) hybrid attention; arguments as in `frugal.transforms.attention.hybrid_attention`."""
     batch, seq_len, num_heads, head_dim = q.shape
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale

@@ -31,7 +31,7 @@ This module imports nothing from `models`; the QA model it wraps follows the pro
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,8 +93,9 @@ def diagonal_blocks(probs: jax.Array, block_size: int) -> jax.Array:
     """(B, H, S, S) attention -> (B, K, bs, bs, H): the K diagonal blocks, heads last (NHWC)."""
     b, h, s, s2 = probs.shape
     if s != s2 or s % block_size:
-        raise ValueError(f"attention shape {probs.shape}: sequence must be square and a multiple of "
-                         f"block_size={block_size}")
+        raise ValueError(
+            f"attention shape {probs.shape}: sequence must be square and a multiple of block_size={block_size}"
+        )
     k = s // block_size
     blocks = probs.reshape(b, h, k, block_size, k, block_size)
     idx = jnp.arange(k)
@@ -109,8 +110,9 @@ QUESTION_FEATURE_FLOOR = 1e-6
 QUESTION_TOKENS = 64
 
 
-def question_features(probs: jax.Array, question_mask: jax.Array, attention_mask: jax.Array,
-                      block_size: int) -> jax.Array:
+def question_features(
+    probs: jax.Array, question_mask: jax.Array, attention_mask: jax.Array, block_size: int
+) -> jax.Array:
     """(B, H, S, S) attention -> (B, K, 4H) question<->block features, heads within each group.
 
     Per head and block k, in this order: the mean over question queries of the attention mass on block
@@ -153,8 +155,9 @@ def question_mask_from(attention_mask: jax.Array, token_type_ids: jax.Array) -> 
 MATCH_TOP_K = 8
 
 
-def match_features(hidden: jax.Array, question_mask: jax.Array, attention_mask: jax.Array, block_size: int,
-                   top_k: int = MATCH_TOP_K) -> jax.Array:
+def match_features(
+    hidden: jax.Array, question_mask: jax.Array, attention_mask: jax.Array, block_size: int, top_k: int = MATCH_TOP_K
+) -> jax.Array:
     """(B, S, D) hidden states -> (B, K, top_k): how well block k matches the question, token by token.
 
     For every question token (question_mask without [CLS], among the first QUESTION_TOKENS positions,
@@ -218,8 +221,9 @@ def match_base_width(num_heads: int, top_k: int = MATCH_TOP_K) -> int:
 class SkimPredictor(nnx.Module):
     """The reference CNN: per diagonal block, logits for (skip, keep); optionally with question features."""
 
-    def __init__(self, num_heads: int, block_size: int = 32, *, momentum: float = 0.9,
-                 features: str = "diagonal", rngs: nnx.Rngs):
+    def __init__(
+        self, num_heads: int, block_size: int = 32, *, momentum: float = 0.9, features: str = "diagonal", rngs: nnx.Rngs
+    ):
         if features not in PREDICTOR_FEATURES:
             raise ValueError(f"features={features!r} must be one of {PREDICTOR_FEATURES}")
         h = num_heads
@@ -234,16 +238,25 @@ class SkimPredictor(nnx.Module):
         if features == "diagonal+question+match":
             self.match_head = MatchHead(6 * match_base_width(h), rngs=rngs)
 
-    def __call__(self, probs: jax.Array, question_mask: jax.Array | None = None,
-                 attention_mask: jax.Array | None = None, hidden: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        probs: jax.Array,
+        question_mask: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        hidden: jax.Array | None = None,
+    ) -> jax.Array:
         """(B, H, S, S) attention probabilities -> (B, K, 2) logits.
 
         question_mask / attention_mask (B, S) are required with features="diagonal+question" and
         "diagonal+question+match"; the latter also needs the layer's output hidden states (B, S, D).
         """
         if self.features == "diagonal+question+match":
-            return self.match_head(with_block_context(self.match_base(probs, question_mask, attention_mask, hidden),
-                                                      block_valid(attention_mask, self.block_size)))
+            return self.match_head(
+                with_block_context(
+                    self.match_base(probs, question_mask, attention_mask, hidden),
+                    block_valid(attention_mask, self.block_size),
+                )
+            )
         blocks = diagonal_blocks(probs, self.block_size)
         b, k = blocks.shape[:2]
         extra = None
@@ -263,9 +276,14 @@ class SkimPredictor(nnx.Module):
         blocks = diagonal_blocks(probs, self.block_size)
         b, k = blocks.shape[:2]
         cnn = self.classifier(self.pooled(blocks.reshape((b * k,) + blocks.shape[2:]))).reshape(b, k, 2)
-        return jnp.concatenate([cnn[..., 1:] - cnn[..., :1],
-                                question_features(probs, question_mask, attention_mask, self.block_size),
-                                match_features(hidden, question_mask, attention_mask, self.block_size)], -1)
+        return jnp.concatenate(
+            [
+                cnn[..., 1:] - cnn[..., :1],
+                question_features(probs, question_mask, attention_mask, self.block_size),
+                match_features(hidden, question_mask, attention_mask, self.block_size),
+            ],
+            -1,
+        )
 
     def pooled(self, blocks: jax.Array) -> jax.Array:
         """(N, bs, bs, H) diagonal blocks -> (N, H * (bs/4)^2) the CNN's pooled features."""
@@ -283,8 +301,7 @@ class SkimPredictor(nnx.Module):
         return self.classifier(x)
 
 
-def block_labels(start_positions, end_positions, seq_len: int, block_size: int = 32, *,
-                 rule: str = "any") -> jax.Array:
+def block_labels(start_positions, end_positions, seq_len: int, block_size: int = 32, *, rule: str = "any") -> jax.Array:
     """(B, K) int labels: 1 for blocks holding answer tokens [start, end] (see `label_rule`).
 
     A window whose answer is [CLS] (start == end == 0: no answer in it) has no positive block.
@@ -322,16 +339,23 @@ class BlockSkimQA(nnx.Module):
         self.qa_model = qa_model
         self.skim_config = config
         heads = qa_model.config.num_attention_heads
-        self.predictors = nnx.List([SkimPredictor(heads, config.block_size, momentum=config.bn_momentum,
-                                                  features=config.predictor_features, rngs=rngs)
-                                    for _ in config.layers])
+        self.predictors = nnx.List(
+            [
+                SkimPredictor(
+                    heads, config.block_size, momentum=config.bn_momentum, features=config.predictor_features, rngs=rngs
+                )
+                for _ in config.layers
+            ]
+        )
 
     def __call__(self, input_ids, attention_mask, token_type_ids):
         """Unpruned forward: (start_logits, end_logits, skim_logits tuple of (B, K, 2) per predictor layer)."""
         enc = self.qa_model.encoder
         if input_ids.ndim != 2 or input_ids.shape[1] > enc.config.max_position_embeddings:
-            raise ValueError(f"input_ids must be (batch, seq) with seq <= max_position_embeddings="
-                             f"{enc.config.max_position_embeddings}, got {input_ids.shape}; window longer contexts")
+            raise ValueError(
+                f"input_ids must be (batch, seq) with seq <= max_position_embeddings="
+                f"{enc.config.max_position_embeddings}, got {input_ids.shape}; window longer contexts"
+            )
         x = enc.embeddings(input_ids, token_type_ids)
         bias = _bias(attention_mask)
         question = question_mask_from(attention_mask, token_type_ids)
@@ -349,8 +373,10 @@ def apply_block_skim(qa_model: nnx.Module, config: BlockSkimConfig, *, seed: int
     """A new BlockSkimQA around a copy of `qa_model` (the input is not changed)."""
     n_layers = len(qa_model.encoder.layers)
     if config.layers[-1] >= n_layers - 1:
-        raise ValueError(f"BlockSkimConfig.layers={config.layers}: the last predictor must sit before the last "
-                         f"layer (indices < {n_layers - 1}), otherwise it prunes nothing")
+        raise ValueError(
+            f"BlockSkimConfig.layers={config.layers}: the last predictor must sit before the last "
+            f"layer (indices < {n_layers - 1}), otherwise it prunes nothing"
+        )
     return BlockSkimQA(nnx.clone(qa_model), config, rngs=nnx.Rngs(seed))
 
 
@@ -359,8 +385,13 @@ def joint_loss(model: BlockSkimQA, batch: dict, qa_loss_fn) -> tuple[jax.Array, 
     cfg = model.skim_config
     start, end, skim = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     l_qa = qa_loss_fn(start, end, batch["start_positions"], batch["end_positions"], batch["attention_mask"])
-    labels = block_labels(batch["start_positions"], batch["end_positions"], batch["input_ids"].shape[1],
-                          cfg.block_size, rule=cfg.label_rule)
+    labels = block_labels(
+        batch["start_positions"],
+        batch["end_positions"],
+        batch["input_ids"].shape[1],
+        cfg.block_size,
+        rule=cfg.label_rule,
+    )
     valid = block_valid(batch["attention_mask"], cfg.block_size)
     l_skim = sum(skim_loss(logits, labels, valid, cfg.beta) for logits in skim)
     return l_qa + cfg.alpha * l_skim, {"qa_loss": l_qa, "skim_loss": l_skim}
@@ -435,30 +466,38 @@ class SkimRunner:
 
     def full(self, input_ids, attention_mask, token_type_ids):
         """The same model without skimming: one jitted forward, (start_logits, end_logits) as NumPy."""
-        start, end = self._full(self.state, jnp.asarray(input_ids), jnp.asarray(attention_mask),
-                                jnp.asarray(token_type_ids))
+        start, end = self._full(
+            self.state, jnp.asarray(input_ids), jnp.asarray(attention_mask), jnp.asarray(token_type_ids)
+        )
         return np.asarray(start), np.asarray(end)
 
-    def __call__(self, input_ids, attention_mask, token_type_ids, question_length,
-                 threshold: float | Sequence[float]) -> SkimResult:
+    def __call__(
+        self, input_ids, attention_mask, token_type_ids, question_length, threshold: float | Sequence[float]
+    ) -> SkimResult:
         """Pruned forward of a batch; threshold 0 keeps every real block (same answers as `full`).
 
         threshold: one value for every pruning layer, or one per pruning layer (in `layers` order).
 
         question_length: (B,) tokens of [CLS] question [SEP] per row; the blocks they touch are always kept.
         """
-        thresholds = (tuple(float(t) for t in threshold) if isinstance(threshold, (tuple, list))
-                      else (float(threshold),) * len(self.layers))
+        thresholds = (
+            tuple(float(t) for t in threshold)
+            if isinstance(threshold, (tuple, list))
+            else (float(threshold),) * len(self.layers)
+        )
         if len(thresholds) != len(self.layers) or not all(0.0 <= t <= 1.0 for t in thresholds):
-            raise ValueError(f"threshold={threshold} must be in [0, 1], or one such value per pruning layer "
-                             f"{self.layers}")
+            raise ValueError(
+                f"threshold={threshold} must be in [0, 1], or one such value per pruning layer {self.layers}"
+            )
         ids = np.asarray(input_ids)
         mask = np.asarray(attention_mask).astype(np.int32)
         types = np.asarray(token_type_ids).astype(np.int32)
         bs = self.config.block_size
         if ids.ndim != 2 or mask.shape != ids.shape or types.shape != ids.shape:
-            raise ValueError(f"input_ids, attention_mask, token_type_ids must share one (batch, seq) shape, got "
-                             f"{ids.shape}, {mask.shape}, {types.shape}")
+            raise ValueError(
+                f"input_ids, attention_mask, token_type_ids must share one (batch, seq) shape, got "
+                f"{ids.shape}, {mask.shape}, {types.shape}"
+            )
         b, s = ids.shape
         if s % bs:
             raise ValueError(f"sequence length {s} must be a multiple of block_size={bs}; pad windows to it")
@@ -475,9 +514,16 @@ class SkimRunner:
         for j, (first, last) in enumerate(self.stages):
             tokens[:, first:last] = (cur_mask > 0).sum(-1)[:, None]
             padded[first:last] = cur_mask.shape[1]
-            x, out_a, out_b = self._stage(first, last, j, self.state, x,
-                                          None if gather is None else jnp.asarray(gather),
-                                          jnp.asarray(cur_mask), jnp.asarray(types))
+            x, out_a, out_b = self._stage(
+                first,
+                last,
+                j,
+                self.state,
+                x,
+                None if gather is None else jnp.asarray(gather),
+                jnp.asarray(cur_mask),
+                jnp.asarray(types),
+            )
             if last == self.num_layers:
                 break
             keep = ((np.asarray(out_a) >= thresholds[j]) | protected) & real
@@ -519,8 +565,9 @@ def encoder_layer_flops(tokens: int, hidden: int, intermediate: int) -> int:
     return 2 * n * hidden * (4 * hidden + 2 * intermediate) + 2 * 2 * n * n * hidden
 
 
-def predictor_flops(num_blocks: int, num_heads: int, block_size: int = 32, *, features: str = "diagonal",
-                    hidden: int = 384) -> int:
+def predictor_flops(
+    num_blocks: int, num_heads: int, block_size: int = 32, *, features: str = "diagonal", hidden: int = 384
+) -> int:
     """One predictor on `num_blocks` blocks: the skim CNN (two 3x3 convolutions and the classifier), plus
     for our extensions the question features (four passes over the attention probabilities), the match
     features (question x sequence similarities of `hidden`-wide states) and the match head's MLP."""
@@ -537,10 +584,19 @@ def predictor_flops(num_blocks: int, num_heads: int, block_size: int = 32, *, fe
     return total
 
 
-def skim_flops(tokens_per_layer: Sequence[int], blocks_at_predictors: Sequence[int], *, hidden: int,
-               intermediate: int, num_heads: int, block_size: int = 32, features: str = "diagonal") -> int:
+def skim_flops(
+    tokens_per_layer: Sequence[int],
+    blocks_at_predictors: Sequence[int],
+    *,
+    hidden: int,
+    intermediate: int,
+    num_heads: int,
+    block_size: int = 32,
+    features: str = "diagonal",
+) -> int:
     """Encoder + predictors + span head FLOPs for one example, given what each layer actually processed."""
     total = sum(encoder_layer_flops(n, hidden, intermediate) for n in tokens_per_layer)
-    total += sum(predictor_flops(k, num_heads, block_size, features=features, hidden=hidden)
-                 for k in blocks_at_predictors)
+    total += sum(
+        predictor_flops(k, num_heads, block_size, features=features, hidden=hidden) for k in blocks_at_predictors
+    )
     return total + 2 * int(tokens_per_layer[-1]) * hidden * 2

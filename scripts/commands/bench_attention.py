@@ -18,17 +18,31 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (n 512..2048, window 128, 4 heads)")
-    parser.add_argument("--seq-lens", type=_ints, default=None, help="comma-separated sequence lengths "
-                        "(default 1024,...,32768)")
+    parser.add_argument(
+        "--seq-lens", type=_ints, default=None, help="comma-separated sequence lengths (default 1024,...,32768)"
+    )
     parser.add_argument("--window", type=int, default=None, help="window (Longformer convention; default 512)")
-    parser.add_argument("--globals", dest="num_globals", type=_ints, default=None,
-                        help="comma-separated global-token counts (default 1,64)")
-    parser.add_argument("--torch-seq-lens", type=_ints, default=None,
-                        help="sequence lengths for the PyTorch comparison (default 4096,8192,16384)")
+    parser.add_argument(
+        "--globals",
+        dest="num_globals",
+        type=_ints,
+        default=None,
+        help="comma-separated global-token counts (default 1,64)",
+    )
+    parser.add_argument(
+        "--torch-seq-lens",
+        type=_ints,
+        default=None,
+        help="sequence lengths for the PyTorch comparison (default 4096,8192,16384)",
+    )
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch comparison")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per point (minimum reported)")
-    parser.add_argument("--dense-limit-gib", type=float, default=None,
-                        help="run dense only where XLA plans at most this much memory (default 10)")
+    parser.add_argument(
+        "--dense-limit-gib",
+        type=float,
+        default=None,
+        help="run dense only where XLA plans at most this much memory (default 10)",
+    )
     parser.add_argument("--outdir", default="reports/attention", help="where attention.{json,md,png} go")
 
 
@@ -38,9 +52,14 @@ def config_from_args(args):
     from frugal.scripts.attention_bench import AttentionBenchConfig
 
     config = AttentionBenchConfig.quick() if args.quick else AttentionBenchConfig()
-    overrides = {"seq_lens": args.seq_lens, "window": args.window, "num_globals": args.num_globals,
-                 "torch_seq_lens": args.torch_seq_lens, "repeats": args.repeats,
-                 "dense_memory_limit_gib": args.dense_limit_gib}
+    overrides = {
+        "seq_lens": args.seq_lens,
+        "window": args.window,
+        "num_globals": args.num_globals,
+        "torch_seq_lens": args.torch_seq_lens,
+        "repeats": args.repeats,
+        "dense_memory_limit_gib": args.dense_limit_gib,
+    }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(config, torch=args.torch, **overrides)
 
@@ -60,8 +79,9 @@ def _write(figures: dict, outdir: Path) -> list[Path]:
 def _progress(row: dict) -> None:
     from rich.console import Console
 
-    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                     if not k.endswith("bytes"))
+    text = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if not k.endswith("bytes")
+    )
     Console().print(f"[dim]{text}[/dim]")
 
 
@@ -89,8 +109,13 @@ def tour_section(quick: bool, outdir: Path):
     from frugal.scripts.report import markdown_table
     from frugal.scripts.tour import TourSection
 
-    config = AttentionBenchConfig.quick() if quick else dataclasses.replace(
-        AttentionBenchConfig(), seq_lens=(1024, 2048, 4096, 8192), num_globals=(1,), torch_seq_lens=(4096,))
+    config = (
+        AttentionBenchConfig.quick()
+        if quick
+        else dataclasses.replace(
+            AttentionBenchConfig(), seq_lens=(1024, 2048, 4096, 8192), num_globals=(1,), torch_seq_lens=(4096,)
+        )
+    )
     if quick:
         # torch's import alone costs seconds; the quick tour leaves the PyTorch comparison to --full
         config = dataclasses.replace(config, seq_lens=(512, 2048), torch=False, repeats=1)
@@ -105,12 +130,20 @@ def tour_section(quick: bool, outdir: Path):
     summary = []
     last = figures["bench"]["attention"][-1]
     if last.get("speedup"):
-        summary.append((f"banded vs dense at n={last['seq_len']}",
-                        f"{last['speedup']:.1f}x (FLOP bound {last['flop_ratio_bound']:.1f}x)"))
+        summary.append(
+            (
+                f"banded vs dense at n={last['seq_len']}",
+                f"{last['speedup']:.1f}x (FLOP bound {last['flop_ratio_bound']:.1f}x)",
+            )
+        )
     if layer.get("rows"):
         r = layer["rows"][-1]
-        summary.append((f"layer vs HF Longformer at n={r['seq_len']}",
-                        f"{r['speedup_vs_hf']:.1f}x, max |diff| {r['max_abs_diff_vs_hf']:.1e}"))
+        summary.append(
+            (
+                f"layer vs HF Longformer at n={r['seq_len']}",
+                f"{r['speedup_vs_hf']:.1f}x, max |diff| {r['max_abs_diff_vs_hf']:.1e}",
+            )
+        )
     try:
         from frugal.scripts.attention_tasks import tour_training
 
@@ -120,6 +153,10 @@ def tour_section(quick: bool, outdir: Path):
         summary += training["summary"]
     except ImportError:
         pass
-    return TourSection(title="SALO hybrid sparse attention: banded vs dense, Longformer",
-                       figures=figures, markdown="\n".join(markdown), summary=summary,
-                       plots=["bench_attention.png"])
+    return TourSection(
+        title="SALO hybrid sparse attention: banded vs dense, Longformer",
+        figures=figures,
+        markdown="\n".join(markdown),
+        summary=summary,
+        plots=["bench_attention.png"],
+    )

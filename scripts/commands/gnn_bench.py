@@ -19,12 +19,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--datasets", type=_csv, default=d.datasets, help="comma list (default cora,pubmed)")
     parser.add_argument("--models", type=_csv, default=d.models, help="comma list of gcn,gat,sage")
     parser.add_argument("--repeats", type=int, default=d.repeats, help="timed calls per variant (median)")
-    parser.add_argument("--calls-per-round", type=int, default=d.calls_per_round,
-                        help="ours and PyG's paths take turns in rounds of this many calls")
+    parser.add_argument(
+        "--calls-per-round",
+        type=int,
+        default=d.calls_per_round,
+        help="ours and PyG's paths take turns in rounds of this many calls",
+    )
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads for PyG (default 2)")
-    parser.add_argument("--pyg-python", default=None,
-                        help="python with torch + torch_geometric (default: this one if it has them, else "
-                             "$FRUGAL_PYG_PYTHON); PyG then runs in a subprocess of it")
+    parser.add_argument(
+        "--pyg-python",
+        default=None,
+        help="python with torch + torch_geometric (default: this one if it has them, else "
+        "$FRUGAL_PYG_PYTHON); PyG then runs in a subprocess of it",
+    )
     parser.add_argument("--data-root", default=None, help="real Planetoid files instead of synthetic graphs")
     parser.add_argument("--outdir", default=d.outdir, help="report folder (default reports/gnn)")
 
@@ -36,9 +43,16 @@ def run_command(args) -> dict:
     from frugal.scripts.report import print_table
 
     console = Console()
-    config = BenchConfig(datasets=args.datasets, models=args.models, repeats=args.repeats,
-                         calls_per_round=args.calls_per_round, threads=args.threads,
-                         pyg_python=args.pyg_python, data_root=args.data_root, outdir=args.outdir)
+    config = BenchConfig(
+        datasets=args.datasets,
+        models=args.models,
+        repeats=args.repeats,
+        calls_per_round=args.calls_per_round,
+        threads=args.threads,
+        pyg_python=args.pyg_python,
+        data_root=args.data_root,
+        outdir=args.outdir,
+    )
     figures = run(config, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     rows = [table_row(r, figures["status"]) for r in figures["results"]]
     print_table("GNN inference (2 layers): ours vs PyG (ratio > 1: ours faster)", TABLE_HEADER, rows)

@@ -48,42 +48,81 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help="small honest run (seq 128, a short fine-tune on a small slice; numbers labelled quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small honest run (seq 128, a short fine-tune on a small slice; numbers labelled quick)",
+    )
     parser.add_argument("--train-steps", type=int, default=None, help="fine-tuning steps per model (default 100)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch (default 8)")
     parser.add_argument("--n-train", type=int, default=None, help="built-in training examples (default 3000)")
     parser.add_argument("--n-dev", type=int, default=None, help="built-in dev examples (default 200)")
-    parser.add_argument("--distractors", type=int, default=None,
-                        help="look-alike facts per built-in passage besides the answer fact (default 0: the answer "
-                             "fact among real filler sentences; 3: the harder set, with same-relation/other-subject "
-                             "and same-subject/other-relation facts)")
-    parser.add_argument("--max-seq-len", type=int, default=None,
-                        help="window length in tokens, a multiple of 32 up to 512 (default 512)")
-    parser.add_argument("--context-tokens", type=_token_range, default=None,
-                        help="built-in passage length range LO,HI in WordPiece tokens (default 440,490)")
+    parser.add_argument(
+        "--distractors",
+        type=int,
+        default=None,
+        help="look-alike facts per built-in passage besides the answer fact (default 0: the answer "
+        "fact among real filler sentences; 3: the harder set, with same-relation/other-subject "
+        "and same-subject/other-relation facts)",
+    )
+    parser.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=None,
+        help="window length in tokens, a multiple of 32 up to 512 (default 512)",
+    )
+    parser.add_argument(
+        "--context-tokens",
+        type=_token_range,
+        default=None,
+        help="built-in passage length range LO,HI in WordPiece tokens (default 440,490)",
+    )
     parser.add_argument("--thresholds", type=_floats, default=None, help="keep thresholds (default 0,0.01,0.1,0.5)")
-    parser.add_argument("--prune-layers", type=_ints, default=None,
-                        help="predictor layers used to prune at inference (default 0)")
-    parser.add_argument("--predictor-layers", type=_ints, default=None,
-                        help="layers that get a trained predictor (default 0,1,2,3,4)")
-    parser.add_argument("--label-rule", default=None, choices=("any", "more_than_one"),
-                        help="block label: any answer token (default) or the reference's more-than-one rule")
-    parser.add_argument("--predictor-features", default=None,
-                        choices=("diagonal", "diagonal+question", "diagonal+question+match"),
-                        help="skim predictor input: the paper's diagonal blocks alone, or (our extensions) plus "
-                             "question<->block attention features, or plus those and hidden-state question matching "
-                             "with an MLP head (default); the extensions get per-layer thresholds picked on held-out "
-                             "training windows, and the paper's predictor is swept beside the match one")
-    parser.add_argument("--question-layers", type=_ints, default=None,
-                        help="layers whose extended predictors are fitted (default 0); must cover --prune-layers")
-    parser.add_argument("--fit-windows", type=int, default=None,
-                        help="training windows the extended predictors are fitted on (default 2600)")
-    parser.add_argument("--selection-windows", type=int, default=None,
-                        help="held-out training windows the per-layer thresholds are picked on (default 400)")
-    parser.add_argument("--target-recall", type=float, default=None,
-                        help="answer-block recall the per-layer thresholds keep on held-out training windows "
-                             "(default 1.0)")
+    parser.add_argument(
+        "--prune-layers", type=_ints, default=None, help="predictor layers used to prune at inference (default 0)"
+    )
+    parser.add_argument(
+        "--predictor-layers", type=_ints, default=None, help="layers that get a trained predictor (default 0,1,2,3,4)"
+    )
+    parser.add_argument(
+        "--label-rule",
+        default=None,
+        choices=("any", "more_than_one"),
+        help="block label: any answer token (default) or the reference's more-than-one rule",
+    )
+    parser.add_argument(
+        "--predictor-features",
+        default=None,
+        choices=("diagonal", "diagonal+question", "diagonal+question+match"),
+        help="skim predictor input: the paper's diagonal blocks alone, or (our extensions) plus "
+        "question<->block attention features, or plus those and hidden-state question matching "
+        "with an MLP head (default); the extensions get per-layer thresholds picked on held-out "
+        "training windows, and the paper's predictor is swept beside the match one",
+    )
+    parser.add_argument(
+        "--question-layers",
+        type=_ints,
+        default=None,
+        help="layers whose extended predictors are fitted (default 0); must cover --prune-layers",
+    )
+    parser.add_argument(
+        "--fit-windows",
+        type=int,
+        default=None,
+        help="training windows the extended predictors are fitted on (default 2600)",
+    )
+    parser.add_argument(
+        "--selection-windows",
+        type=int,
+        default=None,
+        help="held-out training windows the per-layer thresholds are picked on (default 400)",
+    )
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        default=None,
+        help="answer-block recall the per-layer thresholds keep on held-out training windows (default 1.0)",
+    )
     parser.add_argument("--beta", type=float, default=None, help="keep-class weight (default 20)")
     parser.add_argument("--alpha", type=float, default=None, help="skim loss weight (default 0.1)")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla (no Block-Skim) fine-tune")
@@ -98,16 +137,28 @@ def _config(args):
 
     base = quick_config(args.outdir) if args.quick else SkimExperimentConfig(outdir=args.outdir)
     overrides = {"seed": args.seed, "outdir": args.outdir}
-    for field, value in (("train_steps", args.train_steps), ("batch_size", args.batch_size),
-                         ("n_train", args.n_train), ("n_dev", args.n_dev), ("thresholds", args.thresholds),
-                         ("distractors", args.distractors), ("max_seq_len", args.max_seq_len),
-                         ("context_tokens", args.context_tokens),
-                         ("prune_layers", args.prune_layers), ("predictor_layers", args.predictor_layers),
-                         ("label_rule", args.label_rule), ("beta", args.beta), ("alpha", args.alpha),
-                         ("timing_examples", args.timing_examples), ("cache_dir", args.cache_dir),
-                         ("predictor_features", args.predictor_features), ("target_recall", args.target_recall),
-                         ("question_layers", args.question_layers), ("question_fit_windows", args.fit_windows),
-                         ("selection_windows", args.selection_windows)):
+    for field, value in (
+        ("train_steps", args.train_steps),
+        ("batch_size", args.batch_size),
+        ("n_train", args.n_train),
+        ("n_dev", args.n_dev),
+        ("thresholds", args.thresholds),
+        ("distractors", args.distractors),
+        ("max_seq_len", args.max_seq_len),
+        ("context_tokens", args.context_tokens),
+        ("prune_layers", args.prune_layers),
+        ("predictor_layers", args.predictor_layers),
+        ("label_rule", args.label_rule),
+        ("beta", args.beta),
+        ("alpha", args.alpha),
+        ("timing_examples", args.timing_examples),
+        ("cache_dir", args.cache_dir),
+        ("predictor_features", args.predictor_features),
+        ("target_recall", args.target_recall),
+        ("question_layers", args.question_layers),
+        ("question_fit_windows", args.fit_windows),
+        ("selection_windows", args.selection_windows),
+    ):
         if value is not None:
             overrides[field] = value
     if args.no_vanilla:
@@ -123,7 +174,7 @@ def run_command(args) -> dict:
     for title, headers, rows in tables(figures):
         report.print_table(title, headers, rows)
     print(f"checks: {figures['checks']}")
-    name = 'skim' if figures['label'] == 'full' else f"skim_{figures['label']}"
+    name = "skim" if figures["label"] == "full" else f"skim_{figures['label']}"
     print(f"report: {Path(args.outdir) / (name + '.md')}")
     return figures
 
@@ -133,15 +184,33 @@ def quick_config(outdir, *, tour: bool = False):
     from frugal.scripts.skim_experiments import SkimExperimentConfig
 
     return SkimExperimentConfig(
-        n_train=16 if tour else 400, n_dev=12 if tour else 100, max_seq_len=128, context_tokens=(90, 110),
-        train_steps=2 if tour else 60, batch_size=4 if tour else 8, diagnostics=not tour, learning_rate=2e-4,
+        n_train=16 if tour else 400,
+        n_dev=12 if tour else 100,
+        max_seq_len=128,
+        context_tokens=(90, 110),
+        train_steps=2 if tour else 60,
+        batch_size=4 if tour else 8,
+        diagnostics=not tour,
+        learning_rate=2e-4,
         predictor_layers=(0,) if tour else (0, 1),
-        prune_layers=(0,), thresholds=(0.0, 0.5) if tour else (0.0, 0.3, 0.5, 0.7), train_vanilla=not tour,
-        timing_examples=4 if tour else 20, timing_repeats=1, eval_batch_size=24, cache_dir=None,
-        outdir=str(outdir), label="quick", progress=not tour, lock_timeout_s=5.0 if tour else None,
-        refine_layers=(0,), question_fit_steps=200, question_fit_windows=300, selection_windows=100,
+        prune_layers=(0,),
+        thresholds=(0.0, 0.5) if tour else (0.0, 0.3, 0.5, 0.7),
+        train_vanilla=not tour,
+        timing_examples=4 if tour else 20,
+        timing_repeats=1,
+        eval_batch_size=24,
+        cache_dir=None,
+        outdir=str(outdir),
+        label="quick",
+        progress=not tour,
+        lock_timeout_s=5.0 if tour else None,
+        refine_layers=(0,),
+        question_fit_steps=200,
+        question_fit_windows=300,
+        selection_windows=100,
         # the tour's 16 windows are too few to fit and select the match heads: it shows the paper's predictor
-        **({"predictor_features": "diagonal"} if tour else {}))
+        **({"predictor_features": "diagonal"} if tour else {}),
+    )
 
 
 def cached_tour_config(outdir):
@@ -152,10 +221,21 @@ def cached_tour_config(outdir):
     if not fully_cached(full, vanilla=False):
         return None
     # The per-layer thresholds picked on held-out training windows join the sweep by themselves.
-    return dataclasses.replace(full, n_dev=8, thresholds=(0.0,), paper_thresholds=(), timing_examples=4,
-                               timing_repeats=1, eval_batch_size=8,
-                               train_vanilla=cache_path(full, skim=False).is_file(), diagnostics=False,
-                               outdir=str(outdir), label="tour_cached", progress=False, lock_timeout_s=5.0)
+    return dataclasses.replace(
+        full,
+        n_dev=8,
+        thresholds=(0.0,),
+        paper_thresholds=(),
+        timing_examples=4,
+        timing_repeats=1,
+        eval_batch_size=8,
+        train_vanilla=cache_path(full, skim=False).is_file(),
+        diagnostics=False,
+        outdir=str(outdir),
+        label="tour_cached",
+        progress=False,
+        lock_timeout_s=5.0,
+    )
 
 
 def tour_section(quick: bool, outdir: Path):
@@ -170,12 +250,23 @@ def tour_section(quick: bool, outdir: Path):
     timing = figures.get("timing", {}).get("speedup", {})
     wall = timing.get(f"skim@{best['threshold']}", float("nan"))
     cached = figures["label"] == "tour_cached"
-    summary = [(f"{'cached full-size' if cached else 'quick'} fine-tune F1, unpruned",
-                f"{figures['block_skim_unpruned']['f1']:.1f}"),
-               (f"threshold {best['threshold']}: F1 / FLOPs speedup / wall-clock b=1",
-                f"{best['f1']:.1f} / {best['flops_speedup']:.2f}x / {wall:.2f}x"),
-               ("threshold 0 answers identical to unpruned", str(figures["threshold0_answers_identical"]))]
+    summary = [
+        (
+            f"{'cached full-size' if cached else 'quick'} fine-tune F1, unpruned",
+            f"{figures['block_skim_unpruned']['f1']:.1f}",
+        ),
+        (
+            f"threshold {best['threshold']}: F1 / FLOPs speedup / wall-clock b=1",
+            f"{best['f1']:.1f} / {best['flops_speedup']:.2f}x / {wall:.2f}x",
+        ),
+        ("threshold 0 answers identical to unpruned", str(figures["threshold0_answers_identical"])),
+    ]
     plots = [str(Path(figures["plot"]).relative_to(outdir))] if figures.get("plot") else []
     kind = "cached full-size fine-tune, 8 dev examples" if cached else "quick"
-    return TourSection(title=f"Block-Skim on MiniLM (skim, {kind})", figures=figures,
-                       markdown=markdown(figures, include_plot=False), summary=summary, plots=plots)
+    return TourSection(
+        title=f"Block-Skim on MiniLM (skim, {kind})",
+        figures=figures,
+        markdown=markdown(figures, include_plot=False),
+        summary=summary,
+        plots=plots,
+    )

@@ -37,18 +37,34 @@ def run_command(args) -> dict:
     from frugal.scripts.image_training import ImageTrainingConfig, run
 
     config = ImageTrainingConfig(
-        model=args.model, dataset=args.dataset, data_path=args.data_path, image_size=args.image_size,
-        activation=args.activation, norm=args.norm, width=args.width, steps=args.steps,
-        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, devices=args.devices,
-        workdir=args.workdir, checkpoint_every=args.checkpoint_every, max_shift=args.max_shift,
-        progress=not args.no_progress)
+        model=args.model,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        image_size=args.image_size,
+        activation=args.activation,
+        norm=args.norm,
+        width=args.width,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        devices=args.devices,
+        workdir=args.workdir,
+        checkpoint_every=args.checkpoint_every,
+        max_shift=args.max_shift,
+        progress=not args.no_progress,
+    )
     figures = run(config)
-    report.print_table(f"{config.model} on {config.dataset}", ["metric", "value"], [
-        ("test accuracy", figures["test_accuracy"]),
-        ("train seconds", figures["train_seconds"]),
-        ("resumed from step", figures["resumed_from_step"]),
-        ("checkpoints", figures["checkpoint_dir"] or "(no --workdir)"),
-    ])
+    report.print_table(
+        f"{config.model} on {config.dataset}",
+        ["metric", "value"],
+        [
+            ("test accuracy", figures["test_accuracy"]),
+            ("train seconds", figures["train_seconds"]),
+            ("resumed from step", figures["resumed_from_step"]),
+            ("checkpoints", figures["checkpoint_dir"] or "(no --workdir)"),
+        ],
+    )
     return figures
 
 
@@ -57,12 +73,25 @@ def tour_section(quick: bool, outdir: Path):
     from frugal.scripts.tour import TourSection
 
     if quick:
-        config = ImageTrainingConfig(model="cifar_resnet8", dataset="digits", steps=400, batch_size=64,
-                                     workdir=str(outdir / "train_digits"), checkpoint_every=200)
+        config = ImageTrainingConfig(
+            model="cifar_resnet8",
+            dataset="digits",
+            steps=400,
+            batch_size=64,
+            workdir=str(outdir / "train_digits"),
+            checkpoint_every=200,
+        )
     else:
-        config = ImageTrainingConfig(model="cifar_resnet20", dataset="digits", image_size=32, steps=1500,
-                                     batch_size=64, max_shift=2, workdir=str(outdir / "train_digits"),
-                                     checkpoint_every=500)
+        config = ImageTrainingConfig(
+            model="cifar_resnet20",
+            dataset="digits",
+            image_size=32,
+            steps=1500,
+            batch_size=64,
+            max_shift=2,
+            workdir=str(outdir / "train_digits"),
+            checkpoint_every=500,
+        )
     # A tour always trains from scratch: an old checkpoint in the output folder would short-circuit it.
     import shutil
 
@@ -72,19 +101,29 @@ def tour_section(quick: bool, outdir: Path):
     from frugal.scripts.report import markdown_table
 
     rows = [
-        ("model", config.model), ("data", f"digits {figures['dataset']['image_shape']}, "
-                                          f"{figures['dataset']['train']} train / {figures['dataset']['test']} test"),
+        ("model", config.model),
+        (
+            "data",
+            f"digits {figures['dataset']['image_shape']}, "
+            f"{figures['dataset']['train']} train / {figures['dataset']['test']} test",
+        ),
         ("steps x batch", f"{config.steps} x {config.batch_size}"),
         ("test accuracy", f"{figures['test_accuracy']:.2%}"),
         ("train time", f"{figures['train_seconds']:.1f} s (incl. compile)"),
         ("checkpoints", figures["checkpoint_dir"]),
     ]
-    markdown = ("Trains a ResNet with the shared harness (jit train step, AdamW, orbax checkpoints) on "
-                "scikit-learn's bundled handwritten digits.\n\n" + markdown_table(["", ""], rows))
+    markdown = (
+        "Trains a ResNet with the shared harness (jit train step, AdamW, orbax checkpoints) on "
+        "scikit-learn's bundled handwritten digits.\n\n" + markdown_table(["", ""], rows)
+    )
     return TourSection(
         title="ResNet on the built-in digits (foundation harness)",
-        figures=figures, markdown=markdown,
-        summary=[("test accuracy", f"{figures['test_accuracy']:.2%}"),
-                 ("train time", f"{figures['train_seconds']:.1f} s"),
-                 ("checkpoint", figures["checkpoint_dir"])],
-        plots=[plot.name])
+        figures=figures,
+        markdown=markdown,
+        summary=[
+            ("test accuracy", f"{figures['test_accuracy']:.2%}"),
+            ("train time", f"{figures['train_seconds']:.1f} s"),
+            ("checkpoint", figures["checkpoint_dir"]),
+        ],
+        plots=[plot.name],
+    )

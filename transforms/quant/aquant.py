@@ -89,7 +89,7 @@ def grid_spec(kind: str, bits: int, *, signed: bool = False, name: str = "bits")
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not supported here; choose one of {KINDS}")
     if kind == "int":
-        return GridSpec(tuple(float(v) for v in range(2 ** bits)), uniform=True, affine=True, name=f"int{bits}")
+        return GridSpec(tuple(float(v) for v in range(2**bits)), uniform=True, affine=True, name=f"int{bits}")
     ntype = NumericType(kind, bits, signed)
     values = np.unique(np.asarray(ntype.grid, dtype=np.float64))
     return GridSpec(tuple(float(v) for v in values), uniform=False, affine=False, name=ntype.name)
@@ -141,8 +141,10 @@ def lookup_border(borders: jax.Array, k: jax.Array, channel_axis: int = -1) -> j
     if rows > 1:
         axis = channel_axis % k.ndim
         if k.shape[axis] != rows:
-            raise ValueError(f"border table has {rows} channels but the activation has {k.shape[axis]} "
-                             f"along channel_axis={channel_axis}")
+            raise ValueError(
+                f"border table has {rows} channels but the activation has {k.shape[axis]} "
+                f"along channel_axis={channel_axis}"
+            )
         shape = [1] * k.ndim
         shape[axis] = rows
         channel = jnp.arange(rows, dtype=jnp.int32).reshape(shape)
@@ -151,8 +153,16 @@ def lookup_border(borders: jax.Array, k: jax.Array, channel_axis: int = -1) -> j
     return borders.reshape(-1)[channel * cols + level]
 
 
-def fake_quant_activation(x: jax.Array, scale, offset, grid: GridSpec, border_logits: jax.Array | None = None,
-                          *, channel_axis: int = -1, temperature: float = DEFAULT_TEMPERATURE) -> jax.Array:
+def fake_quant_activation(
+    x: jax.Array,
+    scale,
+    offset,
+    grid: GridSpec,
+    border_logits: jax.Array | None = None,
+    *,
+    channel_axis: int = -1,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> jax.Array:
     """Fake-quantize `x` onto ``(grid - offset) * scale``, rounding with the learned border.
 
     ``border_logits=None`` is round-to-nearest (border 0.5, ties up). The forward value is always
@@ -176,8 +186,9 @@ def fake_quant_activation(x: jax.Array, scale, offset, grid: GridSpec, border_lo
     return (q_ste - offset) * scale
 
 
-def activation_codes(x: jax.Array, scale, offset, grid: GridSpec, border_logits: jax.Array | None = None,
-                     *, channel_axis: int = -1) -> jax.Array:
+def activation_codes(
+    x: jax.Array, scale, offset, grid: GridSpec, border_logits: jax.Array | None = None, *, channel_axis: int = -1
+) -> jax.Array:
     """Inference-time integer codes (grid indices): ``k + (f >= b[c, k])``, one comparison per element.
 
     ``grid.values[codes]`` equals ``fake_quant_activation(...) / scale + offset``.
@@ -188,8 +199,9 @@ def activation_codes(x: jax.Array, scale, offset, grid: GridSpec, border_logits:
     return k + (frac >= border).astype(jnp.int32)
 
 
-def calibrate_activation(samples: jax.Array, grid: GridSpec, *, num_ratios: int = 40,
-                         min_ratio: float = 0.3) -> tuple[jax.Array, jax.Array]:
+def calibrate_activation(
+    samples: jax.Array, grid: GridSpec, *, num_ratios: int = 40, min_ratio: float = 0.3
+) -> tuple[jax.Array, jax.Array]:
     """Per-tensor ``(scale, offset)`` minimizing the round-to-nearest MSE over clip ratios.
 
     The clip range ``[r * min, r * max]`` (affine int grids) or ``r * max|x|`` (symmetric grids) is

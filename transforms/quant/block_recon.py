@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -104,9 +104,19 @@ class _Schedule:
     temperature: float
 
     @classmethod
-    def of(cls, config: ReconConfig) -> "_Schedule":
-        return cls(config.iterations, config.drop_prob, config.round_weight, config.beta_start, config.beta_end,
-                   config.warmup, config.weight_lr, config.scale_lr, config.border_lr, config.border_temperature)
+    def of(cls, config: ReconConfig) -> _Schedule:
+        return cls(
+            config.iterations,
+            config.drop_prob,
+            config.round_weight,
+            config.beta_start,
+            config.beta_end,
+            config.warmup,
+            config.weight_lr,
+            config.scale_lr,
+            config.border_lr,
+            config.border_temperature,
+        )
 
 
 def _optimizer(s: _Schedule) -> optax.GradientTransformation:
@@ -115,7 +125,9 @@ def _optimizer(s: _Schedule) -> optax.GradientTransformation:
         "scale": optax.adam(optax.cosine_decay_schedule(s.scale_lr, s.iterations)),
         "border": optax.adam(optax.cosine_decay_schedule(s.border_lr, s.iterations)),
     }
-    return optax.multi_transform(transforms, lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()})
+    return optax.multi_transform(
+        transforms, lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}
+    )
 
 
 def _block_loss(trainable, fixed, xq, xfp, target, key, beta, regularize, spec: BlockSpec, activation, s: _Schedule):
@@ -124,8 +136,14 @@ def _block_loss(trainable, fixed, xq, xfp, target, key, beta, regularize, spec: 
     keys = dict(zip([a.name for a in spec.acts], jax.random.split(key, len(spec.acts))))
 
     def quant(name, v):
-        q = fake_quant_activation(v, jnp.maximum(trainable["scale"][name], 1e-8), fixed["offset"][name],
-                                  spec.act(name).grid, trainable["border"].get(name), temperature=s.temperature)
+        q = fake_quant_activation(
+            v,
+            jnp.maximum(trainable["scale"][name], 1e-8),
+            fixed["offset"][name],
+            spec.act(name).grid,
+            trainable["border"].get(name),
+            temperature=s.temperature,
+        )
         if s.drop_prob == 0.0:
             return q
         # QDrop: keep the quantized value with probability 1 - p, else the float one (for the block
@@ -140,8 +158,21 @@ def _block_loss(trainable, fixed, xq, xfp, target, key, beta, regularize, spec: 
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "activation", "schedule"))
-def _train_chunk(trainable, opt_state, fixed, xq_all, xfp_all, target_all, batch_index, steps, key, *,
-                 spec, activation, schedule: _Schedule):
+def _train_chunk(
+    trainable,
+    opt_state,
+    fixed,
+    xq_all,
+    xfp_all,
+    target_all,
+    batch_index,
+    steps,
+    key,
+    *,
+    spec,
+    activation,
+    schedule: _Schedule,
+):
     tx = _optimizer(schedule)
     total = schedule.iterations
     warm = schedule.warmup * total
@@ -153,8 +184,18 @@ def _train_chunk(trainable, opt_state, fixed, xq_all, xfp_all, target_all, batch
         beta = schedule.beta_end + (schedule.beta_start - schedule.beta_end) * jnp.maximum(0.0, 1.0 - rel)
         regularize = (t >= warm).astype(jnp.float32)
         (_, (recon, rounding)), grads = jax.value_and_grad(_block_loss, has_aux=True)(
-            trainable, fixed, xq_all[idx], xfp_all[idx], target_all[idx], jax.random.fold_in(key, t),
-            beta, regularize, spec, activation, schedule)
+            trainable,
+            fixed,
+            xq_all[idx],
+            xfp_all[idx],
+            target_all[idx],
+            jax.random.fold_in(key, t),
+            beta,
+            regularize,
+            spec,
+            activation,
+            schedule,
+        )
         updates, new_opt = tx.update(grads, opt_state, trainable)
         new_trainable = optax.apply_updates(trainable, updates)
         # Steps past the last iteration (padding of the final chunk) change nothing.
@@ -178,7 +219,7 @@ def _float_block(weights, x, *, spec: BlockSpec, activation):
 
 
 def _batched(fn, x, batch: int = 256):
-    return jnp.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return jnp.concatenate([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def _recon_error(block_fn, xq, target) -> float:
@@ -197,8 +238,10 @@ def _calibrate_block(spec: BlockSpec, weights: dict, xq, activation: Callable, c
     rounding state, RTN weights, activation params)."""
     wgrid = _low_grid(config, config.weight_bits)
     wstate = {name: init_weight_rounding(p["w"], wgrid) for name, p in weights.items()}
-    rtn_weights = {name: {"w": nearest_weight(weights[name]["w"], wstate[name], wgrid), "b": weights[name]["b"]}
-                   for name in weights}
+    rtn_weights = {
+        name: {"w": nearest_weight(weights[name]["w"], wstate[name], wgrid), "b": weights[name]["b"]}
+        for name in weights
+    }
     acts, act_specs = {}, []
     aquant = config.method == "aquant"
 
@@ -215,8 +258,17 @@ def _calibrate_block(spec: BlockSpec, weights: dict, xq, activation: Callable, c
     return dataclasses.replace(spec, acts=tuple(act_specs)), wstate, rtn_weights, acts
 
 
-def reconstruct_block(spec: BlockSpec, weights: dict, xq, xfp, activation: Callable, config: ReconConfig,
-                      *, block_index: int = 0, label: str = "") -> tuple[BlockSpec, dict, dict, dict]:
+def reconstruct_block(
+    spec: BlockSpec,
+    weights: dict,
+    xq,
+    xfp,
+    activation: Callable,
+    config: ReconConfig,
+    *,
+    block_index: int = 0,
+    label: str = "",
+) -> tuple[BlockSpec, dict, dict, dict]:
     """Quantizes one block. `weights` are its float (folded) convolutions, `xq`/`xfp` its inputs in
     the quantized and in the float model over the calibration set.
 
@@ -231,21 +283,33 @@ def reconstruct_block(spec: BlockSpec, weights: dict, xq, xfp, activation: Calla
     target = _batched(lambda x: _float_block(weights, x, spec=spec, activation=activation), xfp)
     spec, wstate, rtn_weights, acts = _calibrate_block(spec, weights, xq, activation, config)
     block_error = lambda w, a: _recon_error(
-        lambda x: _quantized_block(w, a, x, spec=spec, activation=activation), xq, target)
+        lambda x: _quantized_block(w, a, x, spec=spec, activation=activation), xq, target
+    )
     loss_rtn = block_error(rtn_weights, acts)
-    log = {"block": block_index, "loss_rtn": loss_rtn, "loss_reconstructed": loss_rtn, "loss_final": loss_rtn,
-           "kept": False, "history": [], "seconds": 0.0}
+    log = {
+        "block": block_index,
+        "loss_rtn": loss_rtn,
+        "loss_reconstructed": loss_rtn,
+        "loss_final": loss_rtn,
+        "kept": False,
+        "history": [],
+        "seconds": 0.0,
+    }
     if config.method == "rtn":
         log["seconds"] = time.perf_counter() - t0
         return spec, rtn_weights, acts, log
 
     schedule = _Schedule.of(config)
-    trainable = {"v": {n: s["v"] for n, s in wstate.items()},
-                 "scale": {n: a["scale"] for n, a in acts.items()},
-                 "border": {n: a["border"] for n, a in acts.items() if "border" in a}}
-    fixed = {"w": {n: {k: s[k] for k in ("lo", "hi", "scale", "offset")} for n, s in wstate.items()},
-             "b": {n: p["b"] for n, p in weights.items()},
-             "offset": {n: a["offset"] for n, a in acts.items()}}
+    trainable = {
+        "v": {n: s["v"] for n, s in wstate.items()},
+        "scale": {n: a["scale"] for n, a in acts.items()},
+        "border": {n: a["border"] for n, a in acts.items() if "border" in a},
+    }
+    fixed = {
+        "w": {n: {k: s[k] for k in ("lo", "hi", "scale", "offset")} for n, s in wstate.items()},
+        "b": {n: p["b"] for n, p in weights.items()},
+        "offset": {n: a["offset"] for n, a in acts.items()},
+    }
     opt_state = _optimizer(schedule).init(trainable)
     rng = np.random.default_rng([config.seed, block_index])
     chunk = min(config.chunk, config.iterations)
@@ -254,24 +318,46 @@ def reconstruct_block(spec: BlockSpec, weights: dict, xq, xfp, activation: Calla
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), block_index)
     from tqdm.auto import tqdm
 
-    with tqdm(total=config.iterations, desc=label or f"block {block_index}", disable=not config.progress,
-              leave=False) as bar:
+    with tqdm(
+        total=config.iterations, desc=label or f"block {block_index}", disable=not config.progress, leave=False
+    ) as bar:
         for c in range(chunks):
             steps = np.arange(c * chunk, (c + 1) * chunk)
             trainable, opt_state, recon, rounding = _train_chunk(
-                trainable, opt_state, fixed, xq, xfp, target, jnp.asarray(batch_index[steps]),
-                jnp.asarray(steps, jnp.float32), key, spec=spec, activation=activation, schedule=schedule)
+                trainable,
+                opt_state,
+                fixed,
+                xq,
+                xfp,
+                target,
+                jnp.asarray(batch_index[steps]),
+                jnp.asarray(steps, jnp.float32),
+                key,
+                spec=spec,
+                activation=activation,
+                schedule=schedule,
+            )
             n_valid = min(chunk, config.iterations - c * chunk)
             mean_recon = float(jnp.mean(recon[:n_valid]))
-            log["history"].append({"iteration": int(steps[n_valid - 1]) + 1, "recon_loss": mean_recon,
-                                   "rounding_loss": float(jnp.mean(rounding[:n_valid]))})
+            log["history"].append(
+                {
+                    "iteration": int(steps[n_valid - 1]) + 1,
+                    "recon_loss": mean_recon,
+                    "rounding_loss": float(jnp.mean(rounding[:n_valid])),
+                }
+            )
             bar.update(n_valid)
             bar.set_postfix(recon=f"{mean_recon:.4g}")
 
     hard_weights = {n: {"w": hard_weight(fixed["w"][n], trainable["v"][n]), "b": fixed["b"][n]} for n in weights}
-    final_acts = {n: {"scale": jnp.maximum(trainable["scale"][n], 1e-8), "offset": a["offset"],
-                      **({"border": trainable["border"][n]} if n in trainable["border"] else {})}
-                  for n, a in acts.items()}
+    final_acts = {
+        n: {
+            "scale": jnp.maximum(trainable["scale"][n], 1e-8),
+            "offset": a["offset"],
+            **({"border": trainable["border"][n]} if n in trainable["border"] else {}),
+        }
+        for n, a in acts.items()
+    }
     log["loss_reconstructed"] = block_error(hard_weights, final_acts)
     all_v = jnp.concatenate([v.ravel() for v in trainable["v"].values()])
     log["undecided_weights"] = undecided_fraction(all_v)
@@ -302,8 +388,9 @@ def _round_layer(p: dict, grid: GridSpec) -> dict:
     return {"w": nearest_weight(p["w"], state, grid), "b": p["b"]}
 
 
-def quantize_resnet(model: nnx.Module, calibration_images, config: ReconConfig | None = None
-                    ) -> tuple[QuantizedResNet, dict]:
+def quantize_resnet(
+    model: nnx.Module, calibration_images, config: ReconConfig | None = None
+) -> tuple[QuantizedResNet, dict]:
     """Post-training quantization of a frugal ResNet by `config.method` ("rtn", "qdrop", "aquant").
 
     `calibration_images` (NHWC) supply the first ``config.calibration_size`` images. The input
@@ -318,8 +405,10 @@ def quantize_resnet(model: nnx.Module, calibration_images, config: ReconConfig |
         raise ValueError(f"calibration_images must be NHWC images of rank 4, got shape {images.shape}")
     n = min(config.calibration_size, len(images))
     if n < config.batch_size:
-        raise ValueError(f"the calibration set has {n} images (calibration_size={config.calibration_size}, "
-                         f"{len(images)} given), fewer than one batch of batch_size={config.batch_size}")
+        raise ValueError(
+            f"the calibration set has {n} images (calibration_size={config.calibration_size}, "
+            f"{len(images)} given), fewer than one batch of batch_size={config.batch_size}"
+        )
     images = jnp.asarray(images[:n])
     t0 = time.perf_counter()
     edge_w = config.first_last_bits or config.weight_bits
@@ -344,8 +433,9 @@ def quantize_resnet(model: nnx.Module, calibration_images, config: ReconConfig |
     block_specs, logs = [], []
     for i, block in enumerate(spec.blocks):
         label = f"{config.method} W{config.weight_bits}A{config.act_bits} block {i + 1}/{len(spec.blocks)}"
-        bspec, bweights, bacts, log = reconstruct_block(block, params["blocks"][i], xq, xfp, spec.activation,
-                                                        config, block_index=i, label=label)
+        bspec, bweights, bacts, log = reconstruct_block(
+            block, params["blocks"][i], xq, xfp, spec.activation, config, block_index=i, label=label
+        )
         block_specs.append(bspec)
         weights["blocks"].append(bweights)
         acts["blocks"].append(bacts)
@@ -359,9 +449,15 @@ def quantize_resnet(model: nnx.Module, calibration_images, config: ReconConfig |
     acts["head"] = {"scale": scale, "offset": offset}
     weights["head"] = _round_layer(params["head"], _first_last_grid(config, edge_w))
     spec = dataclasses.replace(spec, blocks=tuple(block_specs), head_act=ActSpec("head", head_grid))
-    report = {"method": config.method, "weight_bits": config.weight_bits, "act_bits": config.act_bits,
-              "first_last_bits": config.first_last_bits, "calibration_size": int(n),
-              "iterations": config.iterations if config.method != "rtn" else 0,
-              "fallbacks": sum(1 for b in logs if config.method != "rtn" and not b["kept"]),
-              "seconds": time.perf_counter() - t0, "blocks": logs}
+    report = {
+        "method": config.method,
+        "weight_bits": config.weight_bits,
+        "act_bits": config.act_bits,
+        "first_last_bits": config.first_last_bits,
+        "calibration_size": int(n),
+        "iterations": config.iterations if config.method != "rtn" else 0,
+        "fallbacks": sum(1 for b in logs if config.method != "rtn" and not b["kept"]),
+        "seconds": time.perf_counter() - t0,
+        "blocks": logs,
+    }
     return QuantizedResNet(weights, acts, spec), report

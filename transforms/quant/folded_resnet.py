@@ -16,7 +16,8 @@ activation quantizers, so rather than intercepting the NNX model it works on thi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -78,8 +79,10 @@ def _folded_conv(conv: nnx.Conv, norm) -> dict:
         factor = gamma / jnp.sqrt(norm.var[...] + norm.epsilon)
         w, b = w * factor, (b - norm.mean[...]) * factor + beta
     elif type(norm).__name__ != "Identity":
-        raise ValueError(f"norm {type(norm).__name__} cannot be folded into a convolution; block "
-                         "reconstruction supports norm='batch' or norm='none'")
+        raise ValueError(
+            f"norm {type(norm).__name__} cannot be folded into a convolution; block "
+            "reconstruction supports norm='batch' or norm='none'"
+        )
     return {"w": w, "b": b}
 
 
@@ -94,12 +97,21 @@ def fold_resnet(model: nnx.Module) -> tuple[NetworkSpec, dict]:
         layers = [m for _, m in nnx.iter_graph(model) if isinstance(m, (nnx.Conv, nnx.Linear, nnx.Einsum))]
         if not layers:
             raise ValueError(f"model {type(model).__name__} has no quantizable layer (nnx.Conv or nnx.Linear)")
-        raise ValueError(f"block reconstruction supports frugal ResNets (frugal.models.resnet); "
-                         f"{type(model).__name__} is not one")
-    params = {"stem": _folded_conv(model.stem_conv, model.stem_norm), "blocks": [],
-              "head": {"w": jnp.asarray(model.head.kernel[...], jnp.float32),
-                       "b": (jnp.zeros(model.head.out_features, jnp.float32) if model.head.bias is None
-                             else jnp.asarray(model.head.bias[...], jnp.float32))}}
+        raise ValueError(
+            f"block reconstruction supports frugal ResNets (frugal.models.resnet); {type(model).__name__} is not one"
+        )
+    params = {
+        "stem": _folded_conv(model.stem_conv, model.stem_norm),
+        "blocks": [],
+        "head": {
+            "w": jnp.asarray(model.head.kernel[...], jnp.float32),
+            "b": (
+                jnp.zeros(model.head.out_features, jnp.float32)
+                if model.head.bias is None
+                else jnp.asarray(model.head.bias[...], jnp.float32)
+            ),
+        },
+    }
     blocks = []
     for block in model.blocks:
         chain, weights, i = [], {}, 1
@@ -116,15 +128,18 @@ def fold_resnet(model: nnx.Module) -> tuple[NetworkSpec, dict]:
             weights["shortcut"] = _folded_conv(block.shortcut_conv, block.shortcut_norm)
         blocks.append(BlockSpec(tuple(chain), shortcut))
         params["blocks"].append(weights)
-    spec = NetworkSpec(model.activation, _conv_spec("stem", model.stem_conv),
-                       getattr(model, "stem_kind", "cifar") == "imagenet", tuple(blocks))
+    spec = NetworkSpec(
+        model.activation,
+        _conv_spec("stem", model.stem_conv),
+        getattr(model, "stem_kind", "cifar") == "imagenet",
+        tuple(blocks),
+    )
     return spec, params
 
 
 def apply_conv(x, p, spec: ConvSpec):
     """A folded convolution (NHWC input, HWIO kernel) plus its bias."""
-    y = jax.lax.conv_general_dilated(x, p["w"], spec.strides, spec.padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(x, p["w"], spec.strides, spec.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + p["b"]
 
 
@@ -148,8 +163,14 @@ def no_quant(name, v):
 
 def activation_quantizer(act_spec: ActSpec, params: dict, temperature: float = 0.1):
     """``x -> fake-quantized x`` for one quantizer's params (scale, offset, optional border logits)."""
-    return lambda v: fake_quant_activation(jnp.asarray(v), jnp.maximum(params["scale"], 1e-8), params["offset"],
-                                           act_spec.grid, params.get("border"), temperature=temperature)
+    return lambda v: fake_quant_activation(
+        jnp.asarray(v),
+        jnp.maximum(params["scale"], 1e-8),
+        params["offset"],
+        act_spec.grid,
+        params.get("border"),
+        temperature=temperature,
+    )
 
 
 def network_forward(spec: NetworkSpec, weights: dict, acts: dict | None, x):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from frugal.transforms.quant.model_quant import (
     LayerSamples,
@@ -63,9 +63,16 @@ class MixedPrecisionPolicy:
         self._rule(".*", (), self.high_bits, self.high_kinds)
 
     def _rule(self, path: str, op_names, bits: int, kinds) -> QuantRule:
-        return QuantRule(module_path=path, op_names=tuple(op_names), weight_bits=bits, act_bits=bits,
-                         weight_kinds=kinds, act_kinds=kinds, alpha_range=self.alpha_range,
-                         alpha_step=self.alpha_step)
+        return QuantRule(
+            module_path=path,
+            op_names=tuple(op_names),
+            weight_bits=bits,
+            act_bits=bits,
+            weight_kinds=kinds,
+            act_kinds=kinds,
+            alpha_range=self.alpha_range,
+            alpha_step=self.alpha_step,
+        )
 
     def low_rule(self) -> QuantRule:
         return self._rule(".*", (), self.low_bits, self.low_kinds)
@@ -81,9 +88,13 @@ class MixedPrecisionResult:
     ranked_by_mse: tuple[tuple[str, float], ...]  # every candidate layer's low-bit MSE, largest first
 
 
-def mixed_precision_plan(samples: Sequence[LayerSamples], policy: MixedPrecisionPolicy = MixedPrecisionPolicy(),
-                         *, cache: SelectionCache | None = None,
-                         max_activation_values: int = 1 << 16) -> MixedPrecisionResult:
+def mixed_precision_plan(
+    samples: Sequence[LayerSamples],
+    policy: MixedPrecisionPolicy = MixedPrecisionPolicy(),
+    *,
+    cache: SelectionCache | None = None,
+    max_activation_values: int = 1 << 16,
+) -> MixedPrecisionResult:
     """Applies the policy to calibration samples (from `collect_layer_inputs`) and selects types.
 
     Layers matched by an override rule are left to that rule and neither count toward nor get
@@ -94,13 +105,16 @@ def mixed_precision_plan(samples: Sequence[LayerSamples], policy: MixedPrecision
     cache = cache or SelectionCache()
     overrides = list(policy.overrides)
     free = [s for s in samples if first_matching_rule(overrides, s.path, s.op_name) is None]
-    low_plan = select_plan(free, [policy.low_rule()], cache=cache, max_activation_values=max_activation_values) \
-        if free else QuantPlan(())
+    low_plan = (
+        select_plan(free, [policy.low_rule()], cache=cache, max_activation_values=max_activation_values)
+        if free
+        else QuantPlan(())
+    )
     low_mse = {layer.key: layer.mse for layer in low_plan.layers}
 
     promoted: list[str] = []
     keys = [s.key for s in free]
-    for key in keys[:policy.first_layers] + (keys[-policy.last_layers:] if policy.last_layers else []):
+    for key in keys[: policy.first_layers] + (keys[-policy.last_layers :] if policy.last_layers else []):
         if key not in promoted:
             promoted.append(key)
     ranked = sorted(((k, low_mse[k]) for k in keys if k in low_mse), key=lambda kv: -kv[1])

@@ -23,7 +23,8 @@ The flow, as in the ANT reference (select once from calibration data, then fine-
    any NNX training loop; gradients reach the weights (straight-through) and the alphas.
 
 `ptq(model, rules, batches)` chains 2-4. Rely on: qwix==0.1.8 (we use its private
-`flax_util` helpers and `_get_current_rule_and_op_id`, as the feasibility study did). Mixed precision policies (ANT4-8) live in
+`flax_util` helpers and `_get_current_rule_and_op_id`, as the feasibility study did). Mixed precision
+policies (ANT4-8) live in
 `frugal.transforms.quant.mixed_precision` and produce plans through the same `select_plan`.
 """
 
@@ -32,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -193,11 +195,20 @@ class QuantPlan:
 
     def rows(self) -> list[tuple]:
         """(layer, weight type, weight mse, input type, input mse) per layer, for tables."""
+
         def name(t):
             return "float" if t is None else t.ntype.name
 
-        return [(layer.key, name(layer.weight), layer.weight.mse if layer.weight else 0.0,
-                 name(layer.act), layer.act.mse if layer.act else 0.0) for layer in self.layers]
+        return [
+            (
+                layer.key,
+                name(layer.weight),
+                layer.weight.mse if layer.weight else 0.0,
+                name(layer.act),
+                layer.act.mse if layer.act else 0.0,
+            )
+            for layer in self.layers
+        ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,8 +277,9 @@ class _AntProvider(qwix.QuantizationProvider):
                 if key not in self.call_order:
                     self.call_order.append(key)
                 # A host callback works both eagerly and under jit (calibration runs jitted).
-                jax.debug.callback(functools.partial(self._record, key, path, op_id, op_name, rule, weight_axes),
-                                   lhs, rhs)
+                jax.debug.callback(
+                    functools.partial(self._record, key, path, op_id, op_name, rule, weight_axes), lhs, rhs
+                )
             return lhs, rhs
         layer = self.plan.lookup(path, op_id)
         if layer is None:
@@ -275,20 +287,23 @@ class _AntProvider(qwix.QuantizationProvider):
         if layer.weight is not None:
             w = layer.weight
             alpha = flax_util.get_or_create_param(
-                f"{op_id}_weight_alpha", lambda: jnp.asarray(w.alpha, jnp.float32), nnx_param_type=QuantAlpha)
+                f"{op_id}_weight_alpha", lambda: jnp.asarray(w.alpha, jnp.float32), nnx_param_type=QuantAlpha
+            )
             axis = weight_axes[0] if np.ndim(w.alpha) else None
             rhs = quantize(rhs, w.ntype, alpha, axis=axis, pair_axis=weight_axes[1])
         if layer.act is not None:
             a = layer.act
             alpha = flax_util.get_or_create_param(
-                f"{op_id}_act_alpha", lambda: jnp.asarray(a.alpha, jnp.float32), nnx_param_type=QuantAlpha)
+                f"{op_id}_act_alpha", lambda: jnp.asarray(a.alpha, jnp.float32), nnx_param_type=QuantAlpha
+            )
             lhs = quantize(lhs, a.ntype, alpha)
         return lhs, rhs
 
     def _record(self, key, path, op_id, op_name, rule, weight_axes, lhs, rhs):
         if key not in self.records:
-            self.records[key] = LayerSamples(path, op_id, op_name, rule, np.asarray(rhs, np.float32),
-                                             weight_axes[0], weight_axes[1], [])
+            self.records[key] = LayerSamples(
+                path, op_id, op_name, rule, np.asarray(rhs, np.float32), weight_axes[0], weight_axes[1], []
+            )
         self.records[key].activations.append(np.asarray(lhs, np.float32))
 
     def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
@@ -296,19 +311,43 @@ class _AntProvider(qwix.QuantizationProvider):
         if flax_util.find_param(rhs) is not None:
             axes = _weight_axes_dot(rhs.ndim, dimension_numbers)
             lhs, rhs = self._handle("dot_general", rule, op_id, path, lhs, rhs, axes)
-        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                                   preferred_element_type=preferred_element_type, **kw)
+        return jax.lax.dot_general(
+            lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=preferred_element_type, **kw
+        )
 
-    def conv_general_dilated(self, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                             dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                             precision=None, preferred_element_type=None, **kw):
+    def conv_general_dilated(
+        self,
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=None,
+        rhs_dilation=None,
+        dimension_numbers=None,
+        feature_group_count=1,
+        batch_group_count=1,
+        precision=None,
+        preferred_element_type=None,
+        **kw,
+    ):
         rule, op_id, path = self._current("conv_general_dilated")
         if flax_util.find_param(rhs) is not None:
             axes = _weight_axes_conv(lhs.shape, rhs.shape, dimension_numbers)
             lhs, rhs = self._handle("conv_general_dilated", rule, op_id, path, lhs, rhs, axes)
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                            dimension_numbers, feature_group_count, batch_group_count,
-                                            precision, preferred_element_type, **kw)
+        return jax.lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            precision,
+            preferred_element_type,
+            **kw,
+        )
 
     def einsum(self, subscripts, *operands, **kw):
         # Two-operand einsums whose second operand is a weight (nnx.Einsum); the weight's channel
@@ -396,8 +435,18 @@ class SelectionCache:
     def __init__(self):
         self._store: dict[tuple, TypeChoice] = {}
 
-    def select(self, tag: str, x: np.ndarray, bits: int, kinds: tuple, signed, alpha_range, alpha_step, axis,
-               pair_axis: int = -1):
+    def select(
+        self,
+        tag: str,
+        x: np.ndarray,
+        bits: int,
+        kinds: tuple,
+        signed,
+        alpha_range,
+        alpha_step,
+        axis,
+        pair_axis: int = -1,
+    ):
         if signed is None:  # the reference's rule: unsigned unless the calibration data has negatives
             signed = bool(np.min(x) < 0)
         base = (tag, bits, signed, tuple(alpha_range), alpha_step, axis, pair_axis)
@@ -406,8 +455,16 @@ class SelectionCache:
                 return _restrict(choice, kinds, bits, signed)
         olive = any(k in OLIVE_KINDS or getattr(k, "is_olive", False) for k in kinds)
         if olive:  # OliVe's clip base (mean +- 3 std) would change with padding: use the tensor as it is
-            choice = select_numeric_type(x, bits, kinds, signed=signed, alpha_range=alpha_range,
-                                         alpha_step=alpha_step, axis=axis, pair_axis=pair_axis)
+            choice = select_numeric_type(
+                x,
+                bits,
+                kinds,
+                signed=signed,
+                alpha_range=alpha_range,
+                alpha_step=alpha_step,
+                axis=axis,
+                pair_axis=pair_axis,
+            )
         else:
             choice = _select_padded(x, bits, kinds, signed, alpha_range, alpha_step, axis)
         self._store[(base, tuple(kinds))] = choice
@@ -448,29 +505,52 @@ def _select_padded(x, bits, kinds, signed, alpha_range, alpha_step, axis) -> Typ
             prow, pcol = rows, channels
         data = np.pad(matrix, ((0, prow - rows), (0, pcol - channels)))
         factor = (prow * pcol) / (rows * channels)
-    choice = select_numeric_type(data, bits, kinds, signed=signed, alpha_range=alpha_range,
-                                 alpha_step=alpha_step, axis=None if axis is None else -1)
+    choice = select_numeric_type(
+        data,
+        bits,
+        kinds,
+        signed=signed,
+        alpha_range=alpha_range,
+        alpha_step=alpha_step,
+        axis=None if axis is None else -1,
+    )
 
     def alpha_back(a):
         return a if channels is None else np.asarray(a, np.float32)[:channels]
 
-    return TypeChoice(kind=choice.kind, ntype=choice.ntype, alpha=alpha_back(choice.alpha), mse=choice.mse * factor,
-                      mse_per_candidate={k: v * factor for k, v in choice.mse_per_candidate.items()},
-                      alpha_per_candidate={k: alpha_back(v) for k, v in choice.alpha_per_candidate.items()},
-                      signed=choice.signed)
+    return TypeChoice(
+        kind=choice.kind,
+        ntype=choice.ntype,
+        alpha=alpha_back(choice.alpha),
+        mse=choice.mse * factor,
+        mse_per_candidate={k: v * factor for k, v in choice.mse_per_candidate.items()},
+        alpha_per_candidate={k: alpha_back(v) for k, v in choice.alpha_per_candidate.items()},
+        signed=choice.signed,
+    )
 
 
 def _restrict(choice: TypeChoice, kinds: tuple, bits: int, signed: bool) -> TypeChoice:
     scores = {k: choice.mse_per_candidate[k] for k in kinds}
     best = min(kinds, key=lambda k: (scores[k], kinds.index(k)))  # ties: earlier candidate
     ntype = NumericType(best, bits, signed or best in OLIVE_KINDS)  # OliVe types are always signed
-    return TypeChoice(kind=best, ntype=ntype, alpha=choice.alpha_per_candidate[best],
-                      mse=scores[best], mse_per_candidate=scores,
-                      alpha_per_candidate={k: choice.alpha_per_candidate[k] for k in kinds}, signed=ntype.signed)
+    return TypeChoice(
+        kind=best,
+        ntype=ntype,
+        alpha=choice.alpha_per_candidate[best],
+        mse=scores[best],
+        mse_per_candidate=scores,
+        alpha_per_candidate={k: choice.alpha_per_candidate[k] for k in kinds},
+        signed=ntype.signed,
+    )
 
 
-def select_plan(samples: Sequence[LayerSamples], rules: Sequence[QuantRule] | None = None, *,
-                max_activation_values: int = 1 << 16, cache: SelectionCache | None = None) -> QuantPlan:
+def select_plan(
+    samples: Sequence[LayerSamples],
+    rules: Sequence[QuantRule] | None = None,
+    *,
+    max_activation_values: int = 1 << 16,
+    cache: SelectionCache | None = None,
+) -> QuantPlan:
     """Type selection for every recorded op: weights per output channel, inputs per tensor.
 
     `rules` (first match wins) replaces the rules the samples were recorded with, which is how
@@ -487,13 +567,23 @@ def select_plan(samples: Sequence[LayerSamples], rules: Sequence[QuantRule] | No
             continue
         weight = act = None
         if rule.weight_bits is not None:
-            c = cache.select(f"{s.key}/w", s.weight, rule.weight_bits, rule.weight_kinds, True,
-                             rule.alpha_range, rule.alpha_step, s.weight_axis % s.weight.ndim, s.weight_pair_axis)
+            c = cache.select(
+                f"{s.key}/w",
+                s.weight,
+                rule.weight_bits,
+                rule.weight_kinds,
+                True,
+                rule.alpha_range,
+                rule.alpha_step,
+                s.weight_axis % s.weight.ndim,
+                s.weight_pair_axis,
+            )
             weight = TensorQuant(c.ntype, np.asarray(c.alpha, np.float32), c.mse, dict(c.mse_per_candidate))
         if rule.act_bits is not None:
             x = _activation_sample(s.activations, max_activation_values)
-            c = cache.select(f"{s.key}/a", x, rule.act_bits, rule.act_kinds, rule.act_signed,
-                             rule.alpha_range, rule.alpha_step, None)
+            c = cache.select(
+                f"{s.key}/a", x, rule.act_bits, rule.act_kinds, rule.act_signed, rule.alpha_range, rule.alpha_step, None
+            )
             act = TensorQuant(c.ntype, float(c.alpha), c.mse, dict(c.mse_per_candidate))
         layers.append(LayerQuant(s.path, s.op_id, s.op_name, weight, act))
     return QuantPlan(tuple(layers))
@@ -504,9 +594,7 @@ def select_plan(samples: Sequence[LayerSamples], rules: Sequence[QuantRule] | No
 
 
 def apply_plan(model: nnx.Module, plan: QuantPlan) -> nnx.Module:
-    """A fake-quantized copy of `model` following `plan`; the input model is not modified.
-
-    """
+    """A fake-quantized copy of `model` following `plan`; the input model is not modified."""
     if not isinstance(plan, QuantPlan):
         raise TypeError(f"plan must be a QuantPlan, got {type(plan).__name__}")
     provider = _AntProvider([QuantRule(module_path=".*")], plan)
@@ -525,7 +613,9 @@ def apply_plan(model: nnx.Module, plan: QuantPlan) -> nnx.Module:
     return quantized
 
 
-def ptq(model: nnx.Module, rules: Sequence[QuantRule], batches: Iterable, *, max_activation_values: int = 1 << 16) -> tuple[nnx.Module, QuantPlan]:
+def ptq(
+    model: nnx.Module, rules: Sequence[QuantRule], batches: Iterable, *, max_activation_values: int = 1 << 16
+) -> tuple[nnx.Module, QuantPlan]:
     """Post-training quantization: calibrate on `batches`, select types per tensor, apply."""
     batches = [_as_args(b) for b in batches]
     samples = collect_layer_inputs(model, rules, batches)

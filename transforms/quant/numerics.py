@@ -109,12 +109,8 @@ class NumericType:
             )
         if self.kind == "float":
             if self.exponent_bits is None:
-                object.__setattr__(
-                    self, "exponent_bits", min(DEFAULT_FLOAT_EXPONENT_BITS, self.value_bits)
-                )
-            elif isinstance(self.exponent_bits, bool) or not isinstance(
-                self.exponent_bits, (int, np.integer)
-            ):
+                object.__setattr__(self, "exponent_bits", min(DEFAULT_FLOAT_EXPONENT_BITS, self.value_bits))
+            elif isinstance(self.exponent_bits, bool) or not isinstance(self.exponent_bits, (int, np.integer)):
                 raise TypeError(f"exponent_bits must be an int, got {self.exponent_bits!r}")
             elif not 1 <= self.exponent_bits <= self.value_bits:
                 raise ValueError(
@@ -156,7 +152,7 @@ class NumericType:
         return self.kind in OLIVE_KINDS
 
     @property
-    def normal_type(self) -> "NumericType":
+    def normal_type(self) -> NumericType:
         """OliVe: the type of its normal values (signed flint or int); otherwise itself."""
         if not self.is_olive:
             return self
@@ -184,7 +180,7 @@ class NumericType:
         return float(_grid_of(self)[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grid_of(ntype: NumericType) -> np.ndarray:
     if ntype.is_olive:
         values = np.concatenate([_olive_normal_grid(ntype), -_olive_outliers(ntype), _olive_outliers(ntype)])
@@ -264,8 +260,7 @@ def _as_codes(codes, ntype: NumericType, xp):
         raise TypeError(f"codes must be an integer array, got dtype {codes.dtype}")
     if xp is np and codes.size and (codes.min() < 0 or codes.max() >= ntype.num_codes):
         raise ValueError(
-            f"codes must lie in 0..{ntype.num_codes - 1} for {ntype.name}, got "
-            f"{codes.min()}..{codes.max()}"
+            f"codes must lie in 0..{ntype.num_codes - 1} for {ntype.name}, got {codes.min()}..{codes.max()}"
         )
     return codes.astype(np.int64 if xp is np else jnp.int32)
 
@@ -471,6 +466,7 @@ def _olive_encode(values, ntype: NumericType, pair_axis: int, xp):
     pairs, length = _pairs(outlier, pair_axis, xp, False)
     partner_out = _unpairs(xp.flip(pairs, axis=-1), length, pair_axis, xp)
     return xp.where(partner_out & ~outlier, identifier, codes)
+
 
 # ---------------------------------------------------------------------------------------------
 # Packing: two 4-bit codes per byte, element 2j in the low nibble and 2j+1 in the high nibble.

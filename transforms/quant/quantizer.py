@@ -61,9 +61,7 @@ def _alpha_for(x: jax.Array, alpha, axis: int | None) -> jax.Array:
     alpha = jnp.asarray(alpha, dtype=jnp.promote_types(x.dtype, jnp.float32))
     if axis is None:
         if alpha.size != 1:
-            raise ValueError(
-                f"alpha must be a scalar when axis is None (per-tensor), got shape {alpha.shape}"
-            )
+            raise ValueError(f"alpha must be a scalar when axis is None (per-tensor), got shape {alpha.shape}")
         return alpha.reshape(())
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis must be in [{-x.ndim}, {x.ndim}) for x of shape {x.shape}, got {axis}")
@@ -89,9 +87,7 @@ def _check_ntype(ntype) -> NumericType:
     return ntype
 
 
-def quantize(
-    x: jax.Array, ntype: NumericType, alpha, *, axis: int | None = None, pair_axis: int = -1
-) -> jax.Array:
+def quantize(x: jax.Array, ntype: NumericType, alpha, *, axis: int | None = None, pair_axis: int = -1) -> jax.Array:
     """Fake-quantize `x` onto `ntype`'s grid scaled so that its maximum equals `alpha`.
 
     Gradients: straight-through (identity) to `x`; ``(q - x/alpha)`` (normalized units) to
@@ -117,9 +113,7 @@ def quantize(
     return ((v + jax.lax.stop_gradient(q - v)) * alpha).astype(x.dtype)
 
 
-def quantize_to_codes(
-    x: jax.Array, ntype: NumericType, alpha, *, axis: int | None = None, pair_axis: int = -1
-):
+def quantize_to_codes(x: jax.Array, ntype: NumericType, alpha, *, axis: int | None = None, pair_axis: int = -1):
     """Real quantization: integer codes plus a scale with ``decode(codes) * scale ~= quantize(x)``.
 
     Returns ``(codes, scale)``; codes are int32 in ``0..2**bits-1`` (see ``numerics.encode``),

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +60,7 @@ def alpha_ratios(alpha_range=(0.75, 1.5), alpha_step: float = 0.01) -> np.ndarra
     try:
         lo, hi = (float(v) for v in alpha_range)
     except (TypeError, ValueError):
-        raise TypeError(f"alpha_range must be a pair (low, high) of numbers, got {alpha_range!r}")
+        raise TypeError(f"alpha_range must be a pair (low, high) of numbers, got {alpha_range!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
         raise ValueError(f"alpha_range must satisfy 0 < low < high, got {alpha_range!r}")
     if not (isinstance(alpha_step, (int, float)) and np.isfinite(alpha_step) and alpha_step > 0):
@@ -140,8 +141,7 @@ def _sweep(x, grids, alphas, olive, axis, pair_axis):
     return jnp.stack(rows)
 
 
-def mse_sweep(x, ntypes: Sequence[NumericType], alphas, *, axis: int | None = None,
-              pair_axis: int = -1) -> np.ndarray:
+def mse_sweep(x, ntypes: Sequence[NumericType], alphas, *, axis: int | None = None, pair_axis: int = -1) -> np.ndarray:
     """Quantization MSE of `x` for every type and clip value, as one jitted computation.
 
     `alphas` is (len(ntypes), A, channels) (or (len(ntypes), A) per tensor); channels is 1 for
@@ -170,9 +170,7 @@ def _base_clip(data: np.ndarray, axis: int | None, olive: bool) -> np.ndarray:
 
 def _concrete_data(x) -> np.ndarray:
     if isinstance(x, jax.core.Tracer):
-        raise TypeError(
-            "select_numeric_type needs concrete calibration data; call it outside jax.jit/grad"
-        )
+        raise TypeError("select_numeric_type needs concrete calibration data; call it outside jax.jit/grad")
     data = np.asarray(x)
     if data.size == 0:
         raise ValueError("x (calibration data) is empty; pass at least one value")
@@ -189,7 +187,7 @@ def _candidate_types(candidates, bits: int, signed: bool) -> list[tuple[str, Num
     try:
         candidates = list(candidates)
     except TypeError:
-        raise TypeError(f"candidates must be a sequence of kind names {KINDS} or NumericTypes")
+        raise TypeError(f"candidates must be a sequence of kind names {KINDS} or NumericTypes") from None
     if not candidates:
         raise ValueError(f"candidates must name at least one of {KINDS}")
     named = []
@@ -255,17 +253,21 @@ def select_numeric_type(
         raise TypeError(f"signed must be True, False or None, got {signed!r}")
     named = _candidate_types(candidates, bits, bool(signed))
     if pair_axis is not None and not -data.ndim <= pair_axis < data.ndim:
-        raise ValueError(f"pair_axis must be in [{-data.ndim}, {data.ndim}) for x of shape {data.shape}, got {pair_axis}")
+        raise ValueError(
+            f"pair_axis must be in [{-data.ndim}, {data.ndim}) for x of shape {data.shape}, got {pair_axis}"
+        )
     ant_ratios = alpha_ratios(alpha_range, alpha_step)
     olive_ratios = alpha_ratios(olive_alpha_range, olive_alpha_step)
     ratio_sets = [olive_ratios if t.is_olive else ant_ratios for _, t in named]
     width = max(len(r) for r in ratio_sets)
     # One (A, channels) block of clip values per candidate; shorter sweeps repeat their last
     # value, which never beats the first occurrence in the argmin below.
-    alphas = np.stack([
-        np.outer(np.pad(r, (0, width - len(r)), mode="edge"), _base_clip(data, axis, t.is_olive))
-        for r, (_, t) in zip(ratio_sets, named)
-    ]).astype(np.float32)
+    alphas = np.stack(
+        [
+            np.outer(np.pad(r, (0, width - len(r)), mode="edge"), _base_clip(data, axis, t.is_olive))
+            for r, (_, t) in zip(ratio_sets, named)
+        ]
+    ).astype(np.float32)
 
     errors = mse_sweep(data, [t for _, t in named], alphas, axis=axis, pair_axis=pair_axis)
     best_ratio = np.argmin(errors, axis=1)  # (C, channels); first minimum, like the reference
