@@ -1,15 +1,17 @@
 """The `frugal` command line.
 
-Subcommands are discovered, not listed: every module in `frugal.scripts.commands` that defines
+Commands are discovered, not listed: every system home `frugal.scripts.systems.<name>` has a
+`command` module that defines
 
-    COMMAND = ("bench", "memory")      # its path under `frugal`
-    HELP = "one line shown in --help"
-    def add_arguments(parser): ...    # its own flags
-    def run_command(args) -> dict | None   # returns the figures it measured
+    COMMANDS = [Command(path=("accel", "salo"), help="one line shown in --help",
+                        add_arguments=..., run=...)]   # usually made by `config_command`
+    TOUR_ORDER = 50                                      # optional: joins `frugal tour`
+    def tour_section(quick: bool, outdir: Path) -> TourSection
 
-becomes `frugal bench memory`. Commands that measure something (MEASURES = True, the default) get
-`--json PATH` added, and the figures they return are written there. A module may also define
-`tour_section(quick, outdir)` (see `frugal.scripts.tour`) to join `frugal tour`.
+and `frugal accel salo` runs it. `config_command` derives a command's flags from its system's
+config dataclass and presets (`frugal.scripts.configs`), so no command keeps a flag table of its
+own. Commands that measure something (`measures=True`, the default) get `--json PATH` added, and
+the figures they return are written there.
 
 User mistakes (bad flags, missing paths, invalid values) end as one `frugal: error: ...` line and
 exit status 2; `--debug` (or FRUGAL_DEBUG=1) shows the traceback instead.
@@ -18,11 +20,50 @@ exit status 2; `--debug` (or FRUGAL_DEBUG=1) shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import pkgutil
 import sys
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One `frugal ...` command: its path, help, flags and what runs it."""
+
+    path: tuple[str, ...]
+    help: str
+    run: Callable[[argparse.Namespace], dict | None]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    description: str | None = None
+    measures: bool = True
+
+
+def config_command(
+    path: tuple[str, ...],
+    help: str,
+    config_cls: type,
+    presets: dict[str, Any],
+    run: Callable[[Any], dict | None],
+    *,
+    description: str | None = None,
+    default_preset: str = "full",
+    measures: bool = True,
+) -> Command:
+    """A command whose flags are the fields of `config_cls`; `run(config)` does the work."""
+    from frugal.scripts import configs
+
+    def add_arguments(parser):
+        configs.add_config_flags(parser, config_cls, presets, default_preset=default_preset)
+
+    def run_args(args):
+        return run(configs.config_from_flags(args, config_cls, presets))
+
+    return Command(tuple(path), help, run_args, add_arguments, description, measures)
+
 
 GROUP_HELP = {
     "bench": "speed and memory benchmarks (ratios measured side by side in one process)",
@@ -36,17 +77,30 @@ GROUP_HELP = {
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
 
 
-def command_modules() -> list[ModuleType]:
-    import frugal.scripts.commands as package
+def system_modules() -> list[ModuleType]:
+    """The `command` module of every system home, in name order."""
+    import frugal.scripts.systems as package
 
     modules = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if not info.ispkg or info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"frugal.scripts.commands.{info.name}")
-        if hasattr(module, "COMMAND"):
-            modules.append(module)
+        try:
+            module = importlib.import_module(f"frugal.scripts.systems.{info.name}.command")
+        except ModuleNotFoundError as err:
+            if err.name != f"frugal.scripts.systems.{info.name}.command":
+                raise
+            continue
+        modules.append(module)
     return modules
+
+
+def commands() -> list[Command]:
+    """Every command: the systems' own, then the tour."""
+    from frugal.scripts import tour
+
+    found = [command for module in system_modules() for command in getattr(module, "COMMANDS", [])]
+    return found + [tour.COMMAND]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
     groups: dict[str, argparse._SubParsersAction] = {}
-    for module in command_modules():
-        path = tuple(module.COMMAND)
+    for command in commands():
+        path = command.path
         where = top
         for depth, name in enumerate(path[:-1]):
             key = " ".join(path[: depth + 1])
@@ -71,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[key] = group_parser.add_subparsers(dest=f"sub_{depth}", metavar="COMMAND")
                 groups[key].required = True
             where = groups[key]
-        sub = where.add_parser(path[-1], help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
-        module.add_arguments(sub)
-        if getattr(module, "MEASURES", True):
+        sub = where.add_parser(path[-1], help=command.help, description=command.description or command.help)
+        command.add_arguments(sub)
+        if command.measures:
             sub.add_argument(
                 "--json", metavar="PATH", default=None, help="also write the measured figures to this JSON file"
             )
-        sub.set_defaults(_module=module)
+        sub.set_defaults(_command=command)
     return parser
 
 
@@ -85,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("FRUGAL_DEBUG") == "1"
-    module = args._module
+    command = args._command
     try:
-        figures = module.run_command(args)
+        figures = command.run(args)
         if getattr(args, "json", None) and figures is not None:
             from frugal.scripts.report import write_json
 

@@ -167,14 +167,16 @@ class TrainerConfig:
     checkpoint_every: int = 0  # 0: only at the end (when a workdir is given)
     max_to_keep: int = 2
     log_every: int = 50
+    eval_every: int = 0  # 0: `eval_fn` (when given) only after the last step
     progress: bool = True
+    progress_label: str = "train"
     data_axis: str = "data"
 
     def __post_init__(self):
         if self.num_steps < 0:
             raise ValueError(f"num_steps={self.num_steps} must be >= 0")
-        if self.checkpoint_every < 0 or self.log_every < 1:
-            raise ValueError("checkpoint_every must be >= 0 and log_every >= 1")
+        if self.checkpoint_every < 0 or self.log_every < 1 or self.eval_every < 0:
+            raise ValueError("checkpoint_every and eval_every must be >= 0, log_every >= 1")
 
 
 @dataclasses.dataclass
@@ -193,6 +195,19 @@ class Trainer:
     (e.g. `state.optimizer.update(state.model, grads)`) and returns scalar metrics.
     `batch_at(step, rows)` returns this process's rows (a slice of the global batch) of step
     `step`'s batch as numpy arrays; `global_batch_size` is the batch over all processes.
+
+    What systems need beyond a model and an optimizer, all through the same loop:
+    - frozen parts: keep them in `state` and differentiate only the trainable part in `step_fn`
+      (an `nnx.Optimizer(..., wrt=filter)` updates only what it holds); several optimizers are
+      several attributes of `state`.
+    - `constants`: a pytree of arrays placed on the devices once (replicated) and passed to every
+      step as a fourth argument, `step_fn(state, batch, rng, constants)`: a full graph, cached
+      features of a frozen encoder, a whole small training set. They are jit arguments, never
+      baked into the program as literals, and never checkpointed.
+    - `eval_fn(state) -> {name: float}`: run (outside the step) every `eval_every` steps and after
+      the last one; its values join that step's record in the history and `metrics.jsonl`.
+    A finished run in `workdir` is a cache: running it again restores the last checkpoint and
+    trains zero steps.
     """
 
     def __init__(
@@ -204,6 +219,8 @@ class Trainer:
         mesh: Mesh | None = None,
         workdir: str | Path | None = None,
         state_sharding: Callable[[Mesh, PyTree], PyTree] | None = None,
+        constants: PyTree | None = None,
+        eval_fn: Callable[[Any], dict] | None = None,
     ):
         self.config = config
         self.mesh = mesh if mesh is not None else data_parallel_mesh(1)
@@ -227,10 +244,13 @@ class Trainer:
         )
         graphdef = self.graphdef
         replicated = NamedSharding(self.mesh, P())
+        self.eval_fn = eval_fn
+        self.constants = None if constants is None else jax.device_put(constants, replicated)
+        with_constants = constants is not None
 
-        def pure_step(arrays, batch, rng):
+        def pure_step(arrays, batch, rng, constants):
             obj = nnx.merge(graphdef, arrays)
-            metrics = step_fn(obj, batch, rng)
+            metrics = step_fn(obj, batch, rng, constants) if with_constants else step_fn(obj, batch, rng)
             return nnx.state(obj), metrics
 
         self._step = jax.jit(pure_step, donate_argnums=0, out_shardings=(shardings, replicated))
@@ -271,17 +291,21 @@ class Trainer:
         metrics_file = None
         if self._metrics_path() is not None and jax.process_index() == 0:
             metrics_file = self._metrics_path().open("a")
-        bar = tqdm(total=cfg.num_steps, initial=start, disable=not cfg.progress, desc="train", leave=False)
+        bar = tqdm(total=cfg.num_steps, initial=start, disable=not cfg.progress, desc=cfg.progress_label, leave=False)
         try:
             for step in range(start, cfg.num_steps):
                 batch = place_batch(batch_at(step, rows), self.mesh, global_batch_size, cfg.data_axis)
                 rng = jax.random.fold_in(base_key, step)
-                self.arrays, metrics = self._step(self.arrays, batch, rng)
+                self.arrays, metrics = self._step(self.arrays, batch, rng, self.constants)
                 done = step + 1
-                if done % cfg.log_every == 0 or done == cfg.num_steps:
+                evaluate = self.eval_fn is not None and (
+                    (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.num_steps
+                )
+                if done % cfg.log_every == 0 or done == cfg.num_steps or evaluate:
                     record = {
                         "step": done,
                         **{k: float(v) for k, v in metrics.items()},
+                        **({k: float(v) for k, v in self.eval_fn(self.state()).items()} if evaluate else {}),
                         "seconds": time.perf_counter() - t0,
                     }
                     history.append(record)

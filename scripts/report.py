@@ -52,18 +52,68 @@ def write_json(path: str | os.PathLike, figures: dict) -> Path:
     return path
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (Linux /proc/cpuinfo, else `platform.processor()`)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """The 1/5/15-minute load averages, or None where the OS has none (Windows)."""
+    try:
+        return tuple(round(v, 2) for v in os.getloadavg())
+    except (AttributeError, OSError):
+        return None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def machine_description() -> dict:
-    """What the numbers were measured on; stored next to every figure set."""
+    """What the numbers were measured on, as facts read off the machine; stored next to every figure set.
+
+    Call it once before and once after a measurement (`load_after=machine_description()["load_average"]`)
+    so a report shows whether something else ran meanwhile.
+    """
     import jax
 
     return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "load_average": load_average(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }
+
+
+def machine_record(before: dict) -> dict:
+    """The machine facts now, with the load average read at `before` (a `machine_description()`)."""
+    return {**machine_description(), "load_average_before": before.get("load_average")}
+
+
+def machine_line(before: dict | None = None) -> str:
+    """One line of machine facts: CPU model, cores, load average (before -> now), JAX backend."""
+    now = machine_description()
+    load = now["load_average"]
+    shown = "n/a" if load is None else f"{load[0]:.2f}"
+    if before is not None and before.get("load_average") is not None and load is not None:
+        shown = f"{before['load_average'][0]:.2f} before, {load[0]:.2f} after"
+    return f"{now['cpu']}, {now['cores']} cores, load average {shown}, JAX {now['jax']} on {now['backend']}"
 
 
 def format_value(v: Any) -> str:

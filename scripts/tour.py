@@ -1,6 +1,7 @@
-"""`frugal tour`: every capability's section, run on built-in data, gathered into one report.
+"""`frugal tour`: every system's section, run on built-in data, gathered into one report.
 
-A section is any module in `frugal.scripts.commands` that defines
+A section is the `command` module of a system home (`frugal.scripts.systems.<name>.command`,
+section name `<name>`) that defines
 
     TOUR_ORDER = 10                       # sections run in ascending order
     def tour_section(quick: bool, outdir: Path) -> TourSection
@@ -31,14 +32,16 @@ class TourSection:
 
 
 def tour_modules() -> list:
-    from frugal.scripts.cli import command_modules
+    from frugal.scripts.cli import system_modules
 
-    modules = [m for m in command_modules() if hasattr(m, "tour_section")]
+    modules = [m for m in system_modules() if hasattr(m, "tour_section")]
     return sorted(modules, key=lambda m: (getattr(m, "TOUR_ORDER", 100), m.__name__))
 
 
 def section_key(module) -> str:
-    return module.__name__.rsplit(".", 1)[-1]
+    """The section's name: its system folder (`frugal.scripts.systems.<name>.command` -> name)."""
+    parts = module.__name__.split(".")
+    return parts[-2] if parts[-1] == "command" else parts[-1]
 
 
 def run_tour(*, quick: bool = True, outdir: str | Path = "reports/tour", only: list[str] | None = None) -> dict:
@@ -129,3 +132,50 @@ def _markdown(summary: dict, sections) -> str:
         for plot in section.plots:
             lines += ["", f"![{plot}]({plot})"]
     return "\n".join(lines) + "\n"
+
+
+def _add_arguments(parser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick",
+        dest="quick",
+        action="store_true",
+        default=True,
+        help="each system's `tour` preset: about five minutes in all on a 2-core CPU (default)",
+    )
+    mode.add_argument(
+        "--full",
+        dest="quick",
+        action="store_false",
+        help="each system's `full` preset (the paper-sized runs: hours on a CPU)",
+    )
+    parser.add_argument("--outdir", default="reports/tour", help="where the report goes (default: reports/tour)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SECTION",
+        default=None,
+        help="run only these sections: " + ", ".join(_section_names()),
+    )
+
+
+def _section_names() -> list[str]:
+    return [section_key(m) for m in tour_modules()]
+
+
+def _run(args) -> dict:
+    return run_tour(quick=args.quick, outdir=args.outdir, only=args.only)
+
+
+def _command():
+    from frugal.scripts.cli import Command
+
+    return Command(
+        ("tour",), "run every system on built-in data; writes reports/tour/ (Markdown, PNG, JSON)", _run, _add_arguments
+    )
+
+
+def __getattr__(name):  # COMMAND is built on first use: cli imports this module, and it imports cli
+    if name == "COMMAND":
+        return _command()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -323,3 +323,49 @@ def test_two_models_two_optimizers_in_one_step():
     assert int(result.state.gen_opt.step[...]) == 3 and int(result.state.disc_opt.step[...]) == 3
     moved = np.abs(np.asarray(result.state.gen.kernel[...]) - np.asarray(pair.gen.kernel[...])).max()
     assert moved > 0  # the generator trained, and the input object was left as it was
+
+
+class _Linear(nnx.Module):
+    def __init__(self, n: int):
+        self.w = nnx.Param(jax.numpy.zeros((n,)))
+
+
+def test_constants_eval_and_finished_run_as_cache(tmp_path):
+    """Full-batch gradient descent on least squares with the data as `constants` equals a NumPy loop;
+    `eval_fn` values land at eval_every steps; a second run of the same workdir trains nothing."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)
+    lr, steps = 0.1, 12
+
+    def step(state, batch, key, constants):
+        def loss_fn(model):
+            return jax.numpy.mean((constants["x"] @ model.w.value - constants["y"]) ** 2)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(state.model)
+        state.optimizer.update(state.model, grads)
+        return {"loss": loss}
+
+    def make():
+        return Trainer(
+            TrainState(_Linear(3), optax.sgd(lr)),
+            step,
+            config=TrainerConfig(num_steps=steps, log_every=100, eval_every=5, progress=False),
+            workdir=tmp_path,
+            constants={"x": x, "y": y},
+            eval_fn=lambda state: {"w0": state.model.w.value[0]},
+        )
+
+    result = make().run(lambda step, rows: {}, 1)
+    w = np.zeros(3, np.float32)
+    seen = {}
+    for i in range(1, steps + 1):
+        w = w - lr * (2.0 / len(x)) * x.T @ (x @ w - y)
+        seen[i] = w[0]
+    np.testing.assert_allclose(np.asarray(result.state.model.w.value), w, rtol=1e-5, atol=1e-6)
+    assert [r["step"] for r in result.history] == [5, 10, 12]
+    for record in result.history:
+        assert record["w0"] == pytest.approx(seen[record["step"]], rel=1e-5)
+    again = make().run(lambda step, rows: {}, 1)
+    assert again.start_step == steps and again.history == []
+    np.testing.assert_array_equal(np.asarray(again.state.model.w.value), np.asarray(result.state.model.w.value))

@@ -9,7 +9,8 @@ from frugal.accel import cost, designs, paper_workloads, sweep
 
 @pytest.fixture(scope="module")
 def ant_table():
-    from frugal.scripts.accel_ant_experiment import AntConfig, run_ant
+    from frugal.scripts.systems.accel.ant_table import run_ant
+    from frugal.scripts.systems.accel.config import AntConfig
 
     return run_ant(AntConfig(trace_resnets=False))
 
@@ -112,7 +113,7 @@ def test_cli_accel_ant_and_salo_write_json(tmp_path):
                 "--models",
                 "resnet18",
                 "vit",
-                "--hand-resnets",
+                "--no-trace-resnets",
                 "--outdir",
                 str(tmp_path),
                 "--json",
@@ -142,3 +143,22 @@ def test_cli_accel_ant_and_salo_write_json(tmp_path):
     salo = json.loads((tmp_path / "salo.json").read_text())
     assert [r["cycles"] for r in salo["cycles"]] == [4_030_495, 771_487, 196_831]
     assert main(["accel", "ant", "--batch", "0", "--outdir", str(tmp_path)]) == 2
+
+
+def test_accel_presets_flags_and_tour_section(tmp_path):
+    """Flags come from the config fields; a preset plus a flag gives the preset with that one field changed."""
+    from frugal.scripts import cli
+    from frugal.scripts.systems.accel.config import SWEEP_PRESETS
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["accel", "sweep", "--preset", "quick", "--bits", "8", "--search-steps", "3"])
+    config = args._command  # the Command; rebuild the config the way run() does
+    from frugal.scripts.configs import config_from_flags
+    from frugal.scripts.systems.accel.config import SweepConfig
+
+    built = config_from_flags(args, SweepConfig, SWEEP_PRESETS)
+    assert built.bits == (8,) and built.search.steps == 3
+    assert built.rows == SWEEP_PRESETS["quick"].rows
+    assert config.path == ("accel", "sweep")
+    # a bad value names the flag given
+    assert cli.main(["accel", "sweep", "--rows", "0", "--outdir", str(tmp_path)]) == 2

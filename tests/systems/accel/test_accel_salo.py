@@ -48,7 +48,7 @@ def test_fixed_point_within_documented_bound(seq=64, heads=2, dim=16, window=9, 
     ref = salo.hybrid_attention_float(q, k, v, window=window, num_globals=globals_)
     fixed = salo.salo_attention_fixed_point(q, k, v, window=window, num_globals=globals_)
     err = np.abs(np.asarray(ref) - np.asarray(fixed))
-    assert err.max() <= 0.05  # SALO_FIXED_POINT_MAX_ABS_ERROR in frugal.scripts.accel_salo_experiment
+    assert err.max() <= 0.05  # SALO_FIXED_POINT_MAX_ABS_ERROR in frugal.scripts.systems.accel.salo_table
     assert err.mean() <= 0.01
     # the fixed-point path is not float in disguise: coarser inputs give a larger error
     coarse = salo.salo_attention_fixed_point(

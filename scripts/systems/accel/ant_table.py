@@ -17,6 +17,7 @@ import numpy as np
 
 from frugal.accel import cost, designs, paper_workloads
 from frugal.accel.workload import Workload, trace_workload
+from frugal.scripts.systems.accel.config import AntConfig
 
 # Speedup / energy ratio of each design over ANT-OS (X / ANT), from ant_simulator/results/ant_res.csv
 # (papers/ant-aquant-nested-ad.md section 2.8).
@@ -42,22 +43,6 @@ ANT_PAPER_MEANS = {
     "BiScaled": (1.48, 1.60),
 }
 BASELINES = ("BitFusion", "OLAccel", "AdaFloat", "BiScaled")
-
-
-@dataclasses.dataclass(frozen=True)
-class AntConfig:
-    """Settings of the ANT table reproduction."""
-
-    models: tuple[str, ...] = paper_workloads.MODELS
-    batch: int = 64
-    trace_resnets: bool = True  # take ResNet-18/50 from a trace of frugal.models.resnet instead of the hand list
-
-    def __post_init__(self):
-        unknown = set(self.models) - set(paper_workloads.MODELS)
-        if unknown or not self.models:
-            raise ValueError(f"models={self.models!r}: choose from {paper_workloads.MODELS}")
-        if self.batch < 1:
-            raise ValueError(f"batch={self.batch} must be >= 1")
 
 
 def traced_resnet(name: str) -> Workload:

@@ -16,32 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from frugal.accel import salo
+from frugal.scripts import report
+from frugal.scripts.systems.accel.config import SaloConfig
 from frugal.transforms.attention import AttentionPattern, hybrid_attention
-
-
-@dataclasses.dataclass(frozen=True)
-class SaloConfig:
-    """Settings of the SALO reproduction."""
-
-    cpu_workloads: tuple[str, ...] = ("vil_stage2", "vil_stage1", "longformer")
-    cpu_repeats: int = 3
-    gpus: tuple[str, ...] = ("V100", "A100", "H200")
-    fixed_point_seq: int = 256
-    fixed_point_heads: int = 4
-    fixed_point_head_dim: int = 32
-    fixed_point_window: int = 33
-    seed: int = 0
-
-    def __post_init__(self):
-        unknown = set(self.cpu_workloads) - set(salo.SALO_WORKLOADS)
-        if unknown:
-            raise ValueError(f"cpu_workloads has unknown names {sorted(unknown)}; use {sorted(salo.SALO_WORKLOADS)}")
-        unknown = set(self.gpus) - set(salo.GPUS)
-        if unknown:
-            raise ValueError(f"gpus has unknown names {sorted(unknown)}; use {sorted(salo.GPUS)}")
-        if self.cpu_repeats < 1 or self.fixed_point_seq < 2 or self.fixed_point_window < 1:
-            raise ValueError(f"invalid SaloConfig {self}")
-
 
 # Documented error bound of the fixed-point mode against float attention, for inputs with unit
 # scale (|q|, |k|, |v| up to ~4): 9-bit inputs give ~1/64 steps, the 8-segment exp2 <0.2% error.
@@ -85,6 +62,7 @@ def _time_cpu(fn, args, repeats: int) -> float:
 
 def run_salo(config: SaloConfig = SaloConfig()) -> dict:
     """SALO golden cycles, energy, CPU (measured) and GPU (roofline) baselines, fixed-point error."""
+    machine_before = report.machine_description()
     start = time.perf_counter()
     rows = []
     for key, workload in salo.SALO_WORKLOADS.items():
@@ -160,9 +138,10 @@ def run_salo(config: SaloConfig = SaloConfig()) -> dict:
         "paper_speedup": dict(salo.SALO_PAPER_SPEEDUP),
         "fixed_point": fixed_point,
         "seconds": time.perf_counter() - start,
+        "machine": report.machine_record(machine_before),
         "notes": [
             "SALO at 1 GHz (2.06 W, FreePDK45 synthesis); energy at 500 MHz uses 0.53 W (and 2x the time).",
-            "CPU: our attention on this 2-core CPU shared with other agents (noisy), float32, jit.",
+            f"CPU: our attention, float32, jit, measured on {report.machine_line(machine_before)}.",
             "GPU: roofline from spec sheets, FP16, 50% of peak compute / 80% of peak bandwidth, "
             "scores materialized as in banded PyTorch kernels; not a measurement.",
             "The paper's 17.66x (GPU) / 89.33x (CPU) were measured against PyTorch on its own machines.",

@@ -15,29 +15,13 @@ import jax
 import numpy as np
 
 from frugal.accel import cost, designs, paper_workloads, sweep
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """Sweep axes, benchmark size and design-search settings (workload: ResNet-18 at batch `batch`)."""
-
-    rows: tuple[int, ...] = (8, 16, 32, 64, 128)
-    cols: tuple[int, ...] = (8, 16, 32, 64, 128)
-    buffer_kib: tuple[int, ...] = (32, 64, 128, 256)
-    bits: tuple[int, ...] = (2, 4, 8)
-    batch: int = 1
-    benchmark_points: int = 200_000
-    search: sweep.SearchConfig = sweep.SearchConfig()
-
-    def __post_init__(self):
-        if not (self.rows and self.cols and self.buffer_kib and self.bits) or self.batch < 1:
-            raise ValueError(f"invalid SweepConfig {self}")
-        if self.benchmark_points < 1:
-            raise ValueError(f"benchmark_points={self.benchmark_points} must be >= 1")
+from frugal.scripts import report
+from frugal.scripts.systems.accel.config import SweepConfig
 
 
 def run_sweep(config: SweepConfig = SweepConfig()) -> dict:
     """Grid sweep with its Pareto front, a design-points/s benchmark, and a gradient design search."""
+    machine_before = report.machine_description()
     start = time.perf_counter()
     workload = paper_workloads.resnet18().with_batch(config.batch)
     points = sweep.grid(config.rows, config.cols, config.buffer_kib, config.bits)
@@ -77,9 +61,10 @@ def run_sweep(config: SweepConfig = SweepConfig()) -> dict:
         "latency_grad": {"rows": float(grad[0]), "cols": float(grad[1]), "wbuf_kib": float(grad[2])},
         "search": search,
         "seconds": time.perf_counter() - start,
+        "machine": report.machine_record(machine_before),
         "notes": [
-            "ResNet-18 (ImageNet, 224x224) workload; points/s measured on this 2-core CPU shared with "
-            "other agents (noisy); compile time excluded, first call reported separately."
+            "ResNet-18 (ImageNet, 224x224) workload; compile time excluded, first call reported separately; "
+            f"points/s measured on {report.machine_line(machine_before)}."
         ],
     }
 
