@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
-
-from frugal.accel.attention_intercept import HYBRID_ATTENTION_NAME, intercept_hybrid_attention
 
 ELEMENTWISE = frozenset(
     {
@@ -338,14 +337,12 @@ def dtype_bits(dtype) -> int:
 class _Tracer:
     """Walks a jaxpr (recursively) and accumulates a Workload."""
 
-    def __init__(self, attention_records: list):
+    def __init__(self):
         self.gemms: list[GemmOp] = []
         self.attention: list[AttentionOp] = []
         self.elementwise = 0
         self.transcendental = 0
         self.reductions = 0
-        self.attention_records = attention_records  # (pattern, q shape) per intercepted call, in order
-        self.attention_seen = 0
         self.counters = {"dot": 0, "conv": 0, "attn": 0}
 
     def _name(self, kind: str) -> str:
@@ -403,8 +400,7 @@ class _Tracer:
             # only one branch runs: charge the most expensive one
             best = None
             for _, sub, consts in subs:
-                probe = _Tracer(self.attention_records)
-                probe.attention_seen = self.attention_seen
+                probe = _Tracer()
                 probe.walk(sub, consts | _map_weights(sub, eqn.invars[1:], in_weight[1:]), multiplier)
                 if best is None or sum(g.macs for g in probe.gemms) > sum(g.macs for g in best.gemms):
                     best = probe
@@ -484,14 +480,11 @@ class _Tracer:
         )
 
     def _is_attention(self, eqn) -> bool:
-        return (
-            self.attention_seen < len(self.attention_records)
-            and str(eqn.params.get("name", "")) == HYBRID_ATTENTION_NAME
-        )
+        return parse_attention_call_name(str(eqn.params.get("name", ""))) is not None
 
     def _attention(self, eqn, multiplier) -> None:
-        pattern, q_shape = self.attention_records[self.attention_seen]
-        self.attention_seen += 1
+        pattern = parse_attention_call_name(str(eqn.params["name"]))
+        q_shape = tuple(eqn.invars[0].aval.shape)
         self.attention.append(_attention_op(self._name("attn"), pattern, q_shape, multiplier))
 
 
@@ -510,11 +503,36 @@ def _prod(values) -> int:
     return int(math.prod(int(v) for v in values))
 
 
-def _attention_op(name: str, pattern, q_shape, multiplier: int) -> AttentionOp:
-    left, right = getattr(pattern, "window", (0, 0))
+_ATTENTION_CALL = re.compile(
+    r"^frugal_hybrid_attention__w(?P<left>\d+)_(?P<right>\d+)__d(?P<dilation>\d+(?:x\d+)*)"
+    r"__g(?P<globals>\d+)__grid(?P<height>\d+)x(?P<width>\d+)__c(?P<causal>[01])$"
+)
+
+
+def parse_attention_call_name(name: str) -> dict | None:
+    """The pattern encoded in a hybrid-attention call's jit name, or None for any other name.
+
+    The format is `frugal.transforms.attention.attention_call_name`'s (accel imports nothing from
+    transforms, so both sides test the round trip): window extents, dilation per head, number of
+    global tokens, the 2-D grid (0x0 for 1-D) and causality.
+    """
+    match = _ATTENTION_CALL.match(name)
+    if match is None:
+        return None
+    height, width = int(match["height"]), int(match["width"])
+    return {
+        "window": (int(match["left"]), int(match["right"])),
+        "dilation": tuple(int(d) for d in match["dilation"].split("x")),
+        "num_globals": int(match["globals"]),
+        "grid": None if height == 0 else (height, width),
+        "causal": match["causal"] == "1",
+    }
+
+
+def _attention_op(name: str, pattern: dict, q_shape, multiplier: int) -> AttentionOp:
+    left, right = pattern["window"]
     side = left + right + 1
-    window = side * side if getattr(pattern, "grid", None) is not None else side
-    dilation = pattern.dilation if isinstance(pattern.dilation, int) else max(pattern.dilation)
+    window = side * side if pattern["grid"] is not None else side
     shape = tuple(q_shape)
     if len(shape) != 4:
         raise ValueError(f"hybrid_attention q must be (batch, seq, heads, dim), got {shape}")
@@ -525,9 +543,9 @@ def _attention_op(name: str, pattern, q_shape, multiplier: int) -> AttentionOp:
         window=int(window),
         heads=int(heads),
         head_dim=int(dim),
-        num_globals=len(getattr(pattern, "global_tokens", ())),
+        num_globals=pattern["num_globals"],
         batch=int(batch) * multiplier,
-        dilation=int(dilation),
+        dilation=int(max(pattern["dilation"])),
     )
 
 
@@ -543,19 +561,16 @@ def trace_workload(fn: Callable, *args, bits=None, param_argnums: Sequence[int] 
         model's weights, are recognised as parameters automatically).
 
     Returns:
-      A Workload with GEMMs in program order named dot0.., conv0.. (and attn0.. for hybrid
-      attention calls, recognised only when `frugal.transforms.attention` is importable: during the trace
-      its `hybrid_attention` is swapped, in every loaded module that holds it as a global, for a
-      recording wrapper; a call through a function-local alias is traced as plain GEMMs instead).
+      A Workload with GEMMs in program order named dot0.., conv0.. and attn0.. for hybrid attention
+      calls: `frugal.transforms.attention.hybrid_attention` marks each call as a `jit` equation named
+      by its pattern (`parse_attention_call_name`), so it is found however it was imported or called.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     for i in param_argnums:
         if not 0 <= i < len(args):
             raise ValueError(f"param_argnums contains {i}, but only {len(args)} positional args were given")
-    records: list = []
-    with intercept_hybrid_attention(records):
-        closed = jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
+    closed = jax.make_jaxpr(lambda *a: fn(*a, **kwargs))(*args)
     jaxpr = closed.jaxpr
     weights = set(jaxpr.constvars)
     # map argument leaves to invars to mark parameter arguments
@@ -565,7 +580,7 @@ def trace_workload(fn: Callable, *args, bits=None, param_argnums: Sequence[int] 
         if i in param_argnums:
             weights.update(jaxpr.invars[start : start + count])
         start += count
-    tracer = _Tracer(records)
+    tracer = _Tracer()
     tracer.walk(jaxpr, weights, 1)
     workload = Workload(
         gemms=tuple(tracer.gemms),

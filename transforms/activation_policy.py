@@ -47,7 +47,7 @@ Memory below is compiled temp bytes (jit) or residual bytes handed from forward 
            out: forward temp 36 vs 12 MiB) and 0.99x (within noise) in a third; MobileNet/SiLU
            was within noise (0.95-1.05x). The proxy for "costly" is the number of tensors plain
            autodiff saves for the activation, counted once per function on a small float32
-           probe (`jax._src.ad_checkpoint.saved_residuals`, the argument and scalar constants
+           probe (the leaves of the pullback `jax.vjp` returns; the argument and scalar constants
            left out) and cached:
 
                saved residuals   activations (jax.nn)                                 auto picks
@@ -95,12 +95,21 @@ _PROBE_SIZE = 8
 
 
 def _count_autodiff_residuals(function: Callable) -> int:
-    from jax._src.ad_checkpoint import saved_residuals  # the only public-ish API for this count
-
+    # Public API only: the pullback `jax.vjp` returns is a pytree whose leaves are exactly what reverse
+    # mode saved. Scalar constants (literals, alpha) cost nothing per element, and the argument lives
+    # anyway, so neither is counted (a saved copy of the argument is found by value on the probe).
     probe = jnp.linspace(-3.0, 3.0, _PROBE_SIZE, dtype=jnp.float32)
-    found = saved_residuals(function, probe)
-    # Scalar constants (literals, alpha) cost nothing per element; the argument lives anyway.
-    return sum(1 for aval, where in found if aval.shape and not where.startswith("from the argument"))
+    _, pullback = jax.vjp(function, probe)
+    count = 0
+    for leaf in jax.tree.leaves(pullback):
+        shape = getattr(leaf, "shape", ())
+        if not shape:
+            continue
+        is_argument = leaf is probe or (
+            shape == probe.shape and leaf.dtype == probe.dtype and bool(jnp.array_equal(leaf, probe))
+        )
+        count += not is_argument
+    return count
 
 
 @functools.lru_cache(maxsize=256)

@@ -33,6 +33,7 @@ q/k/v (including for the global keys), exactly as in Hugging Face's `LongformerS
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -374,6 +375,60 @@ def hybrid_attention(
         key_mask = jnp.asarray(key_mask).astype(bool)
     if impl == "auto":
         impl = "dense" if q.shape[1] <= 512 else "banded"
+    if impl == "pallas" and pattern.grid is not None:
+        raise ValueError(
+            f"impl='pallas' supports 1-D patterns (grid=None); use impl='banded' or 'dense' for grid={pattern.grid}"
+        )
+    if scale is not None:
+        try:
+            scale = float(scale)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            raise TypeError(f"scale must be a Python number or None, got {type(scale).__name__}") from None
+    return _named_attention(pattern, impl, scale, block_size, interpret)(q, k, v, key_mask, global_qkv)
+
+
+def attention_call_name(pattern: AttentionPattern) -> str:
+    """The name under which a `hybrid_attention` call appears in a jaxpr (a `jit` equation's `name`).
+
+    Cost models find attention by this name instead of counting its internals as plain GEMMs
+    (`frugal.accel.trace_workload` parses it; the format is a contract, tested on both sides):
+    `frugal_hybrid_attention__w{left}_{right}__d{dilation, per head joined by x}__g{number of global
+    tokens}__grid{H}x{W} (0x0 for 1-D)__c{causal 0/1}`. Only letters, digits and underscores, so the
+    name is also a valid symbol in the lowered program.
+    """
+    left, right = pattern.window
+    dilation = pattern.dilation if isinstance(pattern.dilation, tuple) else (pattern.dilation,)
+    height, width = pattern.grid if pattern.grid is not None else (0, 0)
+    return (
+        f"frugal_hybrid_attention__w{left}_{right}__d{'x'.join(str(d) for d in dilation)}"
+        f"__g{len(pattern.global_tokens)}__grid{height}x{width}__c{int(pattern.causal)}"
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _named_attention(pattern: AttentionPattern, impl: str, scale, block_size, interpret):
+    """One jitted function per static configuration, named by `attention_call_name`: under an outer jit
+    it is inlined; called eagerly it compiles once per configuration (hence the cache)."""
+
+    def attend(q, k, v, key_mask, global_qkv):
+        return _hybrid_attention_impl(
+            q,
+            k,
+            v,
+            pattern,
+            impl=impl,
+            key_mask=key_mask,
+            global_qkv=global_qkv,
+            scale=scale,
+            block_size=block_size,
+            interpret=interpret,
+        )
+
+    attend.__name__ = attend.__qualname__ = attention_call_name(pattern)
+    return jax.jit(attend)
+
+
+def _hybrid_attention_impl(q, k, v, pattern, *, impl, key_mask, global_qkv, scale, block_size, interpret):
     if impl == "dense":
         return dense_hybrid_attention(q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv, scale=scale)
     if impl == "banded":
@@ -381,10 +436,6 @@ def hybrid_attention(
 
         return banded_hybrid_attention(
             q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv, scale=scale, block_size=block_size
-        )
-    if pattern.grid is not None:
-        raise ValueError(
-            f"impl='pallas' supports 1-D patterns (grid=None); use impl='banded' or 'dense' for grid={pattern.grid}"
         )
     from frugal.jaxlib_ext.hybrid_attention import hybrid_attention_pallas
 

@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from frugal.transforms.quant.aquant import GridSpec, _range_to_scale, fake_quant_activation, grid_position
+from frugal.transforms.quant.aquant import GridSpec, fake_quant_activation, grid_position, range_to_scale
 
 # AdaRound's rectified sigmoid stretch.
 ZETA, GAMMA = 1.1, -0.1
@@ -38,12 +38,12 @@ def _init_weight_rounding(w, grid: GridSpec, num_ratios: int, min_ratio: float) 
     low, high = jnp.min(w, axis=axes), jnp.max(w, axis=axes)
 
     def error(ratio):
-        scale, offset = _range_to_scale(low * ratio, high * ratio, grid)
+        scale, offset = range_to_scale(low * ratio, high * ratio, grid)
         return jnp.mean((fake_quant_activation(w, scale, offset, grid) - w) ** 2, axis=axes)
 
     ratios = jnp.linspace(min_ratio, 1.0, num_ratios)
     best = ratios[jnp.argmin(jax.lax.map(error, ratios), axis=0)]  # one ratio per channel
-    best_scale, best_offset = _range_to_scale(low * best, high * best, grid)
+    best_scale, best_offset = range_to_scale(low * best, high * best, grid)
     u = w / best_scale + best_offset
     _, lo, hi, frac = grid_position(u, grid)
     below, above = u <= grid.values[0], u >= grid.values[-1]

@@ -218,15 +218,15 @@ def _calibrate(samples, grid: GridSpec, num_ratios: int, min_ratio: float):
     low, high = jnp.min(samples), jnp.max(samples)
 
     def error(ratio):
-        scale, offset = _range_to_scale(low * ratio, high * ratio, grid)
+        scale, offset = range_to_scale(low * ratio, high * ratio, grid)
         return jnp.mean((fake_quant_activation(samples, scale, offset, grid) - samples) ** 2)
 
     ratios = jnp.linspace(min_ratio, 1.0, num_ratios)
     best = ratios[jnp.argmin(jax.lax.map(error, ratios))]
-    return _range_to_scale(low * best, high * best, grid)
+    return range_to_scale(low * best, high * best, grid)
 
 
-def _range_to_scale(low, high, grid: GridSpec):
+def range_to_scale(low, high, grid: GridSpec):
     """Scale and offset mapping ``[low, high]`` onto the grid (affine) or ``max(|low|, |high|)``
     onto the grid's largest magnitude (symmetric)."""
     low = jnp.minimum(low, 0.0)

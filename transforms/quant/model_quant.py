@@ -4,7 +4,7 @@ How it works. We build on qwix's interception: `qwix.quantize_model` patches
 `jax.lax.dot_general`, `jax.numpy.einsum` and `jax.lax.conv_general_dilated` while the model runs
 and tracks which NNX module (by '/'-joined path) is calling, so model code does not change. On top
 of it sits our own provider (`_AntProvider`), because ANT needs what qwix's built-in providers lack
-(measured in papers/qwix-ant-feasibility.md): lookup-table grids (int/PoT/float/flint), a
+(qwix ships integer and fp8 types only): lookup-table grids (int/PoT/float/flint), a
 trainable clip value alpha with an LSQ-like gradient, an unmasked straight-through estimator, and
 signed weights with unsigned activations in convolutions.
 
@@ -22,8 +22,8 @@ The flow, as in the ANT reference (select once from calibration data, then fine-
    `QuantAlpha` parameters (a subclass of `nnx.Param`): evaluate it (PTQ) or train it (QAT) with
    any NNX training loop; gradients reach the weights (straight-through) and the alphas.
 
-`ptq(model, rules, batches)` chains 2-4. Rely on: qwix==0.1.8 (we use its private
-`flax_util` helpers and `_get_current_rule_and_op_id`, as the feasibility study did). Mixed precision
+`ptq(model, rules, batches)` chains 2-4. The qwix internals this needs are
+wrapped in `frugal.transforms.quant.qwix_adapter` (qwix pinned to 0.1.8 there). Mixed precision
 policies (ANT4-8) live in
 `frugal.transforms.quant.mixed_precision` and produce plans through the same `select_plan`.
 """
@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import qwix
 from flax import nnx
-from qwix._src.utils import flax_util  # private, pinned to qwix 0.1.8 (see feasibility notes)
 
+from frugal.transforms.quant import qwix_adapter
 from frugal.transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType
 from frugal.transforms.quant.quantizer import quantize
 from frugal.transforms.quant.selection import TypeChoice, select_numeric_type
@@ -265,8 +265,8 @@ class _AntProvider(qwix.QuantizationProvider):
         }
 
     def _current(self, op_name: str):
-        rule, op_id = self._get_current_rule_and_op_id(op_name)
-        path = "/".join(map(str, flax_util.get_current_module_path()))
+        rule, op_id = qwix_adapter.current_rule_and_op_id(self, op_name)
+        path = qwix_adapter.current_module_path()
         return rule, op_id, path
 
     def _handle(self, op_name, rule, op_id, path, lhs, rhs, weight_axes):
@@ -286,15 +286,15 @@ class _AntProvider(qwix.QuantizationProvider):
             return lhs, rhs
         if layer.weight is not None:
             w = layer.weight
-            alpha = flax_util.get_or_create_param(
-                f"{op_id}_weight_alpha", lambda: jnp.asarray(w.alpha, jnp.float32), nnx_param_type=QuantAlpha
+            alpha = qwix_adapter.get_or_create_param(
+                f"{op_id}_weight_alpha", lambda: jnp.asarray(w.alpha, jnp.float32), QuantAlpha
             )
             axis = weight_axes[0] if np.ndim(w.alpha) else None
             rhs = quantize(rhs, w.ntype, alpha, axis=axis, pair_axis=weight_axes[1])
         if layer.act is not None:
             a = layer.act
-            alpha = flax_util.get_or_create_param(
-                f"{op_id}_act_alpha", lambda: jnp.asarray(a.alpha, jnp.float32), nnx_param_type=QuantAlpha
+            alpha = qwix_adapter.get_or_create_param(
+                f"{op_id}_act_alpha", lambda: jnp.asarray(a.alpha, jnp.float32), QuantAlpha
             )
             lhs = quantize(lhs, a.ntype, alpha)
         return lhs, rhs
@@ -308,7 +308,7 @@ class _AntProvider(qwix.QuantizationProvider):
 
     def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         rule, op_id, path = self._current("dot_general")
-        if flax_util.find_param(rhs) is not None:
+        if qwix_adapter.find_param(rhs) is not None:
             axes = _weight_axes_dot(rhs.ndim, dimension_numbers)
             lhs, rhs = self._handle("dot_general", rule, op_id, path, lhs, rhs, axes)
         return jax.lax.dot_general(
@@ -331,7 +331,7 @@ class _AntProvider(qwix.QuantizationProvider):
         **kw,
     ):
         rule, op_id, path = self._current("conv_general_dilated")
-        if flax_util.find_param(rhs) is not None:
+        if qwix_adapter.find_param(rhs) is not None:
             axes = _weight_axes_conv(lhs.shape, rhs.shape, dimension_numbers)
             lhs, rhs = self._handle("conv_general_dilated", rule, op_id, path, lhs, rhs, axes)
         return jax.lax.conv_general_dilated(
@@ -356,7 +356,7 @@ class _AntProvider(qwix.QuantizationProvider):
             return jnp.einsum(subscripts, *operands, **kw)
         rule, op_id, path = self._current("einsum")
         lhs, rhs = operands
-        if flax_util.find_param(rhs) is None:
+        if qwix_adapter.find_param(rhs) is None:
             return jnp.einsum(subscripts, lhs, rhs, **kw)
         inputs, output = subscripts.replace(" ", "").split("->")
         rhs_letters = inputs.split(",")[1]

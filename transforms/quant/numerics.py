@@ -63,7 +63,8 @@ MAX_BITS = 8
 DEFAULT_FLOAT_EXPONENT_BITS = 3  # the reference's float_value(eb=3)
 
 
-def _check_bits(bits: Any, name: str = "bits") -> int:
+def check_bits(bits: Any, name: str = "bits") -> int:
+    """`bits` as an int, after checking it is an int in MIN_BITS..MAX_BITS (the error names `name`)."""
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
         raise TypeError(f"{name} must be an int between {MIN_BITS} and {MAX_BITS}, got {bits!r}")
     if not MIN_BITS <= int(bits) <= MAX_BITS:
@@ -98,7 +99,7 @@ class NumericType:
 
     def __post_init__(self):
         _check_kind(self.kind)
-        object.__setattr__(self, "bits", _check_bits(self.bits))
+        object.__setattr__(self, "bits", check_bits(self.bits))
         if not isinstance(self.signed, (bool, np.bool_)):
             raise TypeError(f"signed must be a bool, got {self.signed!r}")
         object.__setattr__(self, "signed", bool(self.signed))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from frugal.transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType, _check_bits, victimize
+from frugal.transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType, check_bits, victimize
 from frugal.transforms.quant.quantizer import normalized_grid, round_to_grid
 
 KINDS = ALL_KINDS  # candidate names accepted here
@@ -239,7 +239,7 @@ def select_numeric_type(
         ``"olive-int"``, always signed): the outlier-victim pair axis, and the clip sweep as
         fractions of max(|mean +- 3 std|) (the OliVe reference's 75%..250% in 2% steps).
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     data = _concrete_data(x)
     if axis is not None:
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
