@@ -362,6 +362,9 @@ class _Tracer:
             elif prim in ("pjit", "jit") and self._is_attention(eqn):
                 self._attention(eqn, multiplier)
                 continue
+            elif prim in ("pjit", "jit") and parse_ant_matmul_call_name(str(eqn.params.get("name", ""))):
+                self._packed_gemm(eqn, in_weight, multiplier)
+                continue
             elif self._walk_subjaxprs(eqn, in_weight, weights, multiplier):
                 pass
             else:
@@ -482,6 +485,28 @@ class _Tracer:
     def _is_attention(self, eqn) -> bool:
         return parse_attention_call_name(str(eqn.params.get("name", ""))) is not None
 
+    def _packed_gemm(self, eqn, in_weight, multiplier) -> None:
+        """An ANT matmul on packed 4-bit codes: (M, K/2) x (K/2, N) bytes, K = 2 x packed width."""
+        a_bits, w_bits = parse_ant_matmul_call_name(str(eqn.params["name"]))
+        a_shape, w_shape = eqn.invars[0].aval.shape, eqn.invars[2].aval.shape
+        m, k, n = int(a_shape[0]), 2 * int(a_shape[1]), int(w_shape[1])
+        self.gemms.append(
+            GemmOp(
+                name=self._name("dot"),
+                kind="dot",
+                m=m,
+                n=n,
+                k=k,
+                count=multiplier,
+                a_bits=a_bits,
+                w_bits=w_bits,
+                a_elems=m * k * multiplier,
+                w_elems=k * n * multiplier,
+                o_elems=m * n * multiplier,
+                weight_is_param=bool(in_weight[2]),
+            )
+        )
+
     def _attention(self, eqn, multiplier) -> None:
         pattern = parse_attention_call_name(str(eqn.params["name"]))
         q_shape = tuple(eqn.invars[0].aval.shape)
@@ -527,6 +552,16 @@ def parse_attention_call_name(name: str) -> dict | None:
         "grid": None if height == 0 else (height, width),
         "causal": match["causal"] == "1",
     }
+
+
+_ANT_MATMUL_CALL = re.compile(r"^frugal_ant_matmul__a(?P<a>\d+)[a-z]+[su]__w(?P<w>\d+)[a-z]+[su]$")
+
+
+def parse_ant_matmul_call_name(name: str) -> tuple[int, int] | None:
+    """(activation bits, weight bits) of a packed ANT matmul call's jit name, or None for any other
+    name (the format of `frugal.jaxlib_ext.ant_matmul.ant_matmul_call_name`)."""
+    match = _ANT_MATMUL_CALL.match(name)
+    return None if match is None else (int(match["a"]), int(match["w"]))
 
 
 def _attention_op(name: str, pattern: dict, q_shape, multiplier: int) -> AttentionOp:

@@ -19,11 +19,16 @@ Three pieces, side by side:
 * :func:`ant_matmul_reference`: plain jax.numpy (unpack, decode to float32, matmul at HIGHEST
   precision). Obviously correct, used by tests and as the CPU path.
 * :func:`_ant_matmul_pallas`: the Pallas kernel. Codes are decoded in registers as
-  ``integer << shift``; each K block is multiplied exactly (int8/int32 operands with int32
+  ``integer << shift``; each K block is multiplied exactly (int8 operands with int32
   accumulation when the values allow it, else bfloat16 operands, exact for 4-bit types, with
-  float32 accumulation) and K blocks are summed in float32 with the scales applied.
+  float32 accumulation) and K blocks are summed in float32, scales applied once. Two schedules:
+  ``loop`` (GPU and CPU: one program per output tile, the K reduction a loop inside the kernel,
+  because Pallas-Triton runs every grid axis in parallel) and ``grid`` (TPU: K as the last grid
+  axis, marked "arbitrary" so Mosaic runs it in order, accumulating into the resident tile).
 * :func:`ant_matmul`: the public entry; validates, pads odd shapes to the block grid and picks an
-  implementation. Codes are integers, so there is no gradient; use the fake-quantizer for QAT.
+  implementation, tiles and schedule for the target. Codes are integers, so there is no gradient;
+  use the fake-quantizer for QAT. ``frugal.transforms.quant.apply_plan(..., impl="pallas")`` runs a
+  quantized model's dense layers through it.
 """
 
 from __future__ import annotations
@@ -163,37 +168,75 @@ def ant_matmul_reference(a_packed, a_scale, w_packed, w_scale, *, a_format, w_fo
 
 
 def _operand_plan(a_format: CodeFormat, w_format: CodeFormat, block_k: int, accumulate: str):
-    """(operand dtype, accumulator dtype) for one K block, chosen so the block product is exact."""
+    """(operand dtype, accumulator dtype) for one K block, chosen so the block product is exact.
+
+    Only operand types every backend's matrix unit takes: int8 x int8 -> int32 (Triton's dot, the
+    TPU MXU, XLA:CPU) when every value fits int8 and a block cannot overflow int32, else bfloat16 x
+    bfloat16 -> float32 (exact: every 4-bit value has at most 4 significant bits and |shift| <= 14).
+    int32 operands are never used: Triton's dot does not take them.
+    """
     a_max, w_max = a_format.max_abs_value, w_format.max_abs_value
+    fits_int8 = max(a_max, w_max) <= 127
     int32_safe = a_max * w_max * block_k < 2**31
     if accumulate == "auto":
-        accumulate = "int32" if int32_safe and max(a_max, w_max) <= 127 else "float32"
+        accumulate = "int32" if int32_safe and fits_int8 else "float32"
     if accumulate == "int32":
+        if not fits_int8:
+            raise ValueError(
+                f"accumulate='int32' needs int8 operands, but the formats reach |value| {max(a_max, w_max)} > 127 "
+                f"({a_format.kind}/{w_format.kind}); use accumulate='float32' (exact bfloat16 products)"
+            )
         if not int32_safe:
             raise ValueError(
                 f"accumulate='int32' could overflow: max|a|*max|w|*block_k = {a_max}*{w_max}*{block_k} "
                 ">= 2**31; use accumulate='float32' or a smaller block_k"
             )
-        operand = jnp.int8 if max(a_max, w_max) <= 127 else jnp.int32
-        return operand, jnp.int32
+        return jnp.int8, jnp.int32
     if accumulate == "float32":
-        # Every 4-bit value has at most 4 significant bits and |shift| <= 14: exact in bfloat16.
         return jnp.bfloat16, jnp.float32
     raise ValueError(f"accumulate must be 'auto', 'int32' or 'float32', got {accumulate!r}")
 
 
-def _ant_matmul_kernel(a_ref, w_ref, sa_ref, sw_ref, o_ref, *, a_format, w_format, operand, acc):
+def _block_product(a, w, *, a_format, w_format, operand, acc):
+    """low(A) @ low(W) + high(A) @ high(W) for one K block of packed codes, exact, as float32."""
+
     def decode(codes, fmt):
         integer, shift = _decode_parts(codes, fmt)
         if operand == jnp.bfloat16:
             return (integer.astype(jnp.float32) * (jnp.ones_like(shift) << shift).astype(jnp.float32)).astype(operand)
         return (integer << shift).astype(operand)
 
-    a = a_ref[...].astype(jnp.int32)
-    w = w_ref[...].astype(jnp.int32)
+    a = a.astype(jnp.int32)
+    w = w.astype(jnp.int32)
     partial = jnp.dot(decode(a & 0xF, a_format), decode(w & 0xF, w_format), preferred_element_type=acc)
     partial += jnp.dot(decode(a >> 4, a_format), decode(w >> 4, w_format), preferred_element_type=acc)
-    contribution = partial.astype(jnp.float32) * sa_ref[...] * sw_ref[...]
+    return partial.astype(jnp.float32)
+
+
+def _loop_kernel(a_ref, w_ref, sa_ref, sw_ref, o_ref, *, bkp, num_k, **formats):
+    """One output tile per program; the K reduction is a loop inside the kernel (GPU schedule).
+
+    Pallas-Triton launches every grid axis as parallel CUDA blocks, so an output tile must be
+    written by exactly one program: the accumulator lives in registers and is stored once.
+    """
+
+    def body(kb, total):
+        start = pl.multiple_of(kb * bkp, bkp)
+        a = a_ref[:, pl.ds(start, bkp)]
+        w = w_ref[pl.ds(start, bkp), :]
+        return total + _block_product(a, w, **formats)
+
+    total = jax.lax.fori_loop(0, num_k, body, jnp.zeros(o_ref.shape, jnp.float32))
+    o_ref[...] = total * sa_ref[...] * sw_ref[...]
+
+
+def _grid_kernel(a_ref, w_ref, sa_ref, sw_ref, o_ref, **formats):
+    """K as the last grid axis, accumulated into the resident output tile (TPU schedule).
+
+    Correct only where that axis runs in order: Mosaic TPU with dimension_semantics "arbitrary"
+    on it (and interpret mode). Never used for GPU.
+    """
+    contribution = _block_product(a_ref[...], w_ref[...], **formats) * sa_ref[...] * sw_ref[...]
 
     @pl.when(pl.program_id(2) == 0)
     def _first():
@@ -202,6 +245,9 @@ def _ant_matmul_kernel(a_ref, w_ref, sa_ref, sw_ref, o_ref, *, a_format, w_forma
     @pl.when(pl.program_id(2) > 0)
     def _rest():
         o_ref[...] += contribution
+
+
+SCHEDULES = ("loop", "grid")
 
 
 def _ant_matmul_pallas(
@@ -216,6 +262,7 @@ def _ant_matmul_pallas(
     block_n,
     block_k,
     accumulate,
+    schedule,
     interpret,
     compiler_params,
 ):
@@ -224,10 +271,27 @@ def _ant_matmul_pallas(
     n = w_packed.shape[1]
     bkp = block_k // 2
     operand, acc = _operand_plan(a_format, w_format, block_k, accumulate)
-    kernel = functools.partial(_ant_matmul_kernel, a_format=a_format, w_format=w_format, operand=operand, acc=acc)
+    formats = dict(a_format=a_format, w_format=w_format, operand=operand, acc=acc)
+    scales = (a_scale.reshape(m, 1), w_scale.reshape(1, n))
+    out_shape = jax.ShapeDtypeStruct((m, n), jnp.float32)
+    if schedule == "loop":
+        return pl.pallas_call(
+            functools.partial(_loop_kernel, bkp=bkp, num_k=kp // bkp, **formats),
+            out_shape=out_shape,
+            grid=(m // block_m, n // block_n),
+            in_specs=[
+                pl.BlockSpec((block_m, kp), lambda i, j: (i, 0)),
+                pl.BlockSpec((kp, block_n), lambda i, j: (0, j)),
+                pl.BlockSpec((block_m, 1), lambda i, j: (i, 0)),
+                pl.BlockSpec((1, block_n), lambda i, j: (0, j)),
+            ],
+            out_specs=pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
+            interpret=interpret,
+            compiler_params=compiler_params,
+        )(a_packed, w_packed, *scales)
     return pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct((m, n), jnp.float32),
+        functools.partial(_grid_kernel, **formats),
+        out_shape=out_shape,
         grid=(m // block_m, n // block_n, kp // bkp),
         in_specs=[
             pl.BlockSpec((block_m, bkp), lambda i, j, k: (i, k)),
@@ -238,7 +302,7 @@ def _ant_matmul_pallas(
         out_specs=pl.BlockSpec((block_m, block_n), lambda i, j, k: (i, j)),
         interpret=interpret,
         compiler_params=compiler_params,
-    )(a_packed, w_packed, a_scale.reshape(m, 1), w_scale.reshape(1, n))
+    )(a_packed, w_packed, *scales)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -250,24 +314,59 @@ def _block(size: int, lowest: int, highest: int) -> int:
     return min(highest, max(lowest, 1 << max(size - 1, 0).bit_length()))
 
 
+TARGETS = ("gpu", "tpu", "cpu")
+
+# Per target: (lowest, highest) default tile per axis (block_k counts K values), the multiple a
+# user's tile must be, and the schedule. GPU tiles stay small: every tile decodes two int32
+# temporaries of (block_m, block_k/2) and (block_k/2, block_n) in registers, and 4 warps hold
+# 128 threads' registers (64 x 128 x 64 keeps them near 32 int32 values per thread per operand).
+# TPU tiles follow Mosaic's (32, 128) uint8 tiling; K runs as an "arbitrary" grid axis.
+_TILES = {
+    "gpu": {"m": (16, 64, 16), "n": (32, 128, 16), "k": (64, 128, 32), "schedule": "loop"},
+    "tpu": {"m": (32, 256, 32), "n": (128, 256, 128), "k": (256, 1024, 256), "schedule": "grid"},
+    "cpu": {"m": (8, 64, 8), "n": (8, 128, 8), "k": (16, 256, 16), "schedule": "loop"},
+}
+
+
+def _target_of(backend: str) -> str:
+    return "gpu" if backend in ("gpu", "cuda", "rocm") else ("tpu" if backend == "tpu" else "cpu")
+
+
 def default_compiler_params(backend: str | None = None):
     """Compiler parameters for the kernel on `backend` (default: the current one).
 
-    On GPU we use the Triton lowering: the default Mosaic GPU lowering refuses the per-row scale
-    operand (its copies need 16-byte strides). TPU and CPU (interpret) need none.
+    GPU: the Triton lowering (the default Mosaic GPU lowering refuses the per-row scale operand,
+    whose copies need 16-byte strides), 4 warps. TPU: the K grid axis "arbitrary" (sequential),
+    the output-tile axes "parallel". CPU (interpret mode) needs none.
     """
-    backend = backend or jax.default_backend()
-    if backend in ("gpu", "cuda", "rocm"):
+    target = _target_of(backend or jax.default_backend())
+    if target == "gpu":
         from jax.experimental.pallas import triton as pl_triton
 
         return pl_triton.CompilerParams(num_warps=4, num_stages=2)
+    if target == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
     return None
 
 
-def _check_block(value, name: str, multiple: int) -> int:
+def _check_block(value, name: str, multiple: int, target: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0 or value % multiple:
-        raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value!r}")
+        raise ValueError(f"{name} must be a positive multiple of {multiple} on {target}, got {value!r}")
+    if target == "gpu" and value & (value - 1):
+        raise ValueError(f"{name} must be a power of two on gpu (Triton tiles), got {value}")
     return int(value)
+
+
+def ant_matmul_call_name(a_format: CodeFormat, w_format: CodeFormat) -> str:
+    """The name an `ant_matmul` call leaves in a jaxpr (a `jit` equation), for cost models:
+    `frugal_ant_matmul__a{bits}{kind}{s|u}__w{bits}{kind}{s|u}` (e.g. `..._a4flintu__w4ints`)."""
+
+    def tag(fmt):
+        return f"{CODE_BITS}{fmt.kind}{'s' if fmt.signed else 'u'}"
+
+    return f"frugal_ant_matmul__a{tag(a_format)}__w{tag(w_format)}"
 
 
 def ant_matmul(
@@ -279,10 +378,12 @@ def ant_matmul(
     a_format,
     w_format,
     impl: str = "auto",
+    target: str | None = None,
     block_m: int | None = None,
     block_n: int | None = None,
     block_k: int | None = None,
     accumulate: str = "auto",
+    schedule: str | None = None,
     interpret: bool | None = None,
     compiler_params: Any = "auto",
 ) -> jax.Array:
@@ -296,15 +397,20 @@ def ant_matmul(
       w_scale: scalar or one per output column ``(N,)``.
       a_format, w_format: :class:`CodeFormat` or 4-bit ``NumericType`` of each operand.
       impl: ``"reference"``, ``"pallas"``, or ``"auto"`` (Pallas on GPU/TPU, reference on CPU).
-      block_m, block_n, block_k: Pallas tile sizes (block_k counts K values, even). Defaults fit
-        TPU tiling; operands are zero-padded to the grid (code 0 is zero in every type).
-      accumulate: ``"int32"`` (int operands, exact per K block), ``"float32"`` (bfloat16 operands,
+      target: the hardware the kernel is built for, ``"gpu"``, ``"tpu"`` or ``"cpu"`` (default:
+        the current backend's). It picks tiles, operand types, the schedule and compiler
+        parameters; pass it to lower for another platform (``jax.export``).
+      block_m, block_n, block_k: Pallas tile sizes (block_k counts K values, even). Defaults per
+        target; operands are zero-padded to the grid (code 0 is zero in every type).
+      accumulate: ``"int32"`` (int8 operands, exact per K block), ``"float32"`` (bfloat16 operands,
         exact products) or ``"auto"`` (int32 when values fit int8 and cannot overflow).
+      schedule: ``"loop"`` (grid over output tiles, K reduced in a loop inside the kernel: the only
+        schedule for GPU) or ``"grid"`` (K as a sequential grid axis: TPU). Default per target.
       interpret: run the Pallas kernel in interpret mode; defaults to True on CPU.
-      compiler_params: passed to ``pallas_call``; ``"auto"`` uses :func:`default_compiler_params`
-        (Triton on GPU). Pass ``default_compiler_params("gpu")`` to lower for GPU from elsewhere.
+      compiler_params: passed to ``pallas_call``; ``"auto"`` uses :func:`default_compiler_params`.
 
-    Returns float32 ``(..., N)``.
+    Returns float32 ``(..., N)``. The call appears in a jaxpr as a jit named by
+    :func:`ant_matmul_call_name`, so cost models can find it.
     """
     a_format, w_format = CodeFormat.of(a_format, "a_format"), CodeFormat.of(w_format, "w_format")
     a_packed, w_packed = jnp.asarray(a_packed), jnp.asarray(w_packed)
@@ -322,41 +428,88 @@ def ant_matmul(
         )
     if impl not in ("auto", "reference", "pallas"):
         raise ValueError(f"impl must be 'auto', 'reference' or 'pallas', got {impl!r}")
+    backend = jax.default_backend()
+    target = _target_of(backend) if target is None else target
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS} or None (the current backend), got {target!r}")
+    tiles = _TILES[target]
+    schedule = tiles["schedule"] if schedule is None else schedule
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES} or None, got {schedule!r}")
+    if target == "gpu" and schedule != "loop":
+        raise ValueError("schedule='grid' accumulates across grid steps, which race on GPU; use 'loop'")
+    if a_packed.shape[-1] == 0:
+        raise ValueError("a_packed and w_packed have K = 0 (no packed bytes); the product needs K >= 1")
     lead = a_packed.shape[:-1]
     a2 = a_packed.reshape(-1, a_packed.shape[-1])
     m, kp, n = a2.shape[0], a2.shape[1], w_packed.shape[1]
     sa, sw = _scales(a_scale, w_scale, m, n)
-    backend = jax.default_backend()
+    # Same checks on every implementation (the reference accumulates in float32 whatever is asked,
+    # but a request the kernel would refuse is refused here too); the overflow bound uses the tile.
+    _operand_plan(a_format, w_format, 2, accumulate)
     if impl == "auto":
         impl = "reference" if backend == "cpu" else "pallas"
-    if impl == "reference":
-        out = ant_matmul_reference(a2, sa, w_packed, sw, a_format=a_format, w_format=w_format)
-        return out.reshape(lead + (n,))
-
-    block_m = _check_block(block_m, "block_m", 8) if block_m is not None else _block(m, 32, 256)
-    block_n = _check_block(block_n, "block_n", 128) if block_n is not None else _block(n, 128, 256)
-    block_k = _check_block(block_k, "block_k", 256) if block_k is not None else _block(2 * kp, 256, 1024)
-    if interpret is None:
-        interpret = backend == "cpu"
-    if isinstance(compiler_params, str):
-        if compiler_params != "auto":
-            raise ValueError(f"compiler_params must be 'auto', None or a CompilerParams, got {compiler_params!r}")
-        compiler_params = None if interpret else default_compiler_params(backend)
-    mp, np_, kpp = _round_up(m, block_m), _round_up(n, block_n), _round_up(kp, block_k // 2)
-    a_pad = jnp.pad(a2, ((0, mp - m), (0, kpp - kp)))
-    w_pad = jnp.pad(w_packed, ((0, kpp - kp), (0, np_ - n)))
-    out = _ant_matmul_pallas(
-        a_pad,
-        jnp.pad(sa, (0, mp - m)),
-        w_pad,
-        jnp.pad(sw, (0, np_ - n)),
-        a_format=a_format,
-        w_format=w_format,
-        block_m=block_m,
-        block_n=block_n,
-        block_k=block_k,
-        accumulate=accumulate,
-        interpret=interpret,
-        compiler_params=compiler_params,
+    if impl == "pallas":
+        lo, hi, mult = tiles["m"]
+        block_m = _check_block(block_m, "block_m", mult, target) if block_m is not None else _block(m, lo, hi)
+        lo, hi, mult = tiles["n"]
+        block_n = _check_block(block_n, "block_n", mult, target) if block_n is not None else _block(n, lo, hi)
+        lo, hi, mult = tiles["k"]
+        block_k = _check_block(block_k, "block_k", mult, target) if block_k is not None else _block(2 * kp, lo, hi)
+        _operand_plan(a_format, w_format, block_k, accumulate)  # validate before tracing
+        if interpret is None:
+            interpret = backend == "cpu"
+        if isinstance(compiler_params, str):
+            if compiler_params != "auto":
+                raise ValueError(f"compiler_params must be 'auto', None or a CompilerParams, got {compiler_params!r}")
+            compiler_params = None if interpret else default_compiler_params(target)
+    static = _Static(
+        a_format, w_format, impl, block_m, block_n, block_k, accumulate, schedule, interpret, compiler_params
     )
-    return out[:m, :n].reshape(lead + (n,))
+    out = _named_call(static)(a2, sa, w_packed, sw)
+    return out.reshape(lead + (n,))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    a_format: CodeFormat
+    w_format: CodeFormat
+    impl: str
+    block_m: int | None
+    block_n: int | None
+    block_k: int | None
+    accumulate: str
+    schedule: str
+    interpret: bool | None
+    compiler_params: Any
+
+
+@functools.lru_cache(maxsize=256)
+def _named_call(st: _Static):
+    """One jitted function per static configuration, named by `ant_matmul_call_name` (inlined under an
+    outer jit; compiled once per configuration when called eagerly)."""
+
+    def run(a2, sa, w_packed, sw):
+        if st.impl == "reference":
+            return ant_matmul_reference(a2, sa, w_packed, sw, a_format=st.a_format, w_format=st.w_format)
+        m, kp, n = a2.shape[0], a2.shape[1], w_packed.shape[1]
+        mp, np_, kpp = _round_up(m, st.block_m), _round_up(n, st.block_n), _round_up(kp, st.block_k // 2)
+        out = _ant_matmul_pallas(
+            jnp.pad(a2, ((0, mp - m), (0, kpp - kp))),
+            jnp.pad(sa, (0, mp - m)),
+            jnp.pad(w_packed, ((0, kpp - kp), (0, np_ - n))),
+            jnp.pad(sw, (0, np_ - n)),
+            a_format=st.a_format,
+            w_format=st.w_format,
+            block_m=st.block_m,
+            block_n=st.block_n,
+            block_k=st.block_k,
+            accumulate=st.accumulate,
+            schedule=st.schedule,
+            interpret=st.interpret,
+            compiler_params=st.compiler_params,
+        )
+        return out[:m, :n]
+
+    run.__name__ = run.__qualname__ = ant_matmul_call_name(st.a_format, st.w_format)
+    return jax.jit(run)

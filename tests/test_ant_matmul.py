@@ -13,7 +13,6 @@ from frugal.jaxlib_ext.ant_matmul import (
     _decode_parts,
     ant_matmul,
     ant_matmul_reference,
-    default_compiler_params,
 )
 from frugal.transforms.quant import NumericType, decode, decode_parts, pack_int4, quantize, quantize_to_codes
 
@@ -47,7 +46,7 @@ def test_in_kernel_decoder_matches_the_numerics_module(fmt):
 
 _pallas = jax.jit(
     functools.partial(ant_matmul, impl="pallas", interpret=True),
-    static_argnames=("a_format", "w_format", "accumulate", "block_m", "block_n", "block_k"),
+    static_argnames=("a_format", "w_format", "accumulate", "block_m", "block_n", "block_k", "target", "schedule"),
 )
 _reference = jax.jit(ant_matmul_reference, static_argnames=("a_format", "w_format"))
 
@@ -70,7 +69,9 @@ _reference = jax.jit(ant_matmul_reference, static_argnames=("a_format", "w_forma
         (17, 64, 9, CodeFormat("float", True), CodeFormat("pot", True), "int32", {}),
     ],
 )
-def test_kernel_equals_reference(m, k, n, a_fmt, w_fmt, accumulate, blocks):
+@pytest.mark.parametrize("target", ["cpu", "gpu", "tpu"])
+def test_kernel_equals_reference(m, k, n, a_fmt, w_fmt, accumulate, blocks, target):
+    """Each target's tiles and schedule (gpu/cpu: K loop inside the kernel; tpu: K grid axis), interpreted."""
     a_codes, a_scale, w_codes, w_scale = random_operands(m, k, n, seed=m + k + n)
     a_packed = jnp.asarray(pack_int4(a_codes, axis=1))
     w_packed = jnp.asarray(pack_int4(w_codes, axis=0))
@@ -83,8 +84,17 @@ def test_kernel_equals_reference(m, k, n, a_fmt, w_fmt, accumulate, blocks):
         NumericType(w_fmt.kind, 4, w_fmt.signed),
     )
     reference = _reference(a_packed, a_scale, w_packed, w_scale, a_format=a_fmt, w_format=w_fmt)
+    blocks = blocks if target == "cpu" else {}
     kernel = _pallas(
-        a_packed, a_scale, w_packed, w_scale, a_format=a_fmt, w_format=w_fmt, accumulate=accumulate, **blocks
+        a_packed,
+        a_scale,
+        w_packed,
+        w_scale,
+        a_format=a_fmt,
+        w_format=w_fmt,
+        accumulate=accumulate,
+        target=target,
+        **blocks,
     )
     scale = np.abs(expected).max() + 1e-30
     assert kernel.shape == (m, n) and kernel.dtype == jnp.float32
@@ -123,23 +133,55 @@ def test_end_to_end_from_float_tensors_and_leading_dims():
 
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
-def test_kernel_lowers_for_gpu_and_tpu(platform):
-    a_packed = jnp.zeros((64, 256), jnp.uint8)
-    w_packed = jnp.zeros((256, 128), jnp.uint8)
+@pytest.mark.parametrize("a_kind, w_kind", [("flint", "flint"), ("pot", "int")])  # int8 and bf16 operands
+def test_kernel_lowers_for_gpu_and_tpu(platform, a_kind, w_kind):
+    """Several K blocks (K = 1536, MiniLM's FFN), both operand types, for each platform's target."""
+    a_packed = jnp.zeros((64, 768), jnp.uint8)
+    w_packed = jnp.zeros((768, 384), jnp.uint8)
     fn = functools.partial(
         ant_matmul,
-        a_format=CodeFormat("flint", False),
-        w_format=CodeFormat("flint", True),
+        a_format=CodeFormat(a_kind, False),
+        w_format=CodeFormat(w_kind, True),
         impl="pallas",
+        target="gpu" if platform == "cuda" else "tpu",
         interpret=False,
-        compiler_params=default_compiler_params("gpu" if platform == "cuda" else "tpu"),
     )
     checks = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")] if platform == "cuda" else []
     exported = export.export(jax.jit(fn), platforms=[platform], disabled_checks=checks)(
-        a_packed, jnp.float32(1.0), w_packed, jnp.ones(128, jnp.float32)
+        a_packed, jnp.float32(1.0), w_packed, jnp.ones(384, jnp.float32)
     )
     text = exported.mlir_module()
     assert ("triton" in text) if platform == "cuda" else ("tpu_custom_call" in text)
+
+
+def test_grid_schedule_refused_for_gpu_and_targets_checked():
+    args = (np.zeros((4, 8), np.uint8), 1.0, np.zeros((8, 4), np.uint8), 1.0)
+    fmt = dict(a_format=CodeFormat("int", False), w_format=CodeFormat("int", True), impl="pallas")
+    with pytest.raises(ValueError, match="race on GPU"):
+        ant_matmul(*args, **fmt, target="gpu", schedule="grid")
+    with pytest.raises(ValueError, match="target must be one of"):
+        ant_matmul(*args, **fmt, target="metal")
+    with pytest.raises(ValueError, match="power of two on gpu"):
+        ant_matmul(*args, **fmt, target="gpu", block_m=48)
+    with pytest.raises(ValueError, match="K = 0"):
+        ant_matmul(np.zeros((4, 0), np.uint8), 1.0, np.zeros((0, 4), np.uint8), 1.0, **fmt)
+    with pytest.raises(ValueError, match="needs int8 operands"):
+        ant_matmul(*args, a_format=CodeFormat("pot", False), w_format=CodeFormat("int", True), accumulate="int32")
+
+
+def test_call_is_named_for_cost_models():
+    """The call leaves a jit named by its formats in the jaxpr; accel.trace_workload counts it as
+    one 4-bit GEMM of the right shape instead of its decode internals."""
+    from frugal.accel import trace_workload
+    from frugal.jaxlib_ext.ant_matmul import ant_matmul_call_name
+
+    a_fmt, w_fmt = CodeFormat("flint", False), CodeFormat("int", True)
+    fn = functools.partial(ant_matmul, a_format=a_fmt, w_format=w_fmt, impl="reference")
+    args = (jnp.zeros((6, 10), jnp.uint8), 1.0, jnp.zeros((10, 12), jnp.uint8), jnp.ones(12))
+    names = [e.params.get("name") for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns]
+    assert ant_matmul_call_name(a_fmt, w_fmt) in names
+    workload = trace_workload(fn, *args)
+    assert [(g.m, g.k, g.n, g.a_bits, g.w_bits) for g in workload.gemms] == [(6, 20, 12, 4, 4)]
 
 
 @pytest.mark.parametrize(
@@ -151,6 +193,7 @@ def test_kernel_lowers_for_gpu_and_tpu(platform):
         (dict(a_format="int"), TypeError),
         (dict(impl="cuda"), ValueError),
         (dict(impl="pallas", block_k=100), ValueError),
+        (dict(impl="pallas", schedule="diagonal"), ValueError),
         (dict(a_scale=np.ones(3)), ValueError),
         (
             dict(
