@@ -23,6 +23,7 @@ from frugal.transforms.quant.model_quant import (
     apply_plan,
     collect_layer_inputs,
     first_matching_rule,
+    packed_weight_bytes,
     ptq,
     select_plan,
     strip_quantization,
@@ -288,3 +289,39 @@ def test_padded_selection_equals_plain_selection():
         np.testing.assert_allclose(padded.alpha, plain.alpha, rtol=1e-6)
         for kind in ANT:
             assert padded.mse_per_candidate[kind] == pytest.approx(plain.mse_per_candidate[kind], rel=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["reference", "pallas"])
+def test_packed_ant_kernel_path_equals_fake_quant(mlp_setup, impl):
+    """apply_plan(impl=...) runs 4-bit dense layers through jaxlib_ext.ant_matmul on packed codes:
+    same outputs as the fake-quant path, the float kernels no longer read, 8-bit layers left fake."""
+    model, batches = mlp_setup
+    rules = [
+        QuantRule(module_path="fc3", weight_bits=8, act_bits=8, alpha_step=0.05),
+        QuantRule(module_path="fc.*", weight_kinds=ANT, act_kinds=ANT, alpha_step=0.05),
+    ]
+    fake, plan = ptq(model, rules, batches)
+    packed = apply_plan(model, plan, impl=impl)
+    x = batches[1]
+    np.testing.assert_allclose(np.asarray(forward(packed, x)), np.asarray(forward(fake, x)), rtol=1e-5, atol=1e-5)
+    def kernel_calls(jaxpr):
+        for eqn in jaxpr.eqns:
+            if str(eqn.params.get("name", "")).startswith("frugal_ant_matmul__"):
+                yield eqn
+            else:
+                for value in eqn.params.values():
+                    if hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+                        yield from kernel_calls(value.jaxpr)
+
+    calls = list(kernel_calls(jax.make_jaxpr(lambda m, x: m(x))(packed, x).jaxpr))
+    assert len(calls) == 2  # fc1 and fc2; fc3 (8-bit) stays fake-quantized
+    # The packed layers read their codes, not the float kernel.
+    packed.fc1.kernel.set_value(jnp.zeros_like(packed.fc1.kernel[...]))
+    np.testing.assert_allclose(np.asarray(forward(packed, x)), np.asarray(forward(fake, x)), rtol=1e-5, atol=1e-5)
+    moved = packed_weight_bytes(packed)
+    float_bytes = 4 * (12 * 32 + 32 * 16)
+    assert moved["layers"] == 2 and moved["float_bytes"] == float_bytes
+    assert moved["packed_bytes"] == (6 * 32 + 16 * 16) + 4 * (32 + 16)  # codes + per-column scales
+    assert packed_weight_bytes(fake)["layers"] == 0
+    with pytest.raises(ValueError, match="impl must be one of"):
+        apply_plan(model, plan, impl="cuda")

@@ -43,8 +43,8 @@ import qwix
 from flax import nnx
 
 from frugal.transforms.quant import qwix_adapter
-from frugal.transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType
-from frugal.transforms.quant.quantizer import quantize
+from frugal.transforms.quant.numerics import ALL_KINDS, OLIVE_KINDS, NumericType, pack_int4
+from frugal.transforms.quant.quantizer import quantize, quantize_to_codes
 from frugal.transforms.quant.selection import TypeChoice, select_numeric_type
 
 OP_NAMES = ("dot_general", "conv_general_dilated", "einsum")
@@ -248,12 +248,56 @@ class LayerSamples:
         return f"{self.path}:{self.op_id}"
 
 
-class _AntProvider(qwix.QuantizationProvider):
-    """qwix interception that records op inputs (`plan=None`) or fake-quantizes by a QuantPlan."""
+IMPLS = ("fake", "pallas", "reference")
 
-    def __init__(self, rules: Sequence[QuantRule], plan: QuantPlan | None = None):
+
+class PackedWeight(nnx.Variable):
+    """A weight's 4-bit codes packed two per byte along K, or its per-column scale: what the ANT
+    kernel path reads instead of the float kernel. Not a Param: nothing trains it."""
+
+
+def _packs(layer: LayerQuant) -> bool:
+    """Whether `layer` can run through the packed ANT kernel: a dot_general with 4-bit ANT types
+    (int/PoT/float/flint, not OliVe) on both the weight and the input."""
+    return (
+        layer.op_name == "dot_general"
+        and layer.weight is not None
+        and layer.act is not None
+        and all(t.ntype.bits == 4 and not t.ntype.is_olive for t in (layer.weight, layer.act))
+        and np.ndim(layer.act.alpha) == 0
+    )
+
+
+def _is_dense_dot(lhs_ndim: int, rhs_ndim: int, dimension_numbers) -> bool:
+    """x @ kernel with a (K, N) kernel, as nnx.Linear calls it."""
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+    return (
+        rhs_ndim == 2
+        and tuple(lhs_contract) == (lhs_ndim - 1,)
+        and tuple(rhs_contract) == (0,)
+        and not lhs_batch
+        and not rhs_batch
+    )
+
+
+def packed_weight(kernel, weight: TensorQuant) -> tuple[jax.Array, jax.Array]:
+    """(codes packed two per byte along K, one scale per output column) of a (K, N) kernel."""
+    axis = -1 if np.ndim(weight.alpha) else None
+    codes, scale = quantize_to_codes(
+        jnp.asarray(kernel, jnp.float32), weight.ntype, weight.alpha, axis=axis, pair_axis=0
+    )
+    scale = jnp.broadcast_to(jnp.asarray(scale, jnp.float32).reshape(-1), (kernel.shape[1],))
+    return pack_int4(codes, axis=0), scale
+
+
+class _AntProvider(qwix.QuantizationProvider):
+    """qwix interception that records op inputs (`plan=None`) or quantizes by a QuantPlan: fake
+    quantization, or (impl "pallas"/"reference") the packed ANT matmul for eligible dense layers."""
+
+    def __init__(self, rules: Sequence[QuantRule], plan: QuantPlan | None = None, impl: str = "fake"):
         super().__init__(list(rules) or [QuantRule(module_path=".*")])
         self.plan = plan
+        self.impl = impl
         self.records: dict[str, LayerSamples] = {}
         self.call_order: list[str] = []  # op keys in the order the model calls them (trace time)
 
@@ -306,8 +350,37 @@ class _AntProvider(qwix.QuantizationProvider):
             )
         self.records[key].activations.append(np.asarray(lhs, np.float32))
 
+    def _packed_dot(self, op_id: str, layer: LayerQuant, lhs):
+        """The ANT kernel on packed codes: the input quantized to codes on the fly, the weight's
+        codes and scales read from the PackedWeight variables `apply_plan` stored."""
+        from frugal.jaxlib_ext.ant_matmul import ant_matmul
+
+        a = layer.act
+        alpha = qwix_adapter.get_or_create_param(
+            f"{op_id}_act_alpha", lambda: jnp.asarray(a.alpha, jnp.float32), QuantAlpha
+        )
+        codes, scale = quantize_to_codes(lhs, a.ntype, alpha)
+        w_codes = qwix_adapter.current_module_variable(f"{op_id}_weight_codes")
+        w_scale = qwix_adapter.current_module_variable(f"{op_id}_weight_scale")
+        if w_codes is None or w_scale is None:
+            raise ValueError(f"no packed weight for {op_id}: build the model with apply_plan(..., impl={self.impl!r})")
+        return ant_matmul(
+            pack_int4(codes, axis=-1),
+            jnp.reshape(scale, ()),
+            w_codes,
+            w_scale,
+            a_format=a.ntype,
+            w_format=layer.weight.ntype,
+            impl=self.impl,
+        )
+
     def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         rule, op_id, path = self._current("dot_general")
+        if self.impl != "fake" and self.plan is not None and qwix_adapter.find_param(rhs) is not None:
+            layer = self.plan.lookup(path, op_id)
+            if layer is not None and _packs(layer) and _is_dense_dot(lhs.ndim, rhs.ndim, dimension_numbers):
+                out = self._packed_dot(op_id, layer, lhs)
+                return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
         if qwix_adapter.find_param(rhs) is not None:
             axes = _weight_axes_dot(rhs.ndim, dimension_numbers)
             lhs, rhs = self._handle("dot_general", rule, op_id, path, lhs, rhs, axes)
@@ -593,11 +666,25 @@ def select_plan(
 # Applying a plan
 
 
-def apply_plan(model: nnx.Module, plan: QuantPlan) -> nnx.Module:
-    """A fake-quantized copy of `model` following `plan`; the input model is not modified."""
+def apply_plan(model: nnx.Module, plan: QuantPlan, *, impl: str = "fake") -> nnx.Module:
+    """A quantized copy of `model` following `plan`; the input model is not modified.
+
+    impl:
+      "fake" (default): every quantized op runs in float on fake-quantized operands (differentiable:
+        QAT trains the clip values alpha).
+      "pallas": dense layers (`x @ kernel`, nnx.Linear) whose weight and input both got a 4-bit
+        int/PoT/float/flint type run through `frugal.jaxlib_ext.ant_matmul` on packed codes, decoded
+        inside the kernel: the weights are quantized and packed here, once (a `PackedWeight` variable
+        holds K/2 x N bytes plus N scales), and the input is quantized to codes per call. Equal to
+        "fake" up to float summation order. Inference only (codes have no gradient; retrain with
+        "fake", then apply again). Other ops stay fake-quantized.
+      "reference": the same packed path through the kernel's plain-jnp reference (any backend).
+    """
     if not isinstance(plan, QuantPlan):
         raise TypeError(f"plan must be a QuantPlan, got {type(plan).__name__}")
-    provider = _AntProvider([QuantRule(module_path=".*")], plan)
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    provider = _AntProvider([QuantRule(module_path=".*")], plan, impl=impl)
     # No eager initialization run: the alphas are created here from the plan, and the model is
     # traced only when the caller (jitted) runs it.
     quantized = qwix.quantize_model(model, provider, skip_nnx_init=True)
@@ -610,17 +697,49 @@ def apply_plan(model: nnx.Module, plan: QuantPlan) -> nnx.Module:
             setattr(module, f"{layer.op_id}_weight_alpha", QuantAlpha(jnp.asarray(layer.weight.alpha, jnp.float32)))
         if layer.act is not None:
             setattr(module, f"{layer.op_id}_act_alpha", QuantAlpha(jnp.asarray(layer.act.alpha, jnp.float32)))
+        kernel = getattr(module, "kernel", None)
+        if impl != "fake" and _packs(layer) and isinstance(kernel, nnx.Param) and kernel[...].ndim == 2:
+            codes, scale = packed_weight(kernel[...], layer.weight)
+            setattr(module, f"{layer.op_id}_weight_codes", PackedWeight(codes))
+            setattr(module, f"{layer.op_id}_weight_scale", PackedWeight(scale))
     return quantized
 
 
+def packed_weight_bytes(model: nnx.Module) -> dict:
+    """Weight bytes a forward pass reads for the layers that run on packed codes, packed vs float32.
+
+    Returns {"layers": n, "packed_bytes": codes + scales, "float_bytes": the float32 kernels they
+    replace, "ratio": float / packed}; all zero when no layer runs packed (impl "fake").
+    """
+    layers = packed = dense = 0
+    for _, module in nnx.iter_modules(model):
+        for name, value in vars(module).items():
+            if isinstance(value, PackedWeight) and name.endswith("_weight_codes"):
+                scale = getattr(module, name.replace("_weight_codes", "_weight_scale"))
+                layers += 1
+                codes = value.get_value()
+                packed += codes.size * codes.dtype.itemsize + scale.get_value().size * 4
+                kp, n = codes.shape
+                dense += 2 * kp * n * 4
+    return {"layers": layers, "packed_bytes": packed, "float_bytes": dense, "ratio": dense / packed if packed else 0.0}
+
+
 def ptq(
-    model: nnx.Module, rules: Sequence[QuantRule], batches: Iterable, *, max_activation_values: int = 1 << 16
+    model: nnx.Module,
+    rules: Sequence[QuantRule],
+    batches: Iterable,
+    *,
+    max_activation_values: int = 1 << 16,
+    impl: str = "fake",
 ) -> tuple[nnx.Module, QuantPlan]:
-    """Post-training quantization: calibrate on `batches`, select types per tensor, apply."""
+    """Post-training quantization: calibrate on `batches`, select types per tensor, apply (see
+    `apply_plan` for `impl`)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     batches = [_as_args(b) for b in batches]
     samples = collect_layer_inputs(model, rules, batches)
     plan = select_plan(samples, max_activation_values=max_activation_values)
-    return apply_plan(model, plan), plan
+    return apply_plan(model, plan, impl=impl), plan
 
 
 def strip_quantization(model: nnx.Module) -> nnx.Module:
@@ -629,6 +748,6 @@ def strip_quantization(model: nnx.Module) -> nnx.Module:
     if hasattr(type(model), "_unquantized_type"):
         model.__class__ = type(model)._unquantized_type
     for _, module in nnx.iter_modules(model):
-        for name in [n for n, v in vars(module).items() if isinstance(v, QuantAlpha)]:
+        for name in [n for n, v in vars(module).items() if isinstance(v, (QuantAlpha, PackedWeight))]:
             delattr(module, name)
     return model
