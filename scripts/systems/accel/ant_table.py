@@ -19,8 +19,8 @@ from frugal.accel import cost, designs, paper_workloads
 from frugal.accel.workload import Workload, trace_workload
 from frugal.scripts.systems.accel.config import AntConfig
 
-# Speedup / energy ratio of each design over ANT-OS (X / ANT), from ant_simulator/results/ant_res.csv
-# (papers/ant-aquant-nested-ad.md section 2.8).
+# Speedup / energy ratio of each design over ANT-OS (X / ANT), from the ANT artifact's
+# ant_simulator/results/ant_res.csv (github.com/clevercool/ANT-Quantization; arXiv 2208.14286).
 ANT_PAPER_RATIOS = {
     "vgg16": {"BitFusion": (3.80, 3.11), "OLAccel": (3.95, 2.07), "AdaFloat": (5.00, 3.57), "BiScaled": (1.90, 1.75)},
     "resnet18": {"BitFusion": (3.00, 2.67), "OLAccel": (3.91, 2.10), "AdaFloat": (4.35, 3.33)},
