@@ -20,9 +20,14 @@ product as an index scatter, so the backward needs no transposed CSR).
 A CPU program exported with ``jax.export`` that contains the native call needs the target
 registered where it is deserialized: call :func:`native_available` there first.
 
-Conventions shared by every path: ``indptr`` is (rows + 1,) non-decreasing from 0; entries past
-``indptr[-1]`` are unused (static-size padding); an entry whose column index is outside
-``[0, dense.shape[0])`` is skipped. Graphs padded for jit rely on both.
+Conventions shared by every path: ``indptr`` is (rows + 1,) non-decreasing from 0 and
+``indptr[-1] <= len(indices)``; entries past ``indptr[-1]`` are unused (static-size padding); an
+entry whose column index is outside ``[0, dense.shape[0])`` is skipped. Graphs padded for jit rely
+on both. A concrete ``indptr`` that breaks the first rule is refused with the same ValueError on every
+path. Under jit its values are unknown at trace time: the native kernel then fails at run time with
+its own error, and the XLA and reference paths read it clamped into range (never out of bounds).
+NaN and inf in ``values`` or in the dense rows an entry reads propagate to that entry's output row
+only, on every path.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import sparse
 
 from frugal.jaxlib_ext import native
@@ -83,6 +89,9 @@ _COLUMN_MULTIPLE = 8
 
 def _xla_product(indptr, indices, values, dense):
     num_rows, width = indptr.shape[0] - 1, dense.shape[1]
+    # jaxlib's kernel reads entries up to indptr[-1] without bounds checks (a pointer past the stored
+    # entries crashes the process), so pointers are clamped into a valid, non-decreasing range.
+    indptr = jnp.clip(jax.lax.cummax(indptr, axis=0), 0, indices.shape[0])
     # Entries past indptr[-1] are never read by a CSR product, so only the column range needs a
     # mask here (no per-entry row search on the forward path).
     valid = (indices >= 0) & (indices < dense.shape[0])
@@ -165,6 +174,24 @@ def _check(indptr, indices, values, dense):
         )
 
 
+def _check_pointers(indptr, stored: int) -> None:
+    """Refuses a concrete indptr that is not non-decreasing from 0 within the stored entries."""
+    if isinstance(indptr, jax.core.Tracer):
+        return  # unknown until run time; see the module docstring
+    host = np.asarray(indptr)
+    if host[0] != 0:
+        raise ValueError(f"indptr must start at 0, got indptr[0]={int(host[0])}")
+    steps = np.diff(host)
+    if np.any(steps < 0):
+        row = int(np.argmax(steps < 0))
+        raise ValueError(
+            f"indptr must be non-decreasing, but indptr[{row + 1}]={int(host[row + 1])} "
+            f"< indptr[{row}]={int(host[row])}"
+        )
+    if host[-1] > stored:
+        raise ValueError(f"indptr[-1]={int(host[-1])} points past the {stored} stored entries of indices")
+
+
 def csr_matmul(
     indptr: jax.Array, indices: jax.Array, values: jax.Array | None, dense: jax.Array, *, impl: str = "auto"
 ) -> jax.Array:
@@ -179,6 +206,7 @@ def csr_matmul(
     indptr, indices, dense = jnp.asarray(indptr), jnp.asarray(indices), jnp.asarray(dense)
     values = None if values is None else jnp.asarray(values)
     _check(indptr, indices, values, dense)
+    _check_pointers(indptr, indices.shape[0])
     float32 = dense.dtype == jnp.float32 and (values is None or values.dtype == jnp.float32)
     if impl == "native":
         if not float32:

@@ -3,13 +3,19 @@
 A kernel's ``.cc`` file is compiled once per machine with the system C++ compiler against the
 XLA FFI headers that ship inside jaxlib (``jax.ffi.include_dir()``), so installing frugal needs no
 build step and downloads nothing. The library lands in a cache folder under a name that hashes the
-source, the compiler, the flags, jaxlib's version and the CPU, and is written atomically (a temp
-file, then ``os.replace``), so parallel test workers and reinstalls never load a stale or
-half-written file.
+source, the compiler and its version, the flags, jaxlib's version and the CPU, and is written
+atomically (a temp file, then ``os.replace``; temp files are removed on every path), so parallel
+test workers and reinstalls never load a stale or half-written file.
+
+Loading a shared library runs its code, so a cached library is loaded only when (1) the cache
+folder and the file belong to this user and nobody else can write them, and (2) its SHA-256 equals
+the digest recorded next to it when it was built (``<library>.sha256``). A library that fails
+either check is rebuilt when the folder is ours, else not loaded.
 
 Every caller must work without the library: :func:`load` returns None when kernels are disabled
-(``FRUGAL_NATIVE=0``), when no compiler is found, or when compiling fails (warned once, with the
-compiler's message), and the wrappers then use their XLA path. :func:`status` says which.
+(``FRUGAL_NATIVE=0``), when no compiler is found, or when anything about the cache or the build
+fails (warned once, with the reason), and the wrappers then use their XLA path. :func:`status`
+says which.
 
 Environment: ``FRUGAL_NATIVE=0`` disables the kernels; ``CXX`` picks the compiler (default
 ``c++``, then ``g++``, then ``clang++``); ``FRUGAL_NATIVE_CACHE`` moves the cache (default
@@ -74,11 +80,22 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+def compiler_version(compiler: str) -> str:
+    """The first line of `compiler --version` (part of the cache key: an upgraded compiler rebuilds)."""
+    try:
+        result = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
 def _library_path(name: str, source: bytes, compiler: str, flags: tuple[str, ...]) -> Path:
     digest = hashlib.sha256()
     for part in (
         source,
         compiler.encode(),
+        compiler_version(compiler).encode(),
         " ".join(flags).encode(),
         jaxlib.__version__.encode(),
         _cpu_signature().encode(),
@@ -89,9 +106,53 @@ def _library_path(name: str, source: bytes, compiler: str, flags: tuple[str, ...
     return cache_dir() / f"lib{name}-{digest.hexdigest()[:16]}.so"
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest_path(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _private(path: Path) -> str | None:
+    """Why `path` could have been written by someone else (None when only this user can write it)."""
+    if not hasattr(os, "getuid"):
+        return None
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        return f"{path} belongs to another user"
+    if info.st_mode & 0o022:
+        return f"{path} is writable by group or others"
+    return None
+
+
+def _verified(library: Path) -> str | None:
+    """Why the cached `library` must not be loaded (None when it passes every check)."""
+    for path in (library.parent, library):
+        problem = _private(path)
+        if problem:
+            return problem
+    recorded = _digest_path(library)
+    if not recorded.exists():
+        return f"no build-time digest next to {library.name}"
+    if recorded.read_text().strip() != _sha256(library):
+        return f"{library.name} does not match its build-time digest"
+    return None
+
+
 def _compile(source_path: Path, target: Path, compiler: str, flags: tuple[str, ...]) -> str | None:
-    """Compiles into a temp file next to target and renames it; returns the error text or None."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Compiles into a temp file next to target, records its digest, renames it; error text or None."""
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
     os.close(fd)
     command = [compiler, *flags, *_COMMON_FLAGS, f"-I{jax.ffi.include_dir()}", str(source_path), "-o", tmp]
@@ -99,6 +160,8 @@ def _compile(source_path: Path, target: Path, compiler: str, flags: tuple[str, .
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             return (result.stderr or result.stdout).strip()[-2000:] or f"exit status {result.returncode}"
+        os.chmod(tmp, 0o755)
+        _write_atomic(_digest_path(target), (_sha256(Path(tmp)) + "\n").encode())
         os.replace(tmp, target)
         return None
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -109,6 +172,19 @@ def _compile(source_path: Path, target: Path, compiler: str, flags: tuple[str, .
 
 
 def _build(name: str) -> ctypes.CDLL | None:
+    try:
+        return _build_or_raise(name)
+    except Exception as error:  # any cache or build trouble: the XLA path, one warning
+        _reasons[name] = f"the kernel cache failed ({type(error).__name__}: {error})"
+        warnings.warn(
+            f"frugal: native kernel {name!r} unavailable, using the XLA path: {_reasons[name]}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+
+def _build_or_raise(name: str) -> ctypes.CDLL | None:
     if not enabled():
         _reasons[name] = "disabled by FRUGAL_NATIVE=0"
         return None
@@ -121,14 +197,26 @@ def _build(name: str) -> ctypes.CDLL | None:
         return None
     source_path = _SOURCE_DIR / f"{name}.cc"
     source = source_path.read_bytes()
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    problem = _private(folder)
+    if problem:
+        raise PermissionError(f"{problem}; set FRUGAL_NATIVE_CACHE to a folder only you can write")
     errors = []
     for flags in _FLAG_SETS:
         target = _library_path(name, source, compiler, flags)
+        if target.exists() and _verified(target) is not None:
+            errors.append(f"rebuilding {target.name}: {_verified(target)}")
+            target.unlink()
         if not target.exists():
             error = _compile(source_path, target, compiler, flags)
             if error is not None:
                 errors.append(f"{' '.join(flags)}: {error}")
                 continue
+        problem = _verified(target)
+        if problem is not None:
+            errors.append(f"not loading {target}: {problem}")
+            continue
         try:
             library = ctypes.CDLL(str(target))
         except OSError as error:  # e.g. a library built elsewhere for another CPU

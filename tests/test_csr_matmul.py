@@ -22,7 +22,7 @@ needs_native = pytest.mark.skipif(not native_available(), reason=f"native kernel
 def random_csr(rng, rows, dense_rows, stored, padding=0, out_of_range=True):
     """Row pointers over `stored` entries plus `padding` unused ones; some column ids out of range."""
     cuts = np.sort(rng.integers(0, stored + 1, rows - 1)) if rows > 1 else np.zeros(0, np.int64)
-    indptr = np.concatenate([[0], cuts, [stored]]).astype(np.int32)
+    indptr = np.concatenate([[0], cuts, [stored]] if rows else [[0]]).astype(np.int32)
     low, high = (-2, dense_rows + 2) if out_of_range else (0, dense_rows)
     indices = rng.integers(low, high, stored + padding).astype(np.int32)
     values = rng.standard_normal(stored + padding).astype(np.float32)
@@ -45,27 +45,62 @@ def jitted(impl):
     return jax.jit(functools.partial(csr_matmul, impl=impl))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    rows=st.integers(1, 12),
+    rows=st.integers(0, 12),
     dense_rows=st.integers(1, 10),
     stored=st.integers(0, 40),
     padding=st.integers(0, 5),
     width=st.sampled_from([1, 3, 7, 8, 9, 16, 23, 64, 70]),
     unit=st.booleans(),
+    dtype=st.sampled_from([np.float32, jnp.bfloat16]),
     seed=st.integers(0, 2**16),
 )
-def test_every_path_matches_the_dense_matrix(rows, dense_rows, stored, padding, width, unit, seed):
+def test_every_path_matches_the_dense_matrix(rows, dense_rows, stored, padding, width, unit, dtype, seed):
+    """Edge sizes (0 rows, 0 stored entries, width 1, odd widths), float32 and bfloat16."""
     rng = np.random.default_rng(seed)
     indptr, indices, values = random_csr(rng, rows, dense_rows, stored, padding)
-    values = None if unit else values
-    dense = rng.standard_normal((dense_rows, width)).astype(np.float32)
-    expected = dense_product(indptr, indices, values, dense)
-    impls = ["reference", "xla", "auto"] + (["native"] if native_available() else [])
+    values = None if unit else values.astype(dtype)
+    dense = rng.standard_normal((dense_rows, width)).astype(dtype)
+    expected = dense_product(indptr, indices, None if unit else values.astype(np.float64), dense.astype(np.float64))
+    impls = ["reference", "xla", "auto"] + (["native"] if native_available() and dtype == np.float32 else [])
+    tol = 1e-5 if dtype == np.float32 else 5e-2
     for impl in impls:
         out = jitted(impl)(indptr, indices, values, dense)
-        assert out.shape == (rows, width)
-        np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-5, err_msg=impl)
+        assert out.shape == (rows, width) and out.dtype == dense.dtype
+        np.testing.assert_allclose(np.asarray(out, np.float64), expected, rtol=tol, atol=tol, err_msg=impl)
+
+
+@pytest.mark.parametrize(
+    "indptr, message",
+    [
+        ([0, 2, 9], "points past the 3 stored entries"),  # used to crash the process on the XLA path
+        ([1, 2, 3], "must start at 0"),
+        ([0, 2, 1, 3], "non-decreasing, but indptr\\[2\\]=1 < indptr\\[1\\]=2"),
+    ],
+)
+def test_broken_pointers_give_the_same_error_on_every_path(indptr, message):
+    impls = ["reference", "xla", "auto"] + (["native"] if native_available() else [])
+    for impl in impls:
+        with pytest.raises(ValueError, match=message):
+            csr_matmul(np.array(indptr), np.array([0, 1, 2]), None, np.ones((3, 4), np.float32), impl=impl)
+
+
+def test_traced_broken_pointers_never_read_out_of_bounds_on_the_xla_path():
+    """Under jit the pointers are unknown at trace time; the XLA path clamps them (no crash)."""
+    run = jax.jit(lambda p: csr_matmul(p, jnp.array([0, 1, 2]), None, jnp.ones((3, 4), jnp.float32), impl="xla"))
+    out = np.asarray(run(jnp.array([0, 2, 9])))
+    np.testing.assert_array_equal(out, [[2.0] * 4, [1.0] * 4])  # read as [0, 2, 3]
+
+
+def test_nan_stays_in_its_row_on_every_path():
+    indptr, indices = np.array([0, 1, 2, 3]), np.array([0, 1, 2])
+    dense = np.ones((3, 2), np.float32)
+    dense[1, 0] = np.nan
+    impls = ["reference", "xla"] + (["native"] if native_available() else [])
+    for impl in impls:
+        out = np.asarray(csr_matmul(indptr, indices, None, dense, impl=impl))
+        np.testing.assert_array_equal(np.isnan(out), [[False, False], [True, False], [False, False]], err_msg=impl)
 
 
 @needs_native
@@ -173,14 +208,13 @@ def test_bad_arguments_name_themselves(kwargs, message):
 def test_native_rejects_unsupported_dtypes_and_broken_pointers():
     with pytest.raises(ValueError, match="float32"):
         csr_matmul(np.array([0, 1]), np.array([0]), None, np.ones((1, 2), jnp.bfloat16), impl="native")
-    with pytest.raises(Exception, match="non-decreasing"):
+    with pytest.raises(Exception, match="non-decreasing"):  # traced: the kernel's own run-time check
         jax.block_until_ready(
-            csr_matmul(
+            jax.jit(functools.partial(csr_matmul, impl="native"))(
                 np.array([0, 2, 1, 2], np.int32),
                 np.zeros(2, np.int32),
                 None,
                 np.ones((1, 2), np.float32),
-                impl="native",
             )
         )
 
@@ -224,3 +258,44 @@ def test_loader_reuses_a_built_library_without_compiling(monkeypatch):
         warnings.simplefilter("error")
         assert native._build("csr_matmul") is not None
     assert os.path.exists(native._reasons["csr_matmul"].rsplit(" at ", 1)[1])
+
+
+def test_loader_falls_back_with_one_warning_when_the_cache_is_unusable(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_reasons", {})
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("FRUGAL_NATIVE_CACHE", str(blocker / "cache"))  # under a file: cannot be made
+    with pytest.warns(RuntimeWarning, match="using the XLA path") as caught:
+        assert native._build("csr_matmul") is None
+    assert len(caught) == 1 and "cache failed" in native._reasons["csr_matmul"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # writable by anyone: never trusted
+    monkeypatch.setenv("FRUGAL_NATIVE_CACHE", str(shared))
+    with pytest.warns(RuntimeWarning, match="writable by group or others"):
+        assert native._build("csr_matmul") is None
+
+
+@needs_native
+def test_loader_rebuilds_a_library_that_does_not_match_its_digest(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_reasons", {})
+    monkeypatch.setenv("FRUGAL_NATIVE_CACHE", str(tmp_path))
+    assert native._build("csr_matmul") is not None
+    (library,) = tmp_path.glob("libcsr_matmul-*.so")
+    recorded = native._digest_path(library).read_text().strip()
+    assert recorded == native._sha256(library)
+    library.write_bytes(library.read_bytes() + b"tampered")
+    assert native._verified(library) == f"{library.name} does not match its build-time digest"
+    compiled = []
+    real_compile = native._compile
+    monkeypatch.setattr(native, "_compile", lambda *a: compiled.append(a) or real_compile(*a))
+    assert native._build("csr_matmul") is not None
+    assert len(compiled) == 1 and native._verified(library) is None
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temp files left
+
+
+def test_compiler_version_is_part_of_the_cache_key(monkeypatch):
+    monkeypatch.setattr(native, "compiler_version", lambda compiler: "g++ 12.2.0")
+    first = native._library_path("csr_matmul", b"source", "/usr/bin/g++", ("-O3",))
+    monkeypatch.setattr(native, "compiler_version", lambda compiler: "g++ 13.1.0")
+    assert native._library_path("csr_matmul", b"source", "/usr/bin/g++", ("-O3",)) != first
