@@ -3,8 +3,8 @@
 Every layer lists its forward pass as `steps(fused)`: a tuple of `Step(stage, method, kwargs)`.
 Each method takes `(graph, state)` (state: a dict of named arrays, starting with {"x": x}) and
 returns the arrays it adds. `__call__` runs the steps in order inside one program; the profiler
-(`frugal.scripts.gnn_profile`) jits each step on its own, so the stage times it reports are the times of
-exactly the code the layer runs.
+(`frugal.scripts.systems.gnn.stage_profile`) jits each step on its own, so the stage times it
+reports are the times of exactly the code the layer runs.
 
 Semantics follow PyTorch Geometric (checked against PyG 2.8.1 outputs in tests):
 - `GCNLayer` = GCNConv: D^-1/2 (A) D^-1/2 X W + b on a graph that already has self loops

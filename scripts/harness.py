@@ -336,9 +336,10 @@ class Trainer:
 class TrainState(nnx.Module):
     """A model and its optimizer, the usual object graph handed to `Trainer`."""
 
-    def __init__(self, model: nnx.Module, tx: optax.GradientTransformation):
+    def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, *, wrt=nnx.Param):
+        # wrt: the trainable part (an nnx filter); the rest of the model stays frozen.
         self.model = model
-        self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        self.optimizer = nnx.Optimizer(model, tx, wrt=wrt)
 
 
 def random_translate(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array:
@@ -369,6 +370,32 @@ def classification_step(max_shift: int = 0) -> StepFn:
         state.optimizer.update(model, grads)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return {"loss": loss, "accuracy": accuracy}
+
+    return step
+
+
+def loss_step(loss_fn: Callable[..., Any], *, has_aux: bool = False) -> StepFn:
+    """A train step for a `TrainState` from a loss alone: `loss_fn(model, batch, rng, constants)`
+    returns a scalar loss; its gradient updates `state.optimizer`.
+
+    Only what the optimizer holds (its `wrt` filter) is differentiated, so parts of the model left
+    out of it stay frozen at no gradient cost. With `has_aux`, `loss_fn` returns
+    `(loss, {name: scalar})` and those metrics join `loss`.
+
+    Returns `{"loss": loss, ...}`. `constants` is None when the Trainer was given none. Systems pass
+    this to `Trainer` instead of writing the gradient/update lines themselves.
+    """
+
+    def step(state: TrainState, batch, rng, constants=None):
+        grad_fn = nnx.value_and_grad(
+            lambda model: loss_fn(model, batch, rng, constants),
+            argnums=nnx.DiffState(0, state.optimizer.wrt),
+            has_aux=has_aux,
+        )
+        out, grads = grad_fn(state.model)
+        state.optimizer.update(state.model, grads)
+        loss, metrics = out if has_aux else (out, {})
+        return {"loss": loss, **metrics}
 
     return step
 

@@ -1,4 +1,5 @@
-"""activation_memory on whole models, the bench nets, the residual reductions and the benchmark driver."""
+"""activation_memory on whole models, the bench nets and the residual reductions (the benchmark driver's
+tests are in tests/systems/activation_memory)."""
 
 import jax
 import jax.numpy as jnp
@@ -196,30 +197,18 @@ def test_refusals():
     assert set(POLICIES) == {"autodiff", "nested", "recompute", "nested_lowp", "auto"}
 
 
-@pytest.mark.slow
-def test_benchmark_driver_small_config():
-    from frugal.scripts.memory_bench import MemoryBenchConfig, auto_checks, markdown_report, run
+def test_saved_residuals_sources_from_public_api():
+    """sin saves cos(x) (computed); x * x saves x itself (the argument); a closed-over array is a
+    constant; relu's mask is computed; a linear function saves nothing per element."""
+    import jax.numpy as jnp
 
-    config = MemoryBenchConfig(
-        models=("gelu_mlp",),
-        policies=("autodiff", "nested", "recompute", "auto"),
-        regimes=("split", "eager"),
-        quick=True,
-        repeats=1,
-        reference_check=False,
+    from frugal.transforms.activation_policy import saved_residuals
+
+    x = jnp.linspace(-1.0, 1.0, 5)
+    w = jnp.arange(5.0)
+    assert [(a.shape, s) for a, s in saved_residuals(jnp.sin, x)] == [((5,), "computed")]
+    assert [s for _, s in saved_residuals(lambda v: v * v, x)] == ["argument"] * len(
+        saved_residuals(lambda v: v * v, x)
     )
-    figures = run(config, progress=lambda _: None)
-    rows = {(r["regime"], r["policy"]): r for r in figures["rows"]}
-    assert rows[("split", "nested")]["residual_bytes"] == rows[("split", "recompute")]["residual_bytes"]
-    assert figures["split_residual_reduction_nested_vs_autodiff"]["gelu_mlp"] >= 1.97
-    # eager: the arrays the op-by-op VJP closure really holds shrink as well
-    assert rows[("eager", "nested")]["residual_bytes"] < rows[("eager", "autodiff")]["residual_bytes"] / 1.97
-    assert all(c["memory_not_worse_than_autodiff"] for c in auto_checks(figures["rows"]))
-    # split: auto decides per activation, so it is its own program (gelu_tanh -> nested, the same HLO);
-    # eager: a relabel of recompute.
-    assert rows[("split", "auto")]["measured_as"] == "auto" and rows[("split", "auto")]["resolved"] == "nested"
-    assert rows[("split", "auto")]["same_program_as"] == ["nested"]
-    assert rows[("eager", "auto")]["measured_as"] == "recompute"
-    assert "Split-program residual reduction" in markdown_report(figures)
-    with pytest.raises(ValueError, match="policies"):
-        MemoryBenchConfig(policies=("nested",))
+    assert "constant" in [s for _, s in saved_residuals(lambda v: jnp.sin(v * w), x)]
+    assert all(not a.shape for a, _ in saved_residuals(lambda v: 3.0 * v + 1.0, x))

@@ -47,7 +47,7 @@ Memory below is compiled temp bytes (jit) or residual bytes handed from forward 
            out: forward temp 36 vs 12 MiB) and 0.99x (within noise) in a third; MobileNet/SiLU
            was within noise (0.95-1.05x). The proxy for "costly" is the number of tensors plain
            autodiff saves for the activation, counted once per function on a small float32
-           probe (the leaves of the pullback `jax.vjp` returns; the argument and scalar constants
+           probe (`saved_residuals`, from public API; the argument and scalar constants
            left out) and cached:
 
                saved residuals   activations (jax.nn)                                 auto picks
@@ -94,22 +94,32 @@ NESTED_MIN_RESIDUALS = 4
 _PROBE_SIZE = 8
 
 
-def _count_autodiff_residuals(function: Callable) -> int:
-    # Public API only: the pullback `jax.vjp` returns is a pytree whose leaves are exactly what reverse
-    # mode saved. Scalar constants (literals, alpha) cost nothing per element, and the argument lives
-    # anyway, so neither is counted (a saved copy of the argument is found by value on the probe).
-    probe = jnp.linspace(-3.0, 3.0, _PROBE_SIZE, dtype=jnp.float32)
-    _, pullback = jax.vjp(function, probe)
-    count = 0
-    for leaf in jax.tree.leaves(pullback):
-        shape = getattr(leaf, "shape", ())
-        if not shape:
+def saved_residuals(function: Callable, *args) -> list[tuple[Any, str]]:
+    """What reverse mode saves between `function`'s forward and backward pass, for these arguments.
+
+    Returns one `(aval, source)` per saved array, `source` being "argument" (an input kept as it
+    is), "constant" (a value closed over by `function`) or "computed" (made by the forward pass:
+    the activation memory a policy controls). Built from public API only: the pullback returned by
+    `jax.vjp` is a pytree of exactly the saved arrays, and `jax.make_jaxpr` of it tells where each
+    comes from.
+    """
+    from jax.extend.core import Literal
+
+    closed = jax.make_jaxpr(lambda *a: jax.vjp(function, *a)[1])(*args)
+    arguments, constants = set(closed.jaxpr.invars), set(closed.jaxpr.constvars)
+    found = []
+    for var in closed.jaxpr.outvars:
+        if isinstance(var, Literal):
             continue
-        is_argument = leaf is probe or (
-            shape == probe.shape and leaf.dtype == probe.dtype and bool(jnp.array_equal(leaf, probe))
-        )
-        count += not is_argument
-    return count
+        source = "argument" if var in arguments else "constant" if var in constants else "computed"
+        found.append((var.aval, source))
+    return found
+
+
+def _count_autodiff_residuals(function: Callable) -> int:
+    probe = jnp.linspace(-3.0, 3.0, _PROBE_SIZE, dtype=jnp.float32)
+    # Scalar constants (literals, alpha) cost nothing per element; the argument lives anyway.
+    return sum(1 for aval, source in saved_residuals(function, probe) if aval.shape and source != "argument")
 
 
 @functools.lru_cache(maxsize=256)

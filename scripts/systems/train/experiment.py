@@ -1,4 +1,4 @@
-"""Experiment: train an image classifier with the harness and report accuracy, time, checkpoint.
+"""Train an image classifier with the harness and report accuracy, time and checkpoint.
 
 `run(config)` is shared by `frugal train` and the tour's first section.
 """
@@ -9,44 +9,20 @@ import dataclasses
 from pathlib import Path
 
 from frugal.scripts import report
+from frugal.scripts.systems.train.config import TrainConfig
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageTrainingConfig:
-    model: str = "cifar_resnet20"
-    dataset: str = "digits"
-    data_path: str | None = None
-    image_size: int | None = None
-    activation: str = "relu"
-    norm: str = "batch"
-    width: int | None = None
-    steps: int = 600
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    seed: int = 0
-    devices: int = 1
-    workdir: str | None = None
-    checkpoint_every: int = 0
-    max_shift: int = 0
-    progress: bool = True
-
-
-def run(config: ImageTrainingConfig) -> dict:
+def run(config: TrainConfig) -> dict:
+    """Trains `config.model` on `config.dataset` (resuming from `config.workdir` if it holds a run)."""
     from frugal.models.registry import create_image_model
     from frugal.scripts.data import load_dataset
     from frugal.scripts.harness import FitConfig, data_parallel_mesh, fit_classifier
 
+    machine_before = report.machine_description()
     mesh = data_parallel_mesh(config.devices)
-    if config.batch_size % config.devices:
-        raise ValueError(
-            f"batch_size={config.batch_size} is not divisible by the {config.devices} devices; "
-            f"use a multiple of {config.devices}"
-        )
     dataset = load_dataset(config.dataset, data_path=config.data_path, image_size=config.image_size, seed=config.seed)
     kwargs = {"activation": config.activation, "norm": config.norm}
     if config.width is not None:
-        if not config.model.startswith("cifar_"):
-            raise ValueError(f"--width applies to the cifar_* models, not {config.model!r}")
         kwargs["width"] = config.width
     model = create_image_model(
         config.model, num_classes=dataset.num_classes, in_channels=dataset.image_shape[-1], seed=config.seed, **kwargs
@@ -77,7 +53,7 @@ def run(config: ImageTrainingConfig) -> dict:
         "resumed_from_step": result.resumed_from,
         "checkpoint_dir": str(result.checkpoint_dir) if result.checkpoint_dir else None,
         "history": result.history,
-        "machine": report.machine_description(),
+        "machine": report.machine_record(machine_before),
     }
 
 

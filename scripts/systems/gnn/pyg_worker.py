@@ -1,19 +1,20 @@
 """PyTorch Geometric side of the GNN comparison (golden outputs and a timing worker), torch-only.
 
-This module imports nothing from JAX or the rest of the repo, so it runs in a separate
-environment that has torch + torch-geometric (the optional `bench` extra), e.g.
+This module imports nothing from JAX or the rest of the repo, so it runs as a script (not with
+`-m`: frugal need not be installed there) in a separate environment that has torch +
+torch-geometric (the optional `bench` extra), e.g.
 
     python3 -m venv /tmp/pyg-venv && /tmp/pyg-venv/bin/pip install torch==2.13.0 torch-geometric
-    /tmp/pyg-venv/bin/python scripts/gnn_pyg_worker.py golden tests/data/gnn_pyg_golden.npz
-    /tmp/pyg-venv/bin/python scripts/gnn_pyg_worker.py serve REQUEST.npz RESULT.json
+    /tmp/pyg-venv/bin/python scripts/systems/gnn/pyg_worker.py golden tests/data/gnn_pyg_golden.npz
+    /tmp/pyg-venv/bin/python scripts/systems/gnn/pyg_worker.py serve REQUEST.npz RESULT.json
 
-`frugal gnn bench` (the driver in frugal.scripts.gnn_pyg_bench) writes each graph and our weights to an .npz
-request and starts `serve` in the PyG interpreter (`--pyg-python`, $FRUGAL_PYG_PYTHON, or the
-current interpreter when it can import torch_geometric) as a worker process. It then alternates
-short rounds of timed calls: ours (fused, unfused Gather), PyG edge_index, PyG CSR, again and
-again, so that all four see the same machine load (the machine is shared; load swings of 5x within
-a minute were seen), and reports the median of every call. Without PyG it still times ours and
-reports "skipped: install the bench extra".
+`frugal gnn bench` (the driver in frugal.scripts.systems.gnn.pyg_bench) writes each graph and our
+weights to an .npz request and starts `serve` in the PyG interpreter (`--pyg-python`,
+$FRUGAL_PYG_PYTHON, or the current interpreter when it can import torch_geometric) as a worker
+process. It then alternates short rounds of timed calls: ours (fused, unfused Gather), PyG
+edge_index, PyG CSR, again and again, so that all four see the same machine load (the load of a
+machine can change several-fold within a minute), and reports the median of every call. Without
+PyG it still times ours and reports "skipped: install the bench extra".
 
 Golden mode builds one small fixed graph, PyG layers with seeded weights, and stores the inputs,
 every parameter (PyG names, PyG layouts) and the outputs in one .npz, so that the JAX tests can
@@ -165,7 +166,7 @@ def serve(request_path: str, result_path: str) -> None:
     """PyG worker for the interleaved benchmark: builds the case, checks each path once, writes the
     outputs and versions, prints "ready", then answers "time PATH CALLS" lines on stdin with a JSON
     list of per-call seconds, until "quit". The driver alternates these rounds with its own, so both
-    sides are measured under the same (shared, noisy) machine load."""
+    sides are measured under the same machine load."""
     import torch
     import torch_geometric
 

@@ -1,9 +1,10 @@
-"""JAX side of the GNN comparison with PyTorch Geometric: our timings, the request to the PyG
-worker (`scripts/gnn_pyg_worker.py`, run in an interpreter that has torch + torch-geometric),
-rounds of timed calls that alternate between ours and PyG's paths, and the comparison tables.
+"""JAX side of the GNN comparison with PyTorch Geometric (github.com/pyg-team/pytorch_geometric):
+our timings, the request to the PyG worker (`pyg_worker.py` beside this file, run as a script by
+an interpreter that has torch + torch-geometric), rounds of timed calls that alternate between
+ours and PyG's paths, and the comparison tables.
 
-JAX and the rest of the repo are imported inside functions, as before, so importing this module
-stays cheap for the CLI's --help.
+JAX and the rest of the repo are imported inside functions, so importing this module stays cheap
+for the CLI's --help.
 """
 
 from __future__ import annotations
@@ -12,36 +13,14 @@ import dataclasses
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-BENCH_DATASETS = ("cora", "pubmed")
-BENCH_MODELS = ("gcn", "gat", "sage")
+if TYPE_CHECKING:
+    from frugal.scripts.systems.gnn.config import GnnBenchConfig
+
 SKIPPED = "skipped: install the bench extra (torch==2.13.0 + torch-geometric) or pass --pyg-python"
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    datasets: tuple[str, ...] = BENCH_DATASETS
-    models: tuple[str, ...] = BENCH_MODELS
-    hidden: int = 16  # GCN/SAGE hidden width; GAT uses heads x 8
-    heads: int = 8
-    repeats: int = 60  # timed calls per variant (median)
-    calls_per_round: int = 5  # ours and PyG's paths take turns in rounds of this many calls
-    threads: int = 2
-    pyg_python: str | None = None  # interpreter with torch_geometric; default: this one, or $FRUGAL_PYG_PYTHON
-    data_root: str | None = None
-    seed: int = 0
-    outdir: str | None = "reports/gnn"
-
-    def __post_init__(self):
-        bad = [m for m in self.models if m not in BENCH_MODELS]
-        if bad or not self.models:
-            raise ValueError(f"models {bad or '()'} not allowed; the PyG comparison covers {BENCH_MODELS}")
-        if not self.datasets:
-            raise ValueError("datasets must name at least one graph")
-        if min(self.repeats, self.calls_per_round, self.threads, self.hidden) < 1:
-            raise ValueError("repeats, calls_per_round, threads and hidden must be >= 1")
 
 
 def find_pyg_python(explicit: str | None = None) -> str | None:
@@ -84,7 +63,7 @@ def _pyg_weights(kind: str, model) -> dict:
 class _PygWorker:
     """The `serve` process for one case: start it, ask for rounds of timed calls, stop it."""
 
-    def __init__(self, pyg_python: str, request: dict, config: BenchConfig, tmp):
+    def __init__(self, pyg_python: str, request: dict, config: GnnBenchConfig, tmp):
         import os
         import subprocess
         from pathlib import Path
@@ -93,7 +72,8 @@ class _PygWorker:
         np.savez(req, **request)
         # torch.set_num_threads(threads) in the worker; OMP/MKL pools pinned to the same count.
         env = {**os.environ, "OMP_NUM_THREADS": str(config.threads), "MKL_NUM_THREADS": str(config.threads)}
-        worker = Path(__file__).resolve().with_name("gnn_pyg_worker.py")
+        # A script path, not `-m`: the PyG interpreter need not have frugal installed.
+        worker = Path(__file__).resolve().with_name("pyg_worker.py")
         self.process = subprocess.Popen(
             [pyg_python, str(worker), "serve", str(req), str(self.result)],
             stdin=subprocess.PIPE,
@@ -141,11 +121,12 @@ def _timed_calls(fn, calls: int) -> list[float]:
     return times
 
 
-def _interleaved_times(timers: dict, repeats: int, calls_per_round: int) -> dict:
+def interleaved_times(timers: dict, repeats: int, calls_per_round: int) -> dict:
     """Median and fastest call (ms) per timer, the timers taking turns in rounds of `calls_per_round`.
 
     Keys: "<timer>" (median) and "<timer minus _ms>_min_ms". The median is the headline; the fastest
-    call is what an idle machine would give, which on a shared machine is the better estimate."""
+    call is the closest to what an idle machine would give when other processes load it (the
+    report records the load average before and after)."""
     samples = {name: [] for name in timers}
     for _ in range(-(-repeats // calls_per_round)):
         for name, timer in timers.items():
@@ -157,7 +138,7 @@ def _interleaved_times(timers: dict, repeats: int, calls_per_round: int) -> dict
     return out
 
 
-def run(config: BenchConfig, progress=None) -> dict:
+def run(config: GnnBenchConfig, progress=None) -> dict:
     """Times 2-layer GCN/GAT/SAGE inference here (fused and unfused Gather, one jit each) and in
     PyG (edge_index and CSR adjacency) on the same graphs and weights, in alternating rounds;
     ratios > 1 mean we are faster."""
@@ -170,8 +151,10 @@ def run(config: BenchConfig, progress=None) -> dict:
     from flax import nnx
 
     from frugal.models.gnn_layers import GNNClassifier, prepare_graph
-    from frugal.scripts import graph_data
-    from frugal.scripts.report import machine_description, markdown_table, write_json
+    from frugal.scripts.report import machine_description, machine_line, machine_record, markdown_table, write_json
+    from frugal.scripts.systems.gnn import graph_data
+
+    before = machine_description()
 
     pyg_python = find_pyg_python(config.pyg_python)
     status = "compared" if pyg_python else SKIPPED
@@ -232,7 +215,7 @@ def run(config: BenchConfig, progress=None) -> dict:
                             row[f"pyg_{path}_ms"] = None
                             row[f"pyg_{path}_error"] = worker.meta["errors"].get(path)
                 try:
-                    row.update(_interleaved_times(timers, config.repeats, config.calls_per_round))
+                    row.update(interleaved_times(timers, config.repeats, config.calls_per_round))
                     output = worker.output("edge_index") if worker else None
                 finally:
                     if worker:
@@ -259,15 +242,15 @@ def run(config: BenchConfig, progress=None) -> dict:
         "status": status,
         "pyg": pyg_meta,
         "csr_kernel": native.status("csr_matmul"),
-        "machine": machine_description(),
-        "load_average": list(os.getloadavg()),
+        "machine": machine_record(before),
+        "machine_line": machine_line(before),
         "results": rows,
         "note": "2-layer models, inference, median over all timed calls after warm-up; ours and PyG's "
         f"paths take turns in rounds of {config.calls_per_round} calls, so all see the same "
         "machine load. Graph preprocessing (self loops, CSR order, degrees) is done once "
         "beforehand on our side, as PyG's cached=True does. PyG runs in a worker process with "
         "torch.set_num_threads(threads) and OMP/MKL_NUM_THREADS=threads; XLA's CPU client "
-        f"uses one intra-op thread per core ({os.cpu_count()} here). Shared machine: noisy.",
+        f"uses one intra-op thread per core ({os.cpu_count()} here).",
     }
     if config.outdir:
         outdir = Path(config.outdir)
@@ -275,7 +258,6 @@ def run(config: BenchConfig, progress=None) -> dict:
         write_json(outdir / "gnn_bench.json", figures)
         table = markdown_table(TABLE_HEADER, [table_row(r, status) for r in rows])
         header = "# GNN inference: frugal (JAX) vs PyG"
-        load = ", ".join(f"{v:.2f}" for v in figures["load_average"])
         parts = breakdown_rows(rows)
         breakdown = (
             ("\n\n## GCN pieces alone (median / fastest call, ms)\n\n" + markdown_table(BREAKDOWN_HEADER, parts))
@@ -283,7 +265,7 @@ def run(config: BenchConfig, progress=None) -> dict:
             else ""
         )
         (outdir / "gnn_bench.md").write_text(
-            f"{header}\n\n{table}{breakdown}\n\n{figures['note']}\n\nLoad average at the end: {load}.\n"
+            f"{header}\n\nMachine: {figures['machine_line']}.\n\n{table}{breakdown}\n\n{figures['note']}\n"
         )
     return figures
 
