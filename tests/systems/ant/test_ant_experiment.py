@@ -44,8 +44,16 @@ def test_text_part_ant_beats_int4_on_minilm(text_figures, tmp_path):
     paths = write_reports(figures, tmp_path)
     assert (tmp_path / "ant.json").is_file() and (tmp_path / "ant_types.png").is_file()
     assert paths["plot"] == tmp_path / "ant_types.png"
+    # ANT4 through the packed-code kernel path: the same embeddings, 8x fewer weight bytes read
+    # (K/2 x N code bytes plus N float32 scales against K x N float32).
+    packed = figures["text"]["packed_kernel"]
+    assert packed["layers"] == 36  # 6 layers x (q, k, v, attention out, FFN in, FFN out)
+    # Per layer the paths agree to float rounding (tests/test_quant_model.py); through 36 layers of
+    # 4-bit activations a rounding-order difference can move a value on a cell boundary.
+    assert packed["min_cosine_to_fake"] > 0.99 and packed["max_abs_difference_to_fake"] < 0.05
+    assert 7.5 < packed["ratio"] < 8.0
     text = (tmp_path / "ant.md").read_text()
-    assert "MiniLM" in text
+    assert "MiniLM" in text and "packed 4-bit codes" in text
     assert "cores, load average" in text and "shared with" not in text  # machine facts, not prose
 
 
