@@ -63,7 +63,16 @@ def reference_mask(
 def hybrid_attention_reference(
     q, k, v, *, window, dilation=1, global_tokens=(), causal=False, key_mask=None, global_qkv=None, scale=None
 ):
-    """Plain jnp masked attention with the same arguments as `hybrid_attention_pallas`."""
+    """Plain jnp masked attention with the same arguments (and NaN semantics) as `hybrid_attention_pallas`."""
+    _check_arguments(q, k, v, window, dilation, global_tokens, key_mask, scale)
+
+    def call(q, k, v, global_qkv):
+        return _masked_reference(q, k, v, window, dilation, global_tokens, causal, key_mask, global_qkv, scale)
+
+    return propagate_nonfinite_values(call, q, k, v, global_qkv, global_tokens)
+
+
+def _masked_reference(q, k, v, window, dilation, global_tokens, causal, key_mask, global_qkv, scale):
     batch, seq_len, heads, head_dim = q.shape
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     dilations = _per_head(dilation, heads)
@@ -556,6 +565,80 @@ def _global_part(q_rows, k, v, key_mask, *, global_tokens, causal, scale, block,
     return jnp.transpose(out[:, :g].reshape(b, h, g, -1), (0, 2, 1, 3))
 
 
+def propagate_nonfinite_values(call, q, k, v, global_qkv=None, global_tokens=()):
+    """`call(q, k, v, global_qkv)` with one NaN/inf semantics for every attention implementation.
+
+    An output row is NaN exactly when its query, or the key or value row of any key it attends to,
+    holds a NaN or inf; every other row is unaffected. Left alone, implementations differ: a masked
+    value row still meets a zero weight in blocked `weights @ values` products (0 * NaN = NaN), and
+    which rows share a block differs between the dense, banded and Pallas paths; an inf key gives a
+    -inf score that an online softmax reads as "masked". So queries, keys and values are made
+    finite before the call, and the rows that attend a non-finite key or value row are found with
+    one more call on zero queries and keys (uniform weights over exactly the attended keys) and the
+    bad-row indicator as values. That call runs only when some input is not finite. With
+    `global_qkv`, the global tokens' rows (`global_tokens`) use q_global, k_global and v_global.
+    """
+
+    def split(x):
+        bad = ~jnp.all(jnp.isfinite(x), axis=-1, keepdims=True)  # (batch, rows, heads, 1)
+        return jnp.where(bad, jnp.zeros((), x.dtype), x), bad
+
+    (q_c, bad_q), (k_c, bad_k), (v_c, bad_v) = split(q), split(k), split(v)
+    bad_any = jnp.any(bad_q) | jnp.any(bad_k) | jnp.any(bad_v)
+    clean_global = None
+    if global_qkv is not None:
+        (qg_c, bad_qg), (kg_c, bad_kg), (vg_c, bad_vg) = (split(x) for x in global_qkv)
+        clean_global = (qg_c, kg_c, vg_c)
+        bad_any = bad_any | jnp.any(bad_qg) | jnp.any(bad_kg) | jnp.any(bad_vg)
+    out = call(q_c, k_c, v_c, clean_global)
+
+    def hit_rows():
+        indicator = (bad_k | bad_v).astype(q.dtype)
+        zeros_global = None
+        if global_qkv is not None:
+            zeros_global = (jnp.zeros_like(qg_c), jnp.zeros_like(kg_c), (bad_kg | bad_vg).astype(q.dtype))
+        hits = call(jnp.zeros_like(q_c), jnp.zeros_like(k_c), indicator, zeros_global)[..., :1] > 0
+        own = bad_q
+        if global_qkv is not None and len(global_tokens):
+            rows = np.asarray(global_tokens)
+            own_g = bad_qg[:, rows] if bad_qg.shape[1] == q.shape[1] else bad_qg
+            own = own.at[:, rows].set(own_g)  # global rows read q_global, not q
+        return hits | own
+
+    hit = lax.cond(bad_any, hit_rows, lambda: jnp.zeros(out.shape[:-1] + (1,), bool))
+    return jnp.where(hit, jnp.asarray(jnp.nan, out.dtype), out)
+
+
+def _check_arguments(q, k, v, window, dilation, global_tokens, key_mask, scale) -> None:
+    """The same argument contract as `frugal.transforms.attention.hybrid_attention`, one clear error each."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if getattr(x, "ndim", None) != 4:
+            raise ValueError(f"{name} must be shaped (batch, seq, heads, head_dim), got {getattr(x, 'shape', None)}")
+    if not q.shape[:3] == k.shape[:3] == v.shape[:3]:
+        raise ValueError(f"q, k, v must agree on (batch, seq, heads); got {q.shape}, {k.shape}, {v.shape}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"mismatched head dims: q has head_dim {q.shape[-1]} but k has {k.shape[-1]}")
+    b, n, h, _ = q.shape
+    if n < 1:
+        raise ValueError("the sequence is empty (seq = 0); attention needs at least one token")
+    if (
+        not isinstance(window, (tuple, list))
+        or len(window) != 2
+        or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 0 for w in window)
+    ):
+        raise ValueError(f"window must be (left, right) with ints >= 0, got {window!r}")
+    dilations = (dilation,) if isinstance(dilation, (int, np.integer)) else tuple(dilation)
+    if len(dilations) not in (1, h) or not all(isinstance(x, (int, np.integer)) and x >= 1 for x in dilations):
+        raise ValueError(f"dilation must be an int >= 1 or one such int per head ({h}), got {dilation!r}")
+    tokens = tuple(global_tokens)
+    if not all(isinstance(t, (int, np.integer)) and 0 <= t < n for t in tokens) or len(set(tokens)) != len(tokens):
+        raise ValueError(f"global_tokens must be distinct ints in [0, {n}) (seq = {n}), got {tokens!r}")
+    if key_mask is not None and getattr(key_mask, "shape", None) != (b, n):
+        raise ValueError(f"key_mask must be shaped (batch, seq)={(b, n)}, got {getattr(key_mask, 'shape', None)}")
+    if scale is not None and not isinstance(scale, jax.core.Tracer) and not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be finite and > 0, got {scale!r}")
+
+
 def hybrid_attention_pallas(
     q,
     k,
@@ -588,9 +671,32 @@ def hybrid_attention_pallas(
       backend: "triton" (GPU), "mosaic_tpu" (TPU) or None (the platform's default) for the compiler
         parameters; GPU defaults to Triton when running there.
     """
+    _check_arguments(q, k, v, window, dilation, global_tokens, key_mask, scale)
+
+    def call(q, k, v, global_qkv):
+        return _hybrid_attention_pallas(
+            q,
+            k,
+            v,
+            window=window,
+            dilation=dilation,
+            global_tokens=global_tokens,
+            causal=causal,
+            key_mask=key_mask,
+            global_qkv=global_qkv,
+            scale=scale,
+            block_size=block_size,
+            interpret=interpret,
+            backend=backend,
+        )
+
+    return propagate_nonfinite_values(call, q, k, v, global_qkv, global_tokens)
+
+
+def _hybrid_attention_pallas(
+    q, k, v, *, window, dilation, global_tokens, causal, key_mask, global_qkv, scale, block_size, interpret, backend
+):
     b, n, h, d = q.shape
-    if k.shape[-1] != d:
-        raise ValueError(f"mismatched head dims: q has head_dim {d} but k has {k.shape[-1]}")
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
     if backend is None and not interpret and jax.default_backend() == "gpu":
@@ -633,4 +739,4 @@ def hybrid_attention_pallas(
     return out[..., :dv]
 
 
-__all__ = ["hybrid_attention_pallas", "hybrid_attention_reference", "reference_mask"]
+__all__ = ["hybrid_attention_pallas", "hybrid_attention_reference", "propagate_nonfinite_values", "reference_mask"]

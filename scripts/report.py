@@ -106,6 +106,15 @@ def machine_record(before: dict) -> dict:
     return {**machine_description(), "load_average_before": before.get("load_average")}
 
 
+def machine_text(record: dict) -> str:
+    """A stored `machine_record` as one line: CPU model, cores, load average before/after, JAX backend."""
+    before, after = record.get("load_average_before"), record.get("load_average")
+    load = "n/a" if after is None else f"{after[0]:.2f}"
+    if before is not None and after is not None:
+        load = f"{before[0]:.2f} before, {after[0]:.2f} after"
+    return f"{record['cpu']}, {record['cores']} cores, load average {load}, JAX {record['jax']} on {record['backend']}"
+
+
 def machine_line(before: dict | None = None) -> str:
     """One line of machine facts: CPU model, cores, load average (before -> now), JAX backend."""
     now = machine_description()

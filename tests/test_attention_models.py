@@ -182,26 +182,6 @@ def test_vil_shapes_banded_equals_dense_and_errors():
         ViLConfig(image_size=30)
 
 
-@pytest.mark.slow
-def test_longformer_learns_the_evidence_task_and_needs_the_global_token():
-    from frugal.scripts.attention_tasks import EvidenceTaskConfig, train_longformer_evidence
-
-    config = EvidenceTaskConfig(
-        seq_len=64,
-        attention_window=8,
-        hidden_size=32,
-        layers=2,
-        heads=2,
-        steps=100,
-        batch_size=32,
-        num_test=128,
-        learning_rate=3e-3,
-    )
-    result = train_longformer_evidence(config)
-    assert result["last_loss"] < 0.7 * result["first_loss"]
-    assert result["test_accuracy"] > 0.6  # chance is 0.25
-
-
 def _unfolded_self_attention(weights, x, pattern, heads, key_mask):
     """Reference: every projection applied to every token, global rows through `global_qkv`."""
     batch, n, size = x.shape

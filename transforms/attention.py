@@ -298,7 +298,7 @@ def dense_hybrid_attention(q, k, v, pattern, *, key_mask=None, global_qkv=None, 
 # The public entry point.
 
 
-def _check_inputs(q, k, v, pattern, key_mask, global_qkv, impl):
+def _check_inputs(q, k, v, pattern, key_mask, global_qkv, impl, scale=None):
     if not isinstance(pattern, AttentionPattern):
         raise TypeError(f"pattern must be an AttentionPattern, got {type(pattern).__name__}")
     if impl not in IMPLEMENTATIONS:
@@ -312,6 +312,10 @@ def _check_inputs(q, k, v, pattern, key_mask, global_qkv, impl):
         raise ValueError(f"q, k, v must agree on (batch, seq, heads); got {q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"mismatched head dims: q has head_dim {q.shape[-1]} but k has {k.shape[-1]}")
+    if q.shape[1] < 1:
+        raise ValueError("the sequence is empty (seq = 0); attention needs at least one token")
+    if scale is not None and not isinstance(scale, jax.core.Tracer) and not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be finite and > 0, got {scale!r}")
     if global_qkv is not None:
         if len(global_qkv) != 3:
             raise ValueError("global_qkv must be a tuple (q_global, k_global, v_global)")
@@ -370,7 +374,7 @@ def hybrid_attention(
     Returns:
       (batch, seq, heads, v_head_dim) attention output.
     """
-    _check_inputs(q, k, v, pattern, key_mask, global_qkv, impl)
+    _check_inputs(q, k, v, pattern, key_mask, global_qkv, impl, scale)
     if key_mask is not None:
         key_mask = jnp.asarray(key_mask).astype(bool)
     if impl == "auto":
@@ -408,21 +412,26 @@ def attention_call_name(pattern: AttentionPattern) -> str:
 @functools.lru_cache(maxsize=512)
 def _named_attention(pattern: AttentionPattern, impl: str, scale, block_size, interpret):
     """One jitted function per static configuration, named by `attention_call_name`: under an outer jit
-    it is inlined; called eagerly it compiles once per configuration (hence the cache)."""
+    it is inlined; called eagerly it compiles once per configuration (hence the cache). NaN/inf
+    follow `propagate_nonfinite_values` on every implementation."""
+    from frugal.jaxlib_ext.hybrid_attention import propagate_nonfinite_values
 
     def attend(q, k, v, key_mask, global_qkv):
-        return _hybrid_attention_impl(
-            q,
-            k,
-            v,
-            pattern,
-            impl=impl,
-            key_mask=key_mask,
-            global_qkv=global_qkv,
-            scale=scale,
-            block_size=block_size,
-            interpret=interpret,
-        )
+        def call(q, k, v, global_qkv):
+            return _hybrid_attention_impl(
+                q,
+                k,
+                v,
+                pattern,
+                impl=impl,
+                key_mask=key_mask,
+                global_qkv=global_qkv,
+                scale=scale,
+                block_size=block_size,
+                interpret=interpret,
+            )
+
+        return propagate_nonfinite_values(call, q, k, v, global_qkv, pattern.global_tokens)
 
     attend.__name__ = attend.__qualname__ = attention_call_name(pattern)
     return jax.jit(attend)

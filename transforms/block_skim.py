@@ -310,6 +310,15 @@ def block_labels(start_positions, end_positions, seq_len: int, block_size: int =
         raise ValueError(f"rule={rule!r} must be one of {LABEL_RULES}")
     if seq_len % block_size:
         raise ValueError(f"seq_len={seq_len} must be a multiple of block_size={block_size}")
+    if not isinstance(start_positions, jax.core.Tracer) and not isinstance(end_positions, jax.core.Tracer):
+        starts, ends = np.asarray(start_positions), np.asarray(end_positions)
+        wrong = (starts > ends) & (ends > 0)
+        if np.any(wrong):
+            i = int(np.argmax(wrong))
+            raise ValueError(
+                f"start_positions[{i}]={int(starts[i])} > end_positions[{i}]={int(ends[i])}: an answer span "
+                "must have start <= end (start == end == 0 marks a window without the answer)"
+            )
     start = jnp.asarray(start_positions)[:, None]
     end = jnp.asarray(end_positions)[:, None]
     pos = jnp.arange(seq_len)[None, :]

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from frugal.transforms.quant.numerics import KINDS, MAX_BITS, MIN_BITS, NumericType
+from frugal.transforms.quant.quantizer import check_positive
 
 GRANULARITIES = ("tensor", "channel", "level", "channel_level")
 # Borders stay this far from 0 and 1, so a border always separates the two neighbouring levels.
@@ -153,6 +154,9 @@ def lookup_border(borders: jax.Array, k: jax.Array, channel_axis: int = -1) -> j
     return borders.reshape(-1)[channel * cols + level]
 
 
+_MIN_SCALE = 1e-30
+
+
 def fake_quant_activation(
     x: jax.Array,
     scale,
@@ -170,6 +174,8 @@ def fake_quant_activation(
     """
     if not temperature > 0:
         raise ValueError(f"temperature={temperature} must be > 0")
+    check_positive(scale, "scale")
+    scale = jnp.maximum(scale, _MIN_SCALE)  # a traced scale that collapsed: outputs ~0, never NaN
     u = x / scale + offset
     k, lo, hi, frac = grid_position(jax.lax.stop_gradient(u), grid)
     if border_logits is None:
@@ -193,6 +199,8 @@ def activation_codes(
 
     ``grid.values[codes]`` equals ``fake_quant_activation(...) / scale + offset``.
     """
+    check_positive(scale, "scale")
+    scale = jnp.maximum(scale, _MIN_SCALE)
     u = x / scale + offset
     k, _, _, frac = grid_position(u, grid)
     border = 0.5 if border_logits is None else lookup_border(border_from_logits(border_logits), k, channel_axis)
@@ -210,6 +218,8 @@ def calibrate_activation(
     samples = jnp.asarray(samples, jnp.float32)
     if samples.size == 0:
         raise ValueError("calibrate_activation: samples is empty")
+    if not isinstance(samples, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(samples))):
+        raise ValueError("calibrate_activation: samples contain NaN or inf; calibrate on finite activations")
     return _calibrate(samples, grid, num_ratios, float(min_ratio))
 
 

@@ -55,8 +55,24 @@ def round_to_grid(v: jax.Array, grid) -> jax.Array:
     return jnp.asarray(grid, dtype=v.dtype)[nearest_grid_index(v, grid)]
 
 
+def check_positive(value, name: str) -> None:
+    """Refuses a concrete `value` with any entry <= 0 or not finite (the error names `name`).
+
+    A traced value (a trainable clip value or scale under jit/grad) cannot be checked at trace time;
+    the quantizers floor it at a tiny positive number instead (1e-30), so a collapsed clip value
+    gives outputs near zero, never NaN or inf. Tests check both.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    array = np.asarray(value, dtype=np.float64)
+    if array.size and not (np.all(np.isfinite(array)) and np.all(array > 0)):
+        bad = array[~(np.isfinite(array) & (array > 0))].ravel()[:3]
+        raise ValueError(f"{name} must be finite and > 0 (it scales the grid), got {bad.tolist()}")
+
+
 def _alpha_for(x: jax.Array, alpha, axis: int | None) -> jax.Array:
     """Broadcastable clip values: a scalar, or one per slice along `axis`."""
+    check_positive(alpha, "alpha")
     # Rounding happens in at least float32: a bfloat16 grid could not hold 8-bit flint values.
     alpha = jnp.asarray(alpha, dtype=jnp.promote_types(x.dtype, jnp.float32))
     if axis is None:

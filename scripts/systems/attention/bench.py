@@ -1,4 +1,5 @@
-"""Benchmark of hybrid attention on CPU: dense vs banded, and (optionally) Hugging Face's PyTorch Longformer.
+"""Benchmark of hybrid attention (SALO's pattern, arXiv 2206.14550: a sliding window plus global tokens,
+as in Longformer, arXiv 2004.05150): dense vs banded, and (optionally) Hugging Face's PyTorch Longformer.
 
 Two measurements, each taken in one process, side by side:
 
@@ -24,7 +25,6 @@ Timings are the minimum over `repeats` runs after one warm-up (compilation) run.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import time
 from collections.abc import Callable
@@ -33,42 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from frugal.scripts.systems.attention.config import AttentionConfig
 from frugal.transforms.attention import AttentionPattern, attention_flops, hybrid_attention
 
 GIB = 1024**3
-
-
-@dataclasses.dataclass(frozen=True)
-class AttentionBenchConfig:
-    """What to measure. The defaults are the issue's workload (Longformer-base: window 512, 12 x 64)."""
-
-    seq_lens: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)
-    window: int = 512
-    num_globals: tuple[int, ...] = (1, 64)
-    heads: int = 12
-    head_dim: int = 64
-    repeats: int = 3
-    dense_memory_limit_gib: float = 10.0
-    torch: bool = True
-    torch_seq_lens: tuple[int, ...] = (4096, 8192, 16384)
-    seed: int = 0
-
-    def __post_init__(self):
-        if not self.seq_lens or min(self.seq_lens) < 2:
-            raise ValueError(f"seq_lens={self.seq_lens}: give sequence lengths >= 2")
-        if self.window <= 0:
-            raise ValueError(f"window={self.window} must be positive")
-        if not self.num_globals or min(self.num_globals) < 0:
-            raise ValueError(f"num_globals={self.num_globals}: give counts >= 0")
-        if self.heads < 1 or self.head_dim < 1 or self.repeats < 1:
-            raise ValueError("heads, head_dim and repeats must be >= 1")
-        if self.dense_memory_limit_gib <= 0:
-            raise ValueError(f"dense_memory_limit_gib={self.dense_memory_limit_gib} must be positive")
-
-    @classmethod
-    def quick(cls) -> AttentionBenchConfig:
-        """Small sizes for the tour and CI: seconds, not minutes."""
-        return cls(seq_lens=(512, 1024, 2048), window=128, num_globals=(1,), heads=4, repeats=2, torch_seq_lens=(1024,))
 
 
 def time_call(fn: Callable, *args, repeats: int) -> float:
@@ -94,7 +62,7 @@ def _random(shape, seed):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
-def measure_attention(config: AttentionBenchConfig, progress=None) -> list[dict]:
+def measure_attention(config: AttentionConfig, progress=None) -> list[dict]:
     """Part 1: dense vs banded attention on given q, k, v."""
     rows = []
     for num_global in config.num_globals:
@@ -185,7 +153,7 @@ def _interleaved_minimums(fns: dict[str, Callable], repeats: int) -> dict[str, f
     return best
 
 
-def measure_against_torch(config: AttentionBenchConfig, progress=None) -> dict:
+def measure_against_torch(config: AttentionConfig, progress=None) -> dict:
     """Part 2: banded layer vs HF LongformerSelfAttention vs PyTorch dense SDPA, window, 1 global token.
 
     Threads: XLA's CPU client runs its own pool with one thread per core; torch is set to the same
@@ -284,13 +252,11 @@ def measure_against_torch(config: AttentionBenchConfig, progress=None) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def run(config: AttentionBenchConfig, progress=None) -> dict:
-    """Runs both parts and returns the figures (plain dict; see the module docstring)."""
+def run_bench(config: AttentionConfig, progress=None) -> dict:
+    """Runs both parts: `attention` rows, the `torch_layer` comparison and the issue's `checks`."""
     attention = measure_attention(config, progress)
     layer = measure_against_torch(config, progress)
-    figures = {"config": dataclasses.asdict(config), "attention": attention, "torch_layer": layer}
-    figures["checks"] = summarize_checks(attention, layer)
-    return figures
+    return {"attention": attention, "torch_layer": layer, "checks": summarize_checks(attention, layer)}
 
 
 def summarize_checks(attention: list[dict], layer: dict) -> dict:
@@ -386,50 +352,6 @@ def torch_table(figures: dict) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
-def markdown_report(figures: dict) -> str:
-    from frugal.scripts.report import machine_description, markdown_table
-
-    cfg = figures["config"]
-    machine = machine_description()
-    lines = [
-        "# Hybrid attention benchmark",
-        "",
-        f"Window {cfg['window']} (inclusive, {cfg['window'] // 2} keys on each side), {cfg['heads']} heads x "
-        f"{cfg['head_dim']}, batch 1, float32, forward; minimum of {cfg['repeats']} runs. Machine: "
-        f"{machine['platform']}, {machine['cpu_count']} CPUs, JAX {machine['jax']}. Memory is what XLA plans "
-        "(arguments + outputs + temporaries).",
-        "",
-        "## Attention (q, k, v given)",
-        "",
-        markdown_table(*attention_table(figures)),
-        "",
-        "## Self-attention layer with projections vs PyTorch (1 global token)",
-        "",
-    ]
-    layer = figures["torch_layer"]
-    if layer.get("skipped"):
-        lines.append(f"skipped: {layer['skipped']}")
-    else:
-        lines += [
-            f"torch {layer['torch_version']} with {layer['threads']} threads, XLA with its default pool "
-            f"(one thread per core, {layer.get('xla_threads', '?')}); interleaved rounds, minimum of "
-            f"{cfg['repeats']}. 1-minute load average {layer.get('load_average_before', float('nan')):.2f} "
-            f"before, {layer.get('load_average_after', float('nan')):.2f} after.",
-            "",
-            markdown_table(*torch_table(figures)),
-        ]
-    lines += ["", "## Checks", "", "```", _pretty(figures["checks"]), "```"]
-    return "\n".join(lines) + "\n"
-
-
-def _pretty(obj) -> str:
-    import json
-
-    from frugal.scripts.report import to_jsonable
-
-    return json.dumps(to_jsonable(obj), indent=2)
-
-
 def plot(figures: dict, path) -> None:
     from frugal.scripts.report import new_figure, save_figure
 
@@ -461,12 +383,12 @@ def plot(figures: dict, path) -> None:
 
 
 __all__ = [
-    "AttentionBenchConfig",
+    "attention_table",
     "jax_longformer_self_attention",
     "longformer_layer_weights",
-    "markdown_report",
     "measure_against_torch",
     "measure_attention",
     "plot",
-    "run",
+    "run_bench",
+    "torch_table",
 ]

@@ -3,9 +3,9 @@
 `run(config)` trains a float CIFAR-style ResNet (built-in `shapes` set by default, or a user's
 CIFAR-10 / ImageNet-style folder), then quantizes it with `frugal.transforms.quant.block_recon` at every
 W/A setting with each method, all from the same calibration images and the same iterations per
-block, and writes `aquant.json`, `aquant.md` and `aquant.png` under `config.outdir`. The paper's
-and QDrop's ResNet-18 ImageNet numbers are printed beside ours as context (different model and
-data: compare the ordering, not the values).
+block, and writes `aquant.json`, `aquant.md` and `aquant.png` under `config.outdir`. The papers'
+ResNet-18 ImageNet numbers (AQuant, arXiv 2208.11945; QDrop, arXiv 2203.05740) are printed beside
+ours as context (different model and data: compare the ordering, not the values).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from frugal.transforms.quant.aquant import GRANULARITIES
+from frugal.scripts.report import machine_text
+from frugal.scripts.systems.aquant.config import AQuantConfig, parse_setting, setting_name
 from frugal.transforms.quant.block_recon import METHODS, ReconConfig
 
-# ResNet-18 ImageNet top-1 (%): QDrop from its repository README, AQuant from its abstract
-# (papers/ant-aquant-nested-ad.md section 3). AQuant's paper table for the other settings is not
-# available to us.
+# ResNet-18 ImageNet top-1 (%): QDrop from its repository README (github.com/wimh966/QDrop), AQuant
+# from its abstract (arXiv 2208.11945). AQuant's table for the other settings is not available to us.
 PAPER_RESNET18 = {
     "FP": 71.06,
     "W4A4": {"qdrop": 69.13, "aquant": None},
@@ -32,94 +32,6 @@ PAPER_RESNET18 = {
     "W2A2": {"qdrop": 51.69, "aquant": 60.31},
 }
 METHOD_LABELS = {"rtn": "round-to-nearest", "qdrop": "QDrop-style", "aquant": "AQuant"}
-
-
-# The reconstruction settings of our experiment: QDrop's recipe (frugal.transforms.quant.recon_config)
-# with the fields a CPU budget forces us to change overridden here, and only here.
-EXPERIMENT_RECON = ReconConfig(
-    iterations=500,  # QDrop: 20,000 per block; far beyond a shared 2-core CPU
-    # With 40x fewer iterations the AdaRound variables and LSQ scales need larger steps to move
-    # at all (QDrop: 1e-3 and 4e-5).
-    weight_lr=1e-2,
-    scale_lr=1e-3,
-    progress=True,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class AQuantExperimentConfig:
-    """The float model, data and settings of the experiment; `recon` is every quantization knob
-    (the method, bits and border granularity are filled in per run)."""
-
-    dataset: str = "shapes"  # shapes | digits | cifar10 | imagefolder
-    data_path: str | None = None
-    n_train: int = 16000  # shapes only (the validation images come out of these)
-    n_test: int = 10000  # shapes only: large, so accuracy differences of a point are resolvable
-    validation_size: int = 2000  # held out of train: never trained or calibrated on, used to pick knobs
-    image_size: int | None = None
-    model: str = "cifar_resnet8"
-    width: int = 16
-    fp_steps: int = 3000
-    fp_batch_size: int = 64
-    fp_learning_rate: float = 3e-3
-    max_shift: int = 2  # random-translation augmentation of the float training
-    settings: tuple[tuple[int, int], ...] = ((2, 2), (2, 4), (3, 3), (4, 4))
-    methods: tuple[str, ...] = METHODS
-    ablation: tuple[str, ...] = ("tensor", "channel", "level")  # extra AQuant border granularities
-    ablation_setting: tuple[int, int] = (2, 2)
-    # When set, AQuant runs once per candidate border granularity at every setting and reports the
-    # one with the best accuracy on the held-out validation images (ties: the earlier candidate);
-    # the paper leaves the border's parameterization open, so it is a knob like any other. This
-    # replaces the single-setting ablation (every candidate's test accuracy is reported too).
-    granularity_candidates: tuple[str, ...] = ()
-    recon: ReconConfig = EXPERIMENT_RECON
-    seed: int = 0
-    outdir: str = "reports/quant"
-    fp_cache: str | None = None  # .npz: reuse the float model trained by an identical config
-    progress: bool = True
-
-    @property
-    def granularity(self) -> str:
-        return self.recon.border_granularity
-
-    def __post_init__(self):
-        if self.dataset not in ("shapes", "digits", "cifar10", "imagefolder"):
-            raise ValueError(f"dataset={self.dataset!r}; choose shapes, digits, cifar10 or imagefolder")
-        if self.model not in ("cifar_resnet8", "cifar_resnet20", "cifar_resnet18", "resnet18", "resnet50"):
-            raise ValueError(f"model={self.model!r}; choose a ResNet from frugal.models.resnet")
-        if not isinstance(self.recon, ReconConfig):
-            raise TypeError(
-                f"recon must be a frugal.transforms.quant.block_recon.ReconConfig, got {type(self.recon).__name__}"
-            )
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ValueError(f"methods={self.methods!r}; choose from {METHODS}")
-        for g in (*self.ablation, *self.granularity_candidates):
-            if g not in GRANULARITIES:
-                raise ValueError(f"granularity {g!r}; choose from {GRANULARITIES}")
-        if self.granularity_candidates:
-            if self.ablation:
-                raise ValueError(
-                    "granularity_candidates already runs every candidate at every setting; "
-                    "set ablation=() (--no-ablation) with it"
-                )
-            if self.validation_size < 1:
-                raise ValueError(
-                    "granularity_candidates picks on held-out validation images; "
-                    f"validation_size={self.validation_size} must be >= 1"
-                )
-        if not self.settings:
-            raise ValueError("settings must list at least one (weight_bits, act_bits) pair")
-        for w, a in (*self.settings, self.ablation_setting):
-            for name, bits in (("weight bits", w), ("activation bits", a)):
-                if not isinstance(bits, int) or not 2 <= bits <= 8:
-                    raise ValueError(f"{name}={bits!r} in settings is outside the supported range 2..8")
-        for name in ("fp_steps", "width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.validation_size < 0:
-            raise ValueError(f"validation_size={self.validation_size} must be >= 0")
-
 
 FP_TRAINING_FIELDS = (
     "dataset",
@@ -138,11 +50,11 @@ FP_TRAINING_FIELDS = (
 )
 
 
-def _fp_key(config: AQuantExperimentConfig) -> str:
+def _fp_key(config: AQuantConfig) -> str:
     return json.dumps({f: getattr(config, f) for f in FP_TRAINING_FIELDS}, sort_keys=True)
 
 
-def train_or_load_float_model(config: AQuantExperimentConfig, data, model):
+def train_or_load_float_model(config: AQuantConfig, data, model):
     """Trains `model` with the config's float recipe, or loads the arrays a previous run with the
     same recipe stored in `config.fp_cache` (.npz, no pickle). Returns (model, train seconds)."""
     from flax import nnx
@@ -179,11 +91,7 @@ def train_or_load_float_model(config: AQuantExperimentConfig, data, model):
     return fit.model, fit.seconds
 
 
-def setting_name(weight_bits: int, act_bits: int) -> str:
-    return f"W{weight_bits}A{act_bits}"
-
-
-def _load_data(config: AQuantExperimentConfig):
+def load_data(config: AQuantConfig):
     """(train split for the float model and calibration, held-out validation split, the dataset)."""
     from frugal.scripts.data import load_dataset, make_shapes_dataset
 
@@ -227,7 +135,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
-def _recon_config(config: AQuantExperimentConfig, w: int, a: int, method: str, granularity: str) -> ReconConfig:
+def recon_config_for(config: AQuantConfig, w: int, a: int, method: str, granularity: str) -> ReconConfig:
     # Only the per-run fields change; everything else is config.recon, shared by every method.
     return dataclasses.replace(config.recon, weight_bits=w, act_bits=a, method=method, border_granularity=granularity)
 
@@ -251,14 +159,15 @@ def _block_summary(log: dict) -> list[dict]:
     ]
 
 
-def run(config: AQuantExperimentConfig) -> dict:
+def run(config: AQuantConfig) -> dict:
     """Trains the float model, quantizes it every way, and returns (and writes) the figures."""
     from frugal.models.registry import create_image_model
     from frugal.scripts import report
     from frugal.transforms.quant.block_recon import float_network, quantize_resnet
 
     t0 = time.perf_counter()
-    data, (val_x, val_y) = _load_data(config)
+    before = report.machine_description()
+    data, (val_x, val_y) = load_data(config)
     kwargs = {"width": config.width} if config.model.startswith("cifar_") else {}
     model = create_image_model(
         config.model, num_classes=data.num_classes, in_channels=data.image_shape[-1], seed=config.seed, **kwargs
@@ -284,17 +193,18 @@ def run(config: AQuantExperimentConfig) -> dict:
     results, blocks, fallbacks, selection = {}, {}, {}, {}
 
     def quantize(run_name: str, w: int, a: int, method: str, granularity: str) -> dict:
-        net, log = quantize_resnet(trained, calibration, _recon_config(config, w, a, method, granularity))
+        net, log = quantize_resnet(trained, calibration, recon_config_for(config, w, a, method, granularity))
         blocks[run_name] = _block_summary(log)
         fallbacks[run_name] = log["fallbacks"]
         return evaluate(run_name, net)
 
-    for w, a in config.settings:
+    fixed = config.recon.border_granularity  # AQuant's border when not picked on validation
+    for w, a in config.setting_pairs:
         name = setting_name(w, a)
         results[name] = {}
         for method in config.methods:
             if method != "aquant" or not config.granularity_candidates:
-                results[name][method] = quantize(f"{name}/{method}", w, a, method, config.granularity)
+                results[name][method] = quantize(f"{name}/{method}", w, a, method, fixed)
                 continue
             tried = {g: quantize(f"{name}/aquant-{g}", w, a, method, g) for g in config.granularity_candidates}
             best = max(config.granularity_candidates, key=lambda g: tried[g]["validation"])  # first of equals
@@ -303,10 +213,10 @@ def run(config: AQuantExperimentConfig) -> dict:
             selection[name] = {"selected": best, "results": tried}
     ablation = {}
     if config.ablation and "aquant" in config.methods:
-        w, a = config.ablation_setting
+        w, a = parse_setting(config.ablation_setting)
         name = setting_name(w, a)
-        for granularity in dict.fromkeys((config.granularity, *config.ablation)):  # each once
-            if granularity == config.granularity and name in results:
+        for granularity in dict.fromkeys((fixed, *config.ablation)):  # each once
+            if granularity == fixed and name in results:
                 ablation[granularity] = results[name]["aquant"]
                 continue
             ablation[granularity] = quantize(f"{name}/aquant-{granularity}", w, a, "aquant", granularity)
@@ -320,6 +230,8 @@ def run(config: AQuantExperimentConfig) -> dict:
 
     figures = {
         "config": dataclasses.asdict(config),
+        "recon": dataclasses.asdict(config.recon),
+        "granularity_candidates": list(config.granularity_candidates),
         "dataset": {
             "name": data.name,
             "train": len(data.train_x),
@@ -337,7 +249,7 @@ def run(config: AQuantExperimentConfig) -> dict:
         "differences": differences,
         "fallbacks": fallbacks,
         "ablation": {
-            "setting": setting_name(*config.ablation_setting),
+            "setting": config.ablation_setting,
             "accuracy": {g: r["test"] for g, r in ablation.items()},
             "results": ablation,
         },
@@ -345,7 +257,7 @@ def run(config: AQuantExperimentConfig) -> dict:
         "blocks": blocks,
         "checks": _checks(results, blocks),
         "paper_resnet18_imagenet": PAPER_RESNET18,
-        "machine": report.machine_description(),
+        "machine": report.machine_record(before),
         "seconds": time.perf_counter() - t0,
     }
     outdir = Path(config.outdir)
@@ -409,7 +321,7 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     out = [
         (
             f"Top-1 % on {figures['dataset']['name']} test ({n_test} images, binomial std error <= {se:.2f}; "
-            f"{figures['config']['model']}, first/last {figures['config']['recon']['first_last_bits']}-bit); "
+            f"{figures['config']['model']}, first/last {figures['recon']['first_last_bits']}-bit); "
             "paper columns: ResNet-18 ImageNet",
             headers,
             rows,
@@ -429,7 +341,7 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
         )
     selection = figures.get("granularity_selection") or {}
     if selection:
-        candidates = figures["config"]["granularity_candidates"]
+        candidates = figures["granularity_candidates"]
         out.append(
             (
                 "AQuant border granularity per setting, picked on the validation images "
@@ -483,13 +395,13 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     return out
 
 
-def _granularity_text(config: dict) -> str:
-    candidates = config.get("granularity_candidates") or ()
+def _granularity_text(figures: dict) -> str:
+    candidates = figures.get("granularity_candidates") or ()
     if candidates:
         return "border granularity picked per setting on the held-out validation images among " + ", ".join(
             f"`{g}`" for g in candidates
         )
-    return f"granularity `{config['recon']['border_granularity']}`"
+    return f"granularity `{figures['recon']['border_granularity']}`"
 
 
 def _paper(v) -> str:
@@ -501,7 +413,7 @@ def markdown(figures: dict, include_plot: bool = True) -> str:
     from frugal.scripts import report
 
     c = figures["config"]
-    r = c["recon"]
+    r = figures["recon"]
     lines = [
         "# AQuant: learned activation rounding borders (block-reconstruction PTQ)",
         "",
@@ -511,14 +423,14 @@ def markdown(figures: dict, include_plot: bool = True) -> str:
         f"quantizes the same model from the same {r['calibration_size']} calibration images; QDrop-style and "
         f"AQuant run {r['iterations']} iterations per block (batch {r['batch_size']}, drop p={r['drop_prob']}, "
         f"weight lr {r['weight_lr']}, scale lr {r['scale_lr']}) and differ only in AQuant's learned border "
-        f"({_granularity_text(c)}, border lr {r['border_lr']}). A block whose reconstruction "
+        f"({_granularity_text(figures)}, border lr {r['border_lr']}). A block whose reconstruction "
         f"does not lower its calibration error below round-to-nearest keeps round-to-nearest "
         f"(fallback {'on' if r['fallback_to_nearest'] else 'off'}). Differences are paired over the same test "
-        f"images (± one standard error). Run took {figures['seconds']:.0f} s on "
-        f"{figures['machine']['cpu_count']} CPUs ({figures['machine']['backend']}).",
+        f"images (± one standard error). Run took {figures['seconds']:.0f} s; machine: "
+        f"{machine_text(figures['machine'])}.",
         "",
-        "The paper columns are ResNet-18 on ImageNet (QDrop repository README; AQuant abstract: only W2A2 is "
-        "public to us): context for the ordering, not comparable values.",
+        "The paper columns are ResNet-18 on ImageNet (QDrop repository README, arXiv 2203.05740; AQuant "
+        "abstract, arXiv 2208.11945: only W2A2 is public to us): context for the ordering, not comparable values.",
         "",
     ]
     for title, headers, rows in tables(figures):

@@ -1,0 +1,194 @@
+"""Settings of the AQuant experiment: the float model, its data, and every reconstruction knob.
+
+One flat config: the block-reconstruction fields (`iterations`, `calibration_size`, learning rates,
+...) build the `frugal.transforms.quant.block_recon.ReconConfig` shared by every method (`recon`);
+the experiment fills in only the bits, the method and the border granularity per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Literal
+
+from frugal.scripts.configs import check_presets, knob
+from frugal.transforms.quant.aquant import GRANULARITIES
+from frugal.transforms.quant.block_recon import METHODS, ReconConfig
+
+DATASETS = ("shapes", "digits", "cifar10", "imagefolder")
+MODELS = ("cifar_resnet8", "cifar_resnet20", "cifar_resnet18", "resnet18", "resnet50")
+# `granularity auto` tries these; the paper's coarse-grained channel x level form first, so it wins ties.
+AUTO_CANDIDATES = ("channel_level", "channel", "level", "tensor")
+_SETTING = re.compile(r"W(\d+)A(\d+)")
+
+
+def parse_setting(text: str) -> tuple[int, int]:
+    """`"W2A4"` (any case) -> (2, 4): weight bits, activation bits."""
+    match = _SETTING.fullmatch(text.strip().upper())
+    if not match:
+        raise ValueError(f"setting {text!r}: use the form W2A2 (weight bits, activation bits), e.g. W2A4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def setting_name(weight_bits: int, act_bits: int) -> str:
+    return f"W{weight_bits}A{act_bits}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AQuantConfig:
+    """The float model and data of the experiment, the W/A settings and methods, and the
+    reconstruction recipe shared by every method (QDrop's, with the iteration count and learning
+    rates a CPU budget forces: QDrop runs 20,000 iterations per block at weight lr 1e-3, scale lr
+    4e-5; with 40x fewer iterations the AdaRound variables and LSQ scales need larger steps to move)."""
+
+    dataset: Literal["shapes", "digits", "cifar10", "imagefolder"] = knob(
+        "shapes", "built-in shapes or digits, or your cifar10 / imagefolder with --data-path"
+    )
+    data_path: str | None = knob(None, "your CIFAR-10 / image folder (nothing is downloaded)")
+    n_train: int = knob(16000, "shapes training images (the validation images come out of these)")
+    n_test: int = knob(10000, "shapes test images: many, so a point of accuracy is resolvable")
+    validation_size: int = knob(2000, "training images held out (never trained or calibrated on) to pick knobs")
+    image_size: int | None = knob(None, "image side (none: the dataset's own)")
+    model: str = knob("cifar_resnet8", "ResNet from frugal.models.resnet", choices=MODELS)
+    width: int = knob(16, "width of the cifar_* ResNets")
+    fp_steps: int = knob(3000, "float training steps")
+    fp_batch_size: int = knob(64, "float training batch size")
+    fp_learning_rate: float = knob(3e-3, "float training peak learning rate")
+    max_shift: int = knob(2, "random-translation augmentation of the float training (pixels)")
+    settings: tuple[str, ...] = knob(("W2A2", "W2A4", "W3A3", "W4A4"), "W/A bit settings, e.g. W2A2 W3A3")
+    methods: tuple[str, ...] = knob(METHODS, "PTQ methods", choices=METHODS)
+    granularity: str = knob(
+        "auto",
+        "AQuant border granularity; auto runs every --candidates granularity at every setting and "
+        "reports the best on the validation images",
+        choices=("auto", *GRANULARITIES),
+    )
+    candidates: tuple[str, ...] = knob(
+        AUTO_CANDIDATES, "border granularities tried by --granularity auto (earlier wins ties)", choices=GRANULARITIES
+    )
+    ablation: tuple[str, ...] = knob(
+        (),
+        "with a fixed --granularity: further granularities run at --ablation-setting (no value: none)",
+        choices=GRANULARITIES,
+        allow_empty=True,
+    )
+    ablation_setting: str = knob("W2A2", "the W/A setting of the ablation")
+    first_last_bits: int | None = knob(8, "bits of the first and last layers (none: the setting's bits)")
+    calibration_size: int = knob(1024, "calibration images, one seeded subset shared by every method")
+    iterations: int = knob(500, "reconstruction iterations per block (QDrop: 20,000)")
+    recon_batch_size: int = knob(32, "reconstruction batch size")
+    drop_prob: float = knob(0.5, "QDrop's activation dropping probability")
+    weight_lr: float = knob(1e-2, "AdaRound variables' learning rate (QDrop: 1e-3 at 20,000 iterations)")
+    scale_lr: float = knob(1e-3, "LSQ activation scales' learning rate (QDrop: 4e-5)")
+    border_lr: float = knob(1e-2, "AQuant border logits' learning rate")
+    fallback: bool = knob(True, "a block whose reconstruction does not beat round-to-nearest keeps round-to-nearest")
+    seed: int = knob(0, "seed of the data, float model, calibration subset and reconstruction")
+    fp_cache: str | None = knob(
+        None,
+        "a .npz holding the trained float model: reused when it was trained with the same recipe "
+        "(dataset, sizes, model, width, steps, seed), written otherwise",
+    )
+    outdir: str = knob("reports/quant", "where aquant.{json,md,png} go")
+    progress: bool = knob(True, "progress bars")
+
+    def __post_init__(self):
+        # "W2A2,W3A3" in one value is accepted too (the old comma form); names are stored upper-case.
+        parts = tuple(p.strip().upper() for item in self.settings for p in str(item).split(",") if p.strip())
+        object.__setattr__(self, "settings", parts)
+        object.__setattr__(self, "ablation_setting", self.ablation_setting.strip().upper())
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r}; choose one of {DATASETS}")
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r}; choose a ResNet of frugal.models.resnet: {MODELS}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods={self.methods!r}; choose one or more of {METHODS}")
+        if self.granularity != "auto" and self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity={self.granularity!r}; choose auto or one of {GRANULARITIES}")
+        for name in ("candidates", "ablation"):
+            unknown = [g for g in getattr(self, name) if g not in GRANULARITIES]
+            if unknown:
+                raise ValueError(f"{name} has unknown border granularity {unknown}; choose from {GRANULARITIES}")
+        if self.granularity == "auto":
+            if not self.candidates:
+                raise ValueError("granularity=auto needs at least one candidate granularity in candidates")
+            if self.ablation:
+                raise ValueError(
+                    "granularity=auto already runs every candidate at every setting; leave ablation empty "
+                    "(--ablation with no value) or fix --granularity"
+                )
+            if self.validation_size < 1:
+                raise ValueError(
+                    f"granularity=auto picks on held-out validation images; validation_size={self.validation_size} "
+                    "must be >= 1"
+                )
+        elif self.candidates != AUTO_CANDIDATES:
+            raise ValueError(f"candidates go with granularity=auto, not granularity={self.granularity!r}")
+        if not self.settings:
+            raise ValueError("settings must list at least one W/A setting, e.g. W2A2")
+        for text in (*self.settings, self.ablation_setting):
+            for name, bits in zip(("weight bits", "activation bits"), parse_setting(text)):
+                if not 2 <= bits <= 8:
+                    raise ValueError(f"{name}={bits} in setting {text} is outside the supported range 2..8")
+        for name in ("fp_steps", "fp_batch_size", "width", "n_train", "n_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.validation_size < 0:
+            raise ValueError(f"validation_size={self.validation_size} must be >= 0")
+        if self.max_shift < 0:
+            raise ValueError(f"max_shift={self.max_shift} must be >= 0")
+        self.recon  # noqa: B018  (ReconConfig checks iterations, learning rates, bits)
+
+    @property
+    def setting_pairs(self) -> tuple[tuple[int, int], ...]:
+        return tuple(parse_setting(s) for s in self.settings)
+
+    @property
+    def granularity_candidates(self) -> tuple[str, ...]:
+        """The granularities picked among on validation (empty for a fixed granularity)."""
+        return self.candidates if self.granularity == "auto" else ()
+
+    @property
+    def recon(self) -> ReconConfig:
+        """The reconstruction recipe every method shares (bits, method and border set per run)."""
+        return ReconConfig(
+            first_last_bits=self.first_last_bits,
+            border_granularity="channel_level" if self.granularity == "auto" else self.granularity,
+            calibration_size=self.calibration_size,
+            iterations=self.iterations,
+            batch_size=self.recon_batch_size,
+            drop_prob=self.drop_prob,
+            weight_lr=self.weight_lr,
+            scale_lr=self.scale_lr,
+            border_lr=self.border_lr,
+            fallback_to_nearest=self.fallback,
+            seed=self.seed,
+            progress=self.progress,
+        )
+
+
+# The tour's section (about half a minute): a width-8 ResNet-8 on the 8x8 digits, W2A2, 30 iterations.
+_TOUR = AQuantConfig(
+    dataset="digits",
+    width=8,
+    fp_steps=120,
+    max_shift=0,
+    validation_size=0,
+    settings=("W2A2",),
+    granularity="channel_level",
+    calibration_size=64,
+    iterations=30,
+    recon_batch_size=16,
+    progress=False,
+)
+PRESETS = check_presets(
+    AQuantConfig,
+    {
+        # the tests' run (seconds): width 4, 30 float steps, 5 iterations per block
+        "quick": dataclasses.replace(
+            _TOUR, width=4, fp_steps=30, validation_size=200, calibration_size=32, iterations=5, recon_batch_size=8
+        ),
+        "tour": _TOUR,
+        "full": AQuantConfig(),
+    },
+)
