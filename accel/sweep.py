@@ -182,10 +182,14 @@ def grad_design_search(
     rounded = jnp.round(jnp.exp(theta))
     final = _search_design(base, jnp.log(rounded))
     exact = evaluate(final, layers)
+    area = float(exact["area_mm2"])
     return {
         "config": dataclasses.asdict(config),
         "history": history,
         "design": {"rows": float(rounded[0]), "cols": float(rounded[1]), "buffer_kib": float(rounded[2])},
         "exact": {k: float(v) for k, v in exact.items()},
+        # The budget is a penalty in the relaxed objective, so the rounded design can end above it.
+        "within_area_budget": area <= config.area_budget_mm2,
+        "area_over_budget_mm2": max(area - config.area_budget_mm2, 0.0),
         "objective_exact": float(search_objective(jnp.log(rounded), layers, base, config, relaxed=False)),
     }

@@ -26,6 +26,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -72,7 +73,12 @@ def config_command(
         configs.add_config_flags(parser, config_cls, presets, default_preset=default_preset)
 
     def run_args(args):
-        return run(configs.config_from_flags(args, config_cls, presets))
+        config = configs.config_from_flags(args, config_cls, presets)
+        for name in OUTPUT_FOLDER_FIELDS:
+            value = getattr(config, name, None)
+            if isinstance(value, (str, os.PathLike)):
+                check_output_folder(value, f"--{name.replace('_', '-')}")
+        return run(config)
 
     return Command(tuple(path), help, run_args, add_arguments, description, measures)
 
@@ -87,6 +93,38 @@ GROUP_HELP = {
 # Exceptions that mean "the user asked for something invalid"; anything else is a bug and keeps
 # its traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+
+
+# Config fields that name a folder a command writes into: checked before any work starts.
+OUTPUT_FOLDER_FIELDS = ("outdir", "workdir", "cache_dir")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_output_folder(path, option: str, shown=None) -> None:
+    """Refuses a folder that cannot be created or written (a file in the way, no permission)."""
+    target = Path(path).expanduser()
+    path = path if shown is None else shown
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{option} {path}: {target} is a file, not a folder")
+    ancestor = _existing_ancestor(target)
+    if not ancestor.is_dir():
+        raise ValueError(f"{option} {path}: {ancestor} is a file, so the folder cannot be created under it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {path}: {ancestor} is not writable")
+
+
+def check_output_file(path, option: str) -> None:
+    """Refuses a file path that cannot be written (a folder there, a file where a folder must be)."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ValueError(f"{option} {path}: that is a folder; give a file name")
+    check_output_folder(target.parent, option, shown=path)
 
 
 def system_modules() -> list[ModuleType]:
@@ -149,11 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C at any moment: one line and status 130. os._exit skips interpreter teardown, where
+        # XLA's worker threads can otherwise crash the process after the interrupt.
+        print("frugal: interrupted", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("FRUGAL_DEBUG") == "1"
     command = args._command
     try:
+        if getattr(args, "json", None):
+            check_output_file(args.json, "--json")
         figures = command.run(args)
         if getattr(args, "json", None) and figures is not None:
             from frugal.scripts.report import write_json
@@ -167,9 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         # ValueError/TypeError/KeyError can also come from a bug, so say how to see the traceback.
         print(f"frugal: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("frugal: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 

@@ -143,9 +143,8 @@ class Checkpointer:
             restored = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
         except Exception as err:  # orbax raises many types for missing/garbled files
             raise CheckpointError(
-                f"checkpoint {self.directory}/{step} cannot be restored ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}); it is corrupt or from a different model. Delete it or use "
-                "another --workdir"
+                f"checkpoint {self.directory}/{step} cannot be restored: it is corrupt or was written for a "
+                f"different model ({type(err).__name__}). Delete {self.directory} or use another --workdir"
             ) from None
         restored = jax.tree.map(lambda t, r: jax.random.wrap_key_data(r) if _is_key(t) else r, template, restored)
         new_state = jax.tree.map(lambda x: x, state)

@@ -48,6 +48,10 @@ def write_json(path: str | os.PathLike, figures: dict) -> Path:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         f.write(text + "\n")
         tmp = f.name
+    # Temp files are created 0600; give the report the mode any other file the user writes gets.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
     return path
 

@@ -14,6 +14,7 @@ writes `report.md`, `summary.json` (every section's figures) and one `<section>.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import traceback
 from pathlib import Path
@@ -45,21 +46,28 @@ def section_key(module) -> str:
 
 
 def run_tour(*, quick: bool = True, outdir: str | Path = "reports/tour", only: list[str] | None = None) -> dict:
+    """Runs the sections (all, or `only` these) and writes the report.
+
+    With `only`, the sections that ran replace their own entries in an existing `summary.json` /
+    `report.md` of the same mode in `outdir`; the other sections' results stay as they were.
+    """
     from rich.console import Console
 
     console = Console()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     modules = tour_modules()
+    order = [section_key(m) for m in modules]
     if only:
-        known = {section_key(m) for m in modules}
-        unknown = sorted(set(only) - known)
+        unknown = sorted(set(only) - set(order))
         if unknown:
-            raise ValueError(f"--only: unknown section(s) {unknown}; available: {sorted(known)}")
+            raise ValueError(f"--only: unknown section(s) {unknown}; available: {order}")
         modules = [m for m in modules if section_key(m) in only]
+    mode = "quick" if quick else "full"
+    previous = _previous_sections(outdir, mode) if only else {}
+    machine_before = report.machine_description()
 
     results: dict[str, dict] = {}
-    sections: list[tuple[str, TourSection | None, float, str | None]] = []
     started = time.perf_counter()
     for index, module in enumerate(modules, 1):
         key = section_key(module)
@@ -71,65 +79,86 @@ def run_tour(*, quick: bool = True, outdir: str | Path = "reports/tour", only: l
         except Exception as err:  # one failing section must not hide the others' results
             section, error = None, f"{type(err).__name__}: {err}"
             console.print(f"[red]section {key} failed[/red]\n{traceback.format_exc()}")
-        seconds = time.perf_counter() - t0
-        sections.append((key, section, seconds, error))
-        results[key] = {
-            "title": section.title if section else key,
-            "seconds": seconds,
-            "error": error,
-            "figures": section.figures if section else None,
-        }
+        results[key] = _record(key, section, time.perf_counter() - t0, error)
         if section:
             report.write_json(outdir / f"{key}.json", section.figures)
 
     total = time.perf_counter() - started
+    merged = {key: results.get(key) or previous.get(key) for key in order if key in results or key in previous}
     summary = {
-        "mode": "quick" if quick else "full",
+        "mode": mode,
         "total_seconds": total,
-        "machine": report.machine_description(),
-        "sections": results,
+        "machine": report.machine_record(machine_before),
+        "sections": merged,
     }
     report.write_json(outdir / "summary.json", summary)
-    (outdir / "report.md").write_text(_markdown(summary, sections))
+    (outdir / "report.md").write_text(_markdown(summary, ran=set(results)))
 
-    rows = []
-    for key, section, seconds, error in sections:
-        if section is None:
-            rows.append((key, "FAILED", error, f"{seconds:.1f}"))
-            continue
-        for i, (what, value) in enumerate(section.summary or [("done", "")]):
-            rows.append((key if i == 0 else "", what, value, f"{seconds:.1f}" if i == 0 else ""))
-    report.print_table(f"frugal tour ({summary['mode']}, {total:.0f} s)", ["section", "what", "value", "seconds"], rows)
+    rows = _summary_rows({k: results[k] for k in order if k in results})
+    report.print_table(f"frugal tour ({mode}, {total:.0f} s)", ["section", "what", "value", "seconds"], rows)
     console.print(f"report: {outdir / 'report.md'}  figures: {outdir / 'summary.json'}")
     return summary
 
 
-def _markdown(summary: dict, sections) -> str:
-    machine = summary["machine"]
+def _record(key: str, section: TourSection | None, seconds: float, error: str | None) -> dict:
+    return {
+        "title": section.title if section else key,
+        "seconds": seconds,
+        "error": error,
+        "figures": section.figures if section else None,
+        "summary": [list(row) for row in (section.summary or [("done", "")])] if section else [],
+        "markdown": section.markdown.strip() if section else "",
+        "plots": list(section.plots) if section else [],
+    }
+
+
+def _previous_sections(outdir: Path, mode: str) -> dict:
+    """Sections of an earlier tour of the same mode in `outdir` (none when absent or unreadable)."""
+    path = outdir / "summary.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("mode") != mode or not isinstance(old.get("sections"), dict):
+        return {}
+    return {k: v for k, v in old["sections"].items() if isinstance(v, dict) and "markdown" in v}
+
+
+def _summary_rows(sections: dict) -> list[tuple]:
+    rows = []
+    for key, entry in sections.items():
+        seconds = f"{entry['seconds']:.1f}"
+        if entry["error"]:
+            rows.append((key, "FAILED", entry["error"], seconds))
+            continue
+        for i, (what, value) in enumerate(entry["summary"] or [("done", "")]):
+            rows.append((key if i == 0 else "", what, value, seconds if i == 0 else ""))
+    return rows
+
+
+def _markdown(summary: dict, ran: set[str]) -> str:
+    kept = [k for k in summary["sections"] if k not in ran]
     lines = [
         "# frugal tour",
         "",
-        f"Mode: {summary['mode']}; total {summary['total_seconds']:.1f} s; "
-        f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, JAX {machine['jax']} on {machine['backend']}.",
+        f"Mode: {summary['mode']}; this run {summary['total_seconds']:.1f} s "
+        f"({', '.join(sorted(ran)) or 'no sections'}); machine: {report.machine_text(summary['machine'])}.",
+    ]
+    if kept:
+        lines += ["", f"Kept from the earlier tour in this folder: {', '.join(kept)}."]
+    lines += [
         "",
         "## Summary",
         "",
+        report.markdown_table(["section", "what", "value", "seconds"], _summary_rows(summary["sections"])),
     ]
-    rows = []
-    for key, section, seconds, error in sections:
-        if section is None:
-            rows.append((key, "FAILED", error, f"{seconds:.1f}"))
-        else:
-            for i, (what, value) in enumerate(section.summary or [("done", "")]):
-                rows.append((key if i == 0 else "", what, value, f"{seconds:.1f}" if i == 0 else ""))
-    lines.append(report.markdown_table(["section", "what", "value", "seconds"], rows))
-    for key, section, _seconds, error in sections:
-        lines += ["", f"## {section.title if section else key}", ""]
-        if section is None:
-            lines.append(f"Failed: `{error}`")
+    for entry in summary["sections"].values():
+        lines += ["", f"## {entry['title']}", ""]
+        if entry["error"]:
+            lines.append(f"Failed: `{entry['error']}`")
             continue
-        lines.append(section.markdown.strip())
-        for plot in section.plots:
+        lines.append(entry["markdown"])
+        for plot in entry["plots"]:
             lines += ["", f"![{plot}]({plot})"]
     return "\n".join(lines) + "\n"
 

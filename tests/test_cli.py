@@ -99,3 +99,76 @@ def test_tour_writes_report_summary_and_survives_a_failing_section(tmp_path, mon
     assert summary["mode"] == "quick"
     only = tour.run_tour(quick=True, outdir=tmp_path / "only", only=["good"])
     assert list(only["sections"]) == ["good"]
+
+
+def test_tour_only_updates_its_sections_inside_the_full_report(tmp_path, monkeypatch):
+    runs = {"first": 0, "second": 0}
+
+    def section(name, title):
+        def run(quick, outdir):
+            runs[name] += 1
+            return tour.TourSection(title, {"run": runs[name]}, f"{title} body {runs[name]}", [("run", "x")], [])
+
+        return run
+
+    fake = [
+        types.SimpleNamespace(__name__="frugal.scripts.systems.first.command", tour_section=section("first", "One")),
+        types.SimpleNamespace(__name__="frugal.scripts.systems.second.command", tour_section=section("second", "Two")),
+    ]
+    monkeypatch.setattr(tour, "tour_modules", lambda: fake)
+    tour.run_tour(quick=True, outdir=tmp_path)
+    summary = tour.run_tour(quick=True, outdir=tmp_path, only=["second"])
+    assert list(summary["sections"]) == ["first", "second"]  # the full order, first kept
+    assert summary["sections"]["first"]["figures"] == {"run": 1}
+    assert summary["sections"]["second"]["figures"] == {"run": 2}
+    text = (tmp_path / "report.md").read_text()
+    assert "One body 1" in text and "Two body 2" in text and "Kept from the earlier tour in this folder: first" in text
+    # A tour of another mode in the same folder is not merged.
+    other = tour.run_tour(quick=False, outdir=tmp_path, only=["second"])
+    assert list(other["sections"]) == ["second"]
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for argv in (
+        ["accel", "ant", "--preset", "quick", "--json", str(blocker / "x.json")],
+        ["accel", "ant", "--preset", "quick", "--outdir", str(blocker)],
+        ["accel", "ant", "--preset", "quick", "--outdir", str(blocker / "sub")],
+    ):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("frugal: error:") and str(blocker) in err and err.count("\n") == 1
+    assert not (tmp_path / "ant.json").exists()
+
+
+def test_reports_are_readable_by_the_group_like_other_files(tmp_path):
+    import os
+
+    from frugal.scripts.report import write_json
+
+    umask = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    import signal
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "frugal.scripts.cli", "train", "--steps", "100000", "--workdir", str(tmp_path / "w")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "frugal: interrupted"

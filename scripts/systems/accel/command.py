@@ -126,6 +126,8 @@ def run_sweep_command(config: SweepConfig) -> dict:
         f"{s['design']['buffer_kib']:.0f} KiB, latency {s['exact']['latency_s'] * 1e3:.3f} ms, "
         f"area {s['exact']['area_mm2']:.2f} mm2"
     )
+    if not s["within_area_budget"]:
+        print(f"warning: the design found is over its area budget by {s['area_over_budget_mm2']:.2f} mm2")
     outdir = Path(config.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "sweep.md").write_text(sweep_markdown(figures))

@@ -101,6 +101,13 @@ def sweep_markdown(f: dict) -> str:
         f"{s['exact']['energy_pj'] * 1e-6:.1f} uJ, area {s['exact']['area_mm2']:.2f} mm2 (exact model).",
         "",
     ]
+    if not s["within_area_budget"]:
+        lines += [
+            f"**The design found is over its area budget by {s['area_over_budget_mm2']:.2f} mm2** (the budget is a "
+            "penalty during the search; rounding or too few steps left it violated): more --search-steps or a "
+            "larger --search-penalty.",
+            "",
+        ]
     lines += [f"- {n}" for n in f["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -56,6 +56,11 @@ class AntQuantConfig:
             raise ValueError(f"part={self.part!r} must be 'both', 'image' or 'text'")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r} is not known; choose one of {list(DATASETS)}")
+        if self.data_path is not None and self.dataset not in USER_DATASETS:
+            raise ValueError(
+                f"data_path={self.data_path!r} is given but dataset={self.dataset!r} is built in and reads no path; "
+                f"use --dataset {' or '.join(USER_DATASETS)} for your own data, or drop --data-path"
+            )
         if self.image and self.dataset in USER_DATASETS and not self.data_path:
             raise ValueError(
                 f"dataset={self.dataset!r} needs --data-path pointing at your copy (data_path; nothing is downloaded)"

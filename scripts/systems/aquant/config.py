@@ -98,6 +98,12 @@ class AQuantConfig:
         object.__setattr__(self, "ablation_setting", self.ablation_setting.strip().upper())
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r}; choose one of {DATASETS}")
+        own = ("cifar10", "imagefolder")
+        if self.data_path is not None and self.dataset not in own:
+            raise ValueError(
+                f"data_path={self.data_path!r} is given but dataset={self.dataset!r} is built in and reads no path; "
+                "use --dataset cifar10 or imagefolder for your own data, or drop --data-path"
+            )
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r}; choose a ResNet of frugal.models.resnet: {MODELS}")
         bad = [m for m in self.methods if m not in METHODS]

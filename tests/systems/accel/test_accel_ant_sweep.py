@@ -91,6 +91,22 @@ def test_latency_gradient_is_finite_and_search_improves():
     result = sweep.grad_design_search(wl, sweep.SearchConfig(steps=10, learning_rate=0.1))
     assert result["history"][-1]["objective"] < result["history"][0]["objective"]
     assert result["exact"]["area_mm2"] <= 1.1 * result["config"]["area_budget_mm2"]
+    assert result["within_area_budget"] == (result["exact"]["area_mm2"] <= result["config"]["area_budget_mm2"])
+
+
+def test_a_search_over_its_budget_says_so():
+    """A budget far below the smallest design the search can reach: reported as violated."""
+    import dataclasses
+
+    from frugal.scripts.systems.accel.config import SWEEP_PRESETS
+    from frugal.scripts.systems.accel.design_sweep import run_sweep, sweep_markdown
+
+    config = dataclasses.replace(SWEEP_PRESETS["quick"], search=sweep.SearchConfig(steps=2, area_budget_mm2=1e-3))
+    figures = run_sweep(config)
+    result = figures["search"]
+    assert not result["within_area_budget"]
+    assert result["area_over_budget_mm2"] == pytest.approx(result["exact"]["area_mm2"] - 1e-3)
+    assert "over its area budget" in sweep_markdown(figures)
 
 
 def test_sweep_validation():

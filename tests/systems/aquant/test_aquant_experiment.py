@@ -257,3 +257,19 @@ def test_tour_section_runs_the_tour_preset(tmp_path, monkeypatch, quick_run):
     assert shown == pytest.approx([100 * v for v in expected], abs=0.06)
     assert section.plots == ["aquant/aquant.png"]
     assert "W2A2" in section.markdown and "machine:" in section.markdown
+
+
+@pytest.mark.parametrize(
+    "points, se, at_least, expected",
+    [
+        (0.28, 2.21, False, "within noise"),  # the case that printed "yes" before
+        (2.98, 0.36, False, "holds"),
+        (-0.85, 0.25, False, "NO"),
+        (-0.1, 0.2, True, "holds"),  # ">=" within noise holds
+        (-0.9, 0.2, True, "NO"),
+    ],
+)
+def test_a_check_holds_only_beyond_its_noise(points, se, at_least, expected):
+    from frugal.scripts.systems.aquant.experiment import verdict
+
+    assert verdict(points, se, at_least=at_least) == expected
