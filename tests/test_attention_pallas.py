@@ -108,3 +108,25 @@ def test_kernel_lowers_for_gpu_and_tpu(platform, backend, block):
     for fn in (forward, grad):
         exported = export.export(jax.jit(fn), platforms=[platform], disabled_checks=checks)(spec, spec, spec)
         assert marker in exported.mlir_module()
+
+
+@pytest.mark.parametrize("platform, marker", [("cuda", "__gpu$xla.gpu.triton"), ("tpu", "tpu_custom_call")])
+def test_auto_resolves_to_the_pallas_kernel_when_lowered_for_gpu_and_tpu(platform, marker):
+    """impl="auto" picks per platform at lowering time: the exported CUDA/TPU modules hold the
+    kernel (forward and gradient), the CPU module the XLA path; a 2-D pattern stays on XLA."""
+    from frugal.transforms.attention import AttentionPattern, hybrid_attention
+
+    pattern = AttentionPattern(window=(32, 32), global_tokens=(0,))
+    spec = jax.ShapeDtypeStruct((1, 256, 2, 64), jnp.float32)
+    forward = jax.jit(lambda q, k, v: hybrid_attention(q, k, v, pattern))
+    grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(hybrid_attention(q, k, v, pattern)), argnums=(0, 1, 2)))
+    checks = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")] if platform == "cuda" else []
+    for fn in (forward, grad):
+        assert marker in export.export(fn, platforms=[platform], disabled_checks=checks)(spec, spec, spec).mlir_module()
+    cpu = export.export(forward, platforms=["cpu"])(spec, spec, spec).mlir_module()
+    assert "triton" not in cpu and "tpu_custom_call" not in cpu
+    grid = AttentionPattern(window=(1, 1), grid=(16, 16))
+    two_d = jax.jit(lambda q, k, v: hybrid_attention(q, k, v, grid))
+    assert (
+        marker not in export.export(two_d, platforms=[platform], disabled_checks=checks)(spec, spec, spec).mlir_module()
+    )

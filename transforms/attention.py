@@ -363,7 +363,9 @@ def hybrid_attention(
     Args:
       q, k, v: query, key and value arrays; q and k must share head_dim.
       pattern: an `AttentionPattern` (hashable; a static argument under jit).
-      impl: "dense", "banded", "pallas" or "auto".
+      impl: "dense", "banded", "pallas" or "auto" (1-D patterns: the Pallas kernel when the program is
+        lowered for GPU, or for TPU while a row's K/V fit VMEM; otherwise, and for 2-D patterns,
+        dense up to 512 tokens and banded beyond).
       key_mask: optional (batch, seq) bool array, True for real tokens; False keys are never attended.
       global_qkv: optional (q_global, k_global, v_global), Longformer's separate global projections;
         q_global may hold every row or only the global tokens' rows (seq = len(global_tokens)).
@@ -378,7 +380,10 @@ def hybrid_attention(
     if key_mask is not None:
         key_mask = jnp.asarray(key_mask).astype(bool)
     if impl == "auto":
-        impl = "dense" if q.shape[1] <= 512 else "banded"
+        xla = "dense" if q.shape[1] <= 512 else "banded"
+        # 1-D patterns: the Pallas kernel where the program is lowered for GPU or TPU (chosen per
+        # platform at lowering time, so one jitted or exported function serves all of them).
+        impl = xla if pattern.grid is not None else f"auto:{xla}"
     if impl == "pallas" and pattern.grid is not None:
         raise ValueError(
             f"impl='pallas' supports 1-D patterns (grid=None); use impl='banded' or 'dense' for grid={pattern.grid}"
@@ -437,7 +442,39 @@ def _named_attention(pattern: AttentionPattern, impl: str, scale, block_size, in
     return jax.jit(attend)
 
 
-def _hybrid_attention_impl(q, k, v, pattern, *, impl, key_mask, global_qkv, scale, block_size, interpret):
+# Pallas on TPU holds a row's whole K and V (and its key vectors) in VMEM: beyond this many bytes
+# `impl="auto"` keeps the XLA path there.
+TPU_PALLAS_MAX_KV_BYTES = 8 << 20
+
+
+def _hybrid_attention_impl(q, k, v, pattern, *, impl, key_mask, global_qkv, scale, block_size, interpret, backend=None):
+    if impl.startswith("auto:"):
+        xla = impl.split(":", 1)[1]
+
+        def on(backend_impl, backend=None):
+            def run(q, k, v, key_mask, global_qkv):
+                return _hybrid_attention_impl(
+                    q,
+                    k,
+                    v,
+                    pattern,
+                    impl=backend_impl,
+                    key_mask=key_mask,
+                    global_qkv=global_qkv,
+                    scale=scale,
+                    # Mosaic TPU tiles the key vectors' lane axis by 128; Triton takes 64.
+                    block_size=block_size if backend_impl != "pallas" else (128 if backend == "mosaic_tpu" else None),
+                    interpret=False if backend else interpret,
+                    backend=backend,
+                )
+
+            return run
+
+        kv_bytes = 2 * q.shape[1] * max(16, 1 << (max(q.shape[-1], v.shape[-1]) - 1).bit_length()) * 4
+        tpu = on("pallas", "mosaic_tpu") if kv_bytes <= TPU_PALLAS_MAX_KV_BYTES else on(xla)
+        return jax.lax.platform_dependent(
+            q, k, v, key_mask, global_qkv, cuda=on("pallas", "triton"), tpu=tpu, default=on(xla)
+        )
     if impl == "dense":
         return dense_hybrid_attention(q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv, scale=scale)
     if impl == "banded":
@@ -461,6 +498,7 @@ def _hybrid_attention_impl(q, k, v, pattern, *, impl, key_mask, global_qkv, scal
         scale=scale,
         block_size=block_size,
         interpret=interpret,
+        backend=backend,
     )
 
 
