@@ -18,55 +18,29 @@ Regimes (where the forward and backward pass of a training step meet):
           (pipeline stages, micro-batching, a forward/backward split across jit boundaries).
   eager   op-by-op execution without jit.
 
-What `auto` picks, and why. Measured by `frugal bench memory` (XLA:CPU, JAX 0.10.2, a 2-core
-machine shared with other agents, so times are noisy; reports/memory/memory.md has every figure).
-Memory below is compiled temp bytes (jit) or residual bytes handed from forward to backward
-(split, eager), in MiB, for autodiff / nested / recompute:
-
-    model (batch)                     jit temp          split residuals    eager residuals
-    BERT-shaped, 2 layers (8x128)     218 / 242 / 170   201 / 153 / 153    267 / 219 / 219
-    MobileNet-style SiLU (32x32^2)    484 / 484 / 372   705 / 482 / 482    705 / 482 / 482
-    Mish CNN (32x32^2)                 56 /  58 /  29    83 /  27 /  27     98 /  28 /  28
-    GELU-tanh MLP, 6x768->3072 (512)   57 /  57 /  21   227 /  83 /  83    324 / 180 / 180
-
+What `auto` picks, and why (the measurements behind each rule, with their machines, are in the
+activation-memory system's README, `frugal bench memory`):
   jit    -> recompute. Inside one XLA program the compiler fuses the element-wise chain and
-           re-materializes it anyway, so nested never lowers temp memory (equal on two models,
-           up to 11% higher on the others: the custom_jvp makes f'(x) a materialized tensor),
-           while checkpointing the activation lowers temp 1.3-2.7x. Its step time against
-           autodiff was 0.72-1.24x over two runs, i.e. within this machine's noise; and no other
-           policy reaches its memory, so it is also the fastest at its memory.
-  split  -> per activation, by how much plain autodiff would keep for it. Nested and recompute
-           keep the same bytes here (one tensor per activation, 1.3-3.0x below autodiff: MLP
-           2.7x, Mish CNN 3.0x, above the paper's 1.97x), so the choice is about time only and
-           never costs memory. Nested computes f'(x) once in the forward pass; recompute runs f
-           and its VJP again in the backward pass. That pays off when the derivative is costly
-           to redo: on Mish nested was 1.19x and 1.23x faster than recompute in two full-size
-           runs (the paper reports 1.20x). When it is cheap, recompute is as fast or faster: on
-           the BERT-shaped model (GELU-erf) nested was 6-15% slower in two runs (XLA folds the
-           erf derivative into the fused backward loop, while nested's forward must write f'(x)
-           out: forward temp 36 vs 12 MiB) and 0.99x (within noise) in a third; MobileNet/SiLU
-           was within noise (0.95-1.05x). The proxy for "costly" is the number of tensors plain
-           autodiff saves for the activation, counted once per function on a small float32
-           probe (`saved_residuals`, from public API; the argument and scalar constants
-           left out) and cached:
+           re-materializes it anyway, so nested never lowers compiled temp memory (the custom_jvp
+           makes f'(x) a materialized tensor), while checkpointing the activation does (1.3-2.7x on
+           our four benchmark models), at a step time within noise of autodiff.
+  split  -> per activation. Nested and recompute keep the same bytes when forward and backward
+           are separate programs (one tensor per activation, below autodiff), so the choice is
+           about time: nested computes f'(x) once in the forward pass, recompute re-runs f and its
+           VJP in the backward pass. Nested pays off when the derivative is costly to redo (Mish,
+           as the paper reports), recompute when XLA folds a cheap derivative into the fused
+           backward loop (GELU-erf). The proxy for "costly" is the number of tensors plain autodiff
+           saves for the activation, counted once per function on a small float32 probe
+           (`saved_residuals`, public API only; the argument and scalar constants left out):
 
                saved residuals   activations (jax.nn)                                 auto picks
                >= 4              gelu_tanh 4, mish 4, elu 4, selu 4, hard_tanh 4      nested
                <= 3              gelu (erf) 3, hard_swish 3, silu 2, softplus 2,      recompute
                                  squareplus 2, tanh 2, relu 2, sigmoid 1
 
-           An activation the probe cannot trace falls back to nested. With this rule, full-size
-           BERT split (2 layers, 8x128; auto compiles to exactly recompute's programs): auto
-           977 ms vs the fastest at equal memory 965 ms (nested), 1.01x; medians 999 vs 1019.
-           --quick (bert, gelu_mlp, mish_cnn): auto / fastest at equal memory 1.011, 1.004,
-           0.965 in split, and every jit/eager check within 5% as well.
-  eager  -> recompute, for every activation. Op-by-op, both keep one live tensor per activation
-           (the same bytes). On the --quick models recompute was faster than nested in three
-           runs (likely op-dispatch cost of nested's forward JVP; not profiled): Mish CNN 1.52x,
-           1.24x, 1.14x; GELU-tanh MLP 1.13x, 1.13x, 1.09x; BERT-shaped 0.98x, 1.03x, 0.98x. An
-           earlier full-size pair of runs had nested vs recompute at 0.87-1.43x, never clearly
-           ahead, so nothing measured favours nested here.
-Step times come from a 2-core CPU shared with other agents (load 12-20), so they carry +-20%.
+           An activation the probe cannot trace falls back to nested.
+  eager  -> recompute, for every activation. Op-by-op, both keep one live tensor per activation;
+           recompute was never slower than nested beyond noise.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ An element-wise activation y = f(x) has a diagonal Jacobian, so one forward-mode
 tangent gives f'(x) for every element at once. `nested_forward_ad(f)` computes that derivative in
 the forward pass and makes the backward pass a single multiply, ct * f'(x). Under reverse mode it
 therefore keeps exactly one tensor per activation, where plain autodiff of a composite activation
-keeps all of its intermediates (measured with `jax.ad_checkpoint.print_saved_residuals`, f32):
+keeps all of its intermediates (counted with `jax.ad_checkpoint.print_saved_residuals`, f32):
 
     activation        autodiff residuals   nested residuals   jax.checkpoint(f) residuals
     gelu (tanh)       5 (x + 4 inner)      1 (f'(x))          1 (x)
@@ -19,11 +19,10 @@ mode, everything that depends only on x lands in the forward program and the one
 linear part needs, the derivative, becomes the only residual. (Pushing the incoming tangent
 through `jax.jvp(f, x, t)` instead would keep every intermediate again.)
 
-`derivative_dtype` (e.g. bfloat16) stores the derivative in lower precision. Measured by
-`frugal bench memory` on four f32 models: split-program residuals 1.08-1.34x below plain nested
-(the other saved tensors stay f32), for a relative L2 gradient error against autodiff of
-6e-4 to 4e-3 (f32 nested: 1e-7 to 8e-7). The up-cast happens inside a `jax.checkpoint`, so the
-bfloat16 tensor, not an f32 copy of it, is what stays alive between forward and backward.
+`derivative_dtype` (e.g. bfloat16) stores the derivative in lower precision, trading gradient
+accuracy for residual bytes (`frugal bench memory` measures both). The up-cast happens inside a
+`jax.checkpoint`, so the bfloat16 tensor, not an f32 copy of it, is what stays alive between
+forward and backward.
 
 The policy that applies these to whole models lives in `frugal.transforms.activation_policy`.
 """
