@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from frugal.models.longformer import (
     PROJECTIONS,
     LongformerConfig,
     LongformerModel,
+    LongformerSelfAttention,
     from_pretrained,
     hf_parameter_names,
     load_hf_state_dict,
@@ -20,6 +23,7 @@ from frugal.models.longformer import (
     to_hf_state_dict,
 )
 from frugal.models.vil import ViL, ViLConfig, ViLStage
+from frugal.scripts.systems.attention import peer_goldens
 from frugal.transforms.attention import AttentionPattern, hybrid_attention
 
 TINY = LongformerConfig(
@@ -158,6 +162,80 @@ def test_longformer_matches_hugging_face_when_available():
     got = np.asarray(_encode(ours, jnp.asarray(ids), (0, 5), "banded"))
     real = ids != 1
     np.testing.assert_allclose(got[real], expected[real], atol=2e-4)
+
+
+@pytest.fixture(scope="module")
+def hf_golden():
+    """Hugging Face's LongformerSelfAttention on a small random layer (see tests/data/README.md)."""
+    return dict(np.load(Path(__file__).parent / "data" / peer_goldens.LONGFORMER_FILE, allow_pickle=False))
+
+
+def _golden_layer(golden):
+    config = LongformerConfig(
+        vocab_size=8,
+        hidden_size=int(golden["hidden_size"]),
+        num_hidden_layers=1,
+        num_attention_heads=int(golden["num_attention_heads"]),
+        intermediate_size=8,
+        max_position_embeddings=8,
+        attention_window=int(golden["attention_window"]),
+    )
+    layer = LongformerSelfAttention(config, config.windows[0], rngs=nnx.Rngs(0))
+    for name in PROJECTIONS:
+        getattr(layer, name).weight.set_value(jnp.asarray(golden[f"{name}.weight"]))
+        getattr(layer, name).bias.set_value(jnp.asarray(golden[f"{name}.bias"]))
+    return layer
+
+
+@pytest.mark.parametrize("impl", ["dense", "banded"])
+def test_longformer_layer_matches_hf_golden_without_torch(hf_golden, impl):
+    """Our layer against HF's output recorded by peer_goldens (torch 2.13 / transformers 5), every
+    position: real, padded (both zero) and the 3 global ones, batch 2 with 3 and 11 padding tokens.
+
+    Tolerance 1e-5 abs: the outputs reach 1.9 and differ from HF's by 1.1e-6 at most (float32
+    rounding of different summation orders), so 10x margin; each mistake below moves them by 0.03 to 2.6.
+    """
+    golden = hf_golden
+    layer = _golden_layer(golden)
+    x = jnp.asarray(golden["hidden_states"])
+    hf_mask = golden["attention_mask"]  # HF's model convention: 0 padding, 1 local, 2 global
+    key_mask = jnp.asarray(hf_mask > 0)
+    global_tokens = tuple(int(t) for t in np.flatnonzero(hf_mask[0] == 2))
+    assert global_tokens == tuple(golden["global_tokens"]) and (hf_mask == 2).sum() == 2 * len(global_tokens)
+    assert (hf_mask == 0).sum() == 3 + 11  # padding is part of the case
+
+    def error(key_mask=key_mask, global_tokens=global_tokens):
+        return float(np.abs(np.asarray(layer(x, key_mask, global_tokens, impl)) - golden["output"]).max())
+
+    np.testing.assert_allclose(np.asarray(layer(x, key_mask, global_tokens, impl)), golden["output"], atol=1e-5)
+    # The comparison can fail: each of these mistakes moves the output far beyond the tolerance.
+    assert error(key_mask=jnp.ones_like(key_mask)) > 1e-2  # padding ignored
+    assert error(global_tokens=global_tokens[:2]) > 1e-2  # one global token forgotten
+    layer.window = layer.window - 2  # one key fewer on each side
+    assert error() > 1e-2
+    layer.window = layer.window + 2
+    weight = layer.key_global.weight
+    weight.set_value(weight.get_value().at[0, 0].add(0.1))  # one global-key weight of 4,096 off by 0.1
+    assert error() > 1e-3
+
+
+def test_hf_golden_inputs_come_from_the_generator(hf_golden):
+    """The committed file holds `peer_goldens.longformer_case()` (NumPy only), and the peer versions."""
+    for key, value in peer_goldens.longformer_case().items():
+        np.testing.assert_array_equal(hf_golden[key], value, err_msg=key)
+    assert str(hf_golden["torch_version"]).startswith("2.") and str(hf_golden["transformers_version"]).startswith("5.")
+
+
+def test_peer_goldens_without_torch_says_how_to_install(tmp_path):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("torch is installed: the generator would run")
+    with pytest.raises(SystemExit, match=r'pip install -e "\.\[bench\]"'):
+        peer_goldens.main(["--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
 
 
 def test_vil_shapes_banded_equals_dense_and_errors():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from flax import nnx
 
 from frugal.models.bert import BertConfig, BertEncoder, load_bert, load_minilm, mean_pool, sentence_embeddings, tokenize
+from frugal.scripts.systems.attention.peer_goldens import MINILM_FILE, MINILM_SENTENCES
 
 SENTENCES = [
     "This is an example sentence",
@@ -82,6 +85,48 @@ def test_minilm_matches_plain_reference_with_padding(minilm):
     np.testing.assert_allclose(alone[0], ours[2], atol=1e-5)
     # Semantics: the two food sentences are close, food vs movie is not.
     assert ours[2] @ ours[3] > 0.6 > ours[2] @ ours[4]
+
+
+def test_minilm_matches_transformers_golden_without_torch(minilm):
+    """Against transformers' BertModel on the same weights, recorded by peer_goldens (see
+    tests/data/README.md): 4 sentences of 6 to 18 tokens, padded to 18, float32.
+
+    Tolerances: last hidden states 1e-4 abs on real tokens (values reach 6.2; measured difference
+    2.7e-6, float32 rounding over 6 layers; padded rows are not compared, their values are nobody's
+    contract), sentence embeddings 1e-5 abs (measured 1.7e-7). Both sit ~30x below what the tanh
+    GELU approximation, the smallest mistake checked here, does (3e-3 and 2.9e-4).
+    """
+    model, tokenizer = minilm
+    golden = dict(np.load(Path(__file__).parent / "data" / MINILM_FILE, allow_pickle=False))
+    assert tuple(golden["sentences"]) == MINILM_SENTENCES
+    ids, mask, types = (jnp.asarray(golden[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    real = golden["attention_mask"] > 0
+    assert real.sum(1).min() < real.shape[1]  # some sentences are padded
+    # Our tokenizer gives the same ids (it pads further, to a multiple of 8).
+    our_ids, our_mask = tokenize(tokenizer, MINILM_SENTENCES)
+    width = real.shape[1]
+    np.testing.assert_array_equal(our_ids[:, :width], golden["input_ids"])
+    np.testing.assert_array_equal(our_mask[:, :width], golden["attention_mask"])
+    assert not our_mask[:, width:].any()
+
+    forward = nnx.jit(lambda m, i, a, t: m(i, a, t))
+    hidden = np.asarray(forward(model, ids, mask, types))
+    np.testing.assert_allclose(hidden[real], golden["last_hidden_state"][real], atol=1e-4, rtol=0)
+    embeddings = np.asarray(mean_pool(jnp.asarray(hidden), mask))
+    np.testing.assert_allclose(embeddings, golden["sentence_embeddings"], atol=1e-5, rtol=0)
+
+    # The comparison can fail: ignoring the padding, or the tanh GELU, breaks it.
+    unmasked = np.asarray(forward(model, ids, jnp.ones_like(mask), types))
+    assert np.abs(unmasked[real] - golden["last_hidden_state"][real]).max() > 1e-1
+    tanh = nnx.clone(model)
+    for layer in tanh.layers:
+        layer.activation = lambda x: jax.nn.gelu(x, approximate=True)
+    tanh_hidden = np.asarray(forward(tanh, ids, mask, types))
+    assert np.abs(tanh_hidden[real] - golden["last_hidden_state"][real]).max() > 1e-3
+    tanh_embeddings = np.asarray(mean_pool(jnp.asarray(tanh_hidden), mask))
+    assert np.abs(tanh_embeddings - golden["sentence_embeddings"]).max() > 1e-4
+    # The recorded sentence-transformers value above agrees with this golden.
+    np.testing.assert_allclose(golden["sentence_embeddings"][0, :5], GOLDEN_SENTENCE0, atol=1e-4)
 
 
 def test_attention_probabilities_and_activation_convention(minilm):
