@@ -205,7 +205,9 @@ def load_bert(model_dir: str | Path, *, activation: str | Callable | None = None
     tensors = load_file(str(weights_path))
     if any(k.startswith("bert.") for k in tensors):
         tensors = {k[len("bert.") :]: v for k, v in tensors.items() if k.startswith("bert.")}
-    model = BertEncoder(config, activation=activation, rngs=nnx.Rngs(0))
+    # Built abstractly (shapes only): every parameter is set from the file below, so random
+    # initialization would be thrown away (and costs seconds of compiling on a CPU).
+    model = nnx.eval_shape(lambda: BertEncoder(config, activation=activation, rngs=nnx.Rngs(0)))
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
     mapping = _hf_key_map(config)
@@ -216,8 +218,8 @@ def load_bert(model_dir: str | Path, *, activation: str | Callable | None = None
         value = np.asarray(tensors[name], np.float32)
         value = value.T if transpose else value
         variable = flat[path]
-        if variable[...].shape != value.shape:
-            raise ValueError(f"tensor {name} has shape {value.shape}, expected {variable[...].shape}")
+        if variable.get_value().shape != value.shape:
+            raise ValueError(f"tensor {name} has shape {value.shape}, expected {variable.get_value().shape}")
         variable.set_value(jnp.asarray(value))
     nnx.update(model, state)
     return model

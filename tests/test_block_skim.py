@@ -316,7 +316,7 @@ def test_question_predictor_classifies_blocks_independently_of_order():
 
 
 def test_widening_to_question_features_keeps_predictions(skim_model):
-    from frugal.scripts.skim_predictor_fit import with_predictor_features
+    from frugal.scripts.systems.block_skim.predictor_fit import with_predictor_features
 
     model = nnx.clone(skim_model)
     model.eval()
@@ -377,7 +377,7 @@ def test_block_context_neighbours_and_window_maximum():
 
 @pytest.fixture(scope="module")
 def match_model(skim_model):
-    from frugal.scripts.skim_predictor_fit import with_predictor_features
+    from frugal.scripts.systems.block_skim.predictor_fit import with_predictor_features
 
     model = with_predictor_features(skim_model, "diagonal+question+match")
     for p in model.predictors:  # decisive random heads, as for the CNN predictors above
@@ -419,7 +419,7 @@ def test_match_predictor_flops_are_counted():
 
 
 def test_paper_predictors_inside_a_match_model_predict_like_the_original(skim_model, match_model):
-    from frugal.scripts.skim_predictor_fit import paper_predictors
+    from frugal.scripts.systems.block_skim.predictor_fit import paper_predictors
 
     ids, mask, types, _ = _batch()
     model = nnx.clone(skim_model)

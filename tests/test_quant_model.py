@@ -304,6 +304,7 @@ def test_packed_ant_kernel_path_equals_fake_quant(mlp_setup, impl):
     packed = apply_plan(model, plan, impl=impl)
     x = batches[1]
     np.testing.assert_allclose(np.asarray(forward(packed, x)), np.asarray(forward(fake, x)), rtol=1e-5, atol=1e-5)
+
     def kernel_calls(jaxpr):
         for eqn in jaxpr.eqns:
             if str(eqn.params.get("name", "")).startswith("frugal_ant_matmul__"):

@@ -20,6 +20,7 @@ largest threshold whose answer-block recall on those windows stays at or above a
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from frugal.scripts.qa_data import QAFeatures
-from frugal.scripts.skim_eval import collect_per_layer
+from frugal.scripts.systems.block_skim.evaluation import collect_per_layer
+from frugal.scripts.systems.block_skim.qa_data import QAFeatures
 from frugal.transforms.block_skim import (
     BlockSkimConfig,
     BlockSkimQA,
@@ -124,27 +125,87 @@ def collect_match_inputs(model: BlockSkimQA, features: QAFeatures, layers, batch
     return collect_per_layer(model, features, layers, head_inputs, batch_size)
 
 
-def _fit_full_batch(loss_fn, params, x, *, steps: int, learning_rate: float, weight_decay: float):
-    """(fitted params, {"loss_start", "loss_end"}): `steps` full-batch AdamW steps (cosine-decayed rate) on
-    loss_fn(params, x). x is a jit argument, not a closure: XLA would constant-fold tens of MB."""
-    tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=weight_decay)
-    opt_state = tx.init(params)
+class HeadSet(nnx.Module):
+    """The modules one fit trains together (each with its own loss; the losses are summed)."""
 
-    @jax.jit
-    def step(params, opt_state, x):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    def __init__(self, heads):
+        self.heads = nnx.List(heads)
 
-    first = float(loss_fn(params, x))
-    for _ in range(steps):
-        params, opt_state, _ = step(params, opt_state, x)
-    return params, {"loss_start": first, "loss_end": float(loss_fn(params, x))}
+
+def finished(workdir: str | Path | None, steps: int) -> bool:
+    """Whether `workdir` holds a finished Trainer run of `steps` steps (its last checkpoint)."""
+    return workdir is not None and (Path(workdir) / "checkpoints" / str(steps)).is_dir()
+
+
+def fit_heads(
+    heads,
+    inputs: np.ndarray | None,
+    labels: np.ndarray,
+    valid: np.ndarray,
+    beta: float,
+    *,
+    steps: int,
+    learning_rate: float,
+    weight_decay: float,
+    workdir: str | Path | None = None,
+) -> list[dict]:
+    """Fits `heads` (modules mapping (N, D) features to (N, 2) logits) in place: `steps` full-batch AdamW steps
+    (cosine-decayed rate) of the class-weighted skim CE, one Trainer run for all of them.
+
+    inputs: (len(heads), N, D) what each head reads, labels/valid: (N,). They go into the Trainer as
+    `constants` (jit arguments, never folded into the program: they can be tens of MB). A finished run in
+    `workdir` is restored instead (then `inputs` may be None). Returns per head
+    {"loss_start", "loss_end"} (empty dicts when restored).
+    """
+    from frugal.scripts.harness import Trainer, TrainerConfig, TrainState, loss_step
+
+    state = TrainState(
+        HeadSet(list(heads)),
+        optax.adamw(optax.cosine_decay_schedule(learning_rate, max(steps, 1)), weight_decay=weight_decay),
+    )
+    if finished(workdir, steps):
+        trainer = Trainer(
+            state, loss_step(lambda *_: 0.0), config=TrainerConfig(steps, progress=False), workdir=workdir
+        )
+        restored = trainer.run(lambda step, rows: {}, 1).state.model
+        for head, fitted in zip(heads, restored.heads):
+            nnx.update(head, nnx.state(fitted))
+        return [{} for _ in heads]
+    if inputs is None:
+        raise ValueError(f"fit_heads: no finished run in workdir={workdir}, so inputs are needed")
+    constants = {
+        "x": jnp.asarray(inputs, jnp.float32),
+        "y": jnp.asarray(labels.reshape(-1)),
+        "v": jnp.asarray(valid.reshape(-1)),
+    }
+
+    def losses(model, c):
+        return jnp.stack([skim_loss(head(c["x"][i]), c["y"], c["v"], beta) for i, head in enumerate(model.heads)])
+
+    def loss_fn(model, batch, rng, c):
+        per_head = losses(model, c)
+        return per_head.sum(), {f"loss_{i}": l for i, l in enumerate(per_head)}
+
+    losses_of = nnx.jit(losses)
+    start = np.asarray(losses_of(state.model, constants))
+    trainer = Trainer(
+        state,
+        loss_step(loss_fn, has_aux=True),
+        config=TrainerConfig(steps, log_every=max(steps, 1), progress=False),
+        workdir=workdir,
+        constants=constants,
+        eval_fn=lambda st: {f"end_{i}": l for i, l in enumerate(np.asarray(losses_of(st.model, constants)))},
+    )
+    result = trainer.run(lambda step, rows: {}, 1)
+    end = [result.history[-1][f"end_{i}"] for i in range(len(heads))] if result.history else start
+    for head, fitted in zip(heads, result.state.model.heads):
+        nnx.update(head, nnx.state(fitted))
+    return [{"loss_start": float(a), "loss_end": float(b)} for a, b in zip(start, end)]
 
 
 def fit_match_heads(
     model: BlockSkimQA,
-    features: QAFeatures,
+    features: QAFeatures | None,
     layers,
     *,
     steps: int = 300,
@@ -152,36 +213,49 @@ def fit_match_heads(
     weight_decay: float = 1e-2,
     batch_size: int = 8,
     inputs: np.ndarray | None = None,
+    workdir: str | Path | None = None,
 ) -> dict:
     """Fits the match heads of the predictors at `layers` in place: standardization statistics from the
-    real blocks of these windows, then full-batch AdamW on the class-weighted CE (weights [1, beta]).
+    real blocks of these windows, then full-batch AdamW on the class-weighted CE (weights [1, beta]),
+    encoder and CNN frozen (the heads read cached inputs). A finished fit in `workdir` is restored.
 
     Few steps on purpose: the MLP fits its training windows perfectly within ~1,000 steps and then keeps
     more blocks at equal answer recall on held-out windows. Returns per layer the loss at start and end.
     """
     cfg = model.skim_config
-    x_all = collect_match_inputs(model, features, layers, batch_size) if inputs is None else inputs
-    labels, valid = window_labels(features, cfg)
-    real = valid.reshape(-1) > 0
-    y, v = jnp.asarray(labels.reshape(-1)), jnp.asarray(valid.reshape(-1))
-    log = {}
-    for li, layer in enumerate(layers):
-        head = model.predictors[cfg.layers.index(layer)].match_head
-        x = np.asarray(x_all[li], np.float32).reshape(-1, x_all.shape[-1])
-        head.mean.set_value(jnp.asarray(x[real].mean(0)))
-        head.scale.set_value(jnp.asarray(x[real].std(0) + 1e-6))
-        graphdef, params, rest = nnx.split(head, nnx.Param, ...)
-        x = jnp.asarray(x)
-        params, log[str(layer)] = _fit_full_batch(
-            lambda p, x: skim_loss(nnx.merge(graphdef, p, rest)(x), y, v, cfg.beta),
-            params,
-            x,
+    heads = [model.predictors[cfg.layers.index(layer)].match_head for layer in layers]
+    if finished(workdir, steps):
+        fit_heads(
+            heads,
+            None,
+            None,
+            None,
+            cfg.beta,
             steps=steps,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
+            workdir=workdir,
         )
-        nnx.update(head, params)
-    return log
+        return {}
+    x_all = collect_match_inputs(model, features, layers, batch_size) if inputs is None else inputs
+    labels, valid = window_labels(features, cfg)
+    real = valid.reshape(-1) > 0
+    xs = np.asarray(x_all, np.float32).reshape(len(layers), -1, x_all.shape[-1])
+    for head, x in zip(heads, xs):
+        head.mean.set_value(jnp.asarray(x[real].mean(0)))
+        head.scale.set_value(jnp.asarray(x[real].std(0) + 1e-6))
+    fits = fit_heads(
+        heads,
+        xs,
+        labels,
+        valid,
+        cfg.beta,
+        steps=steps,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        workdir=workdir,
+    )
+    return dict(zip(map(str, layers), fits))
 
 
 def match_keep_probabilities(model: BlockSkimQA, inputs: np.ndarray, layers) -> np.ndarray:
@@ -216,7 +290,7 @@ def window_labels(features: QAFeatures, config: BlockSkimConfig) -> tuple[np.nda
 
 def fit_question_classifiers(
     model: BlockSkimQA,
-    features: QAFeatures,
+    features: QAFeatures | None,
     layers,
     *,
     steps: int = 400,
@@ -224,32 +298,44 @@ def fit_question_classifiers(
     weight_decay: float = 1e-3,
     batch_size: int = 8,
     inputs: np.ndarray | None = None,
+    workdir: str | Path | None = None,
 ) -> dict:
-    """Trains the classifiers of the predictors at `layers` in place (full batch, Adam, weighted CE).
+    """Trains the classifiers of the predictors at `layers` in place (full batch, AdamW, weighted CE),
+    encoder and CNN frozen (the classifiers read cached inputs). A finished fit in `workdir` is restored.
 
     inputs: precomputed `collect_classifier_inputs(model, features, layers)` (computed when None).
     Returns per layer the loss at the start and the end.
     """
     cfg = model.skim_config
-    x_all = collect_classifier_inputs(model, features, layers, batch_size) if inputs is None else inputs
-    labels, valid = window_labels(features, cfg)
-    y, v = jnp.asarray(labels.reshape(-1)), jnp.asarray(valid.reshape(-1))
-    log = {}
-    for li, layer in enumerate(layers):
-        head = model.predictors[cfg.layers.index(layer)].classifier
-        params = {"kernel": head.kernel[...], "bias": head.bias[...]}
-        x = jnp.asarray(x_all[li].reshape(-1, x_all.shape[-1]))
-        params, log[str(layer)] = _fit_full_batch(
-            lambda p, x: skim_loss(x @ p["kernel"] + p["bias"], y, v, cfg.beta),
-            params,
-            x,
+    heads = [model.predictors[cfg.layers.index(layer)].classifier for layer in layers]
+    if finished(workdir, steps):
+        fit_heads(
+            heads,
+            None,
+            None,
+            None,
+            cfg.beta,
             steps=steps,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
+            workdir=workdir,
         )
-        head.kernel.set_value(params["kernel"])
-        head.bias.set_value(params["bias"])
-    return log
+        return {}
+    x_all = collect_classifier_inputs(model, features, layers, batch_size) if inputs is None else inputs
+    labels, valid = window_labels(features, cfg)
+    xs = np.asarray(x_all, np.float32).reshape(len(layers), -1, x_all.shape[-1])
+    fits = fit_heads(
+        heads,
+        xs,
+        labels,
+        valid,
+        cfg.beta,
+        steps=steps,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        workdir=workdir,
+    )
+    return dict(zip(map(str, layers), fits))
 
 
 def keep_probabilities(model: BlockSkimQA, inputs: np.ndarray, layers) -> np.ndarray:

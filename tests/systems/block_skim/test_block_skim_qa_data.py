@@ -1,4 +1,4 @@
-"""frugal.scripts.qa_data and the QA metrics/decoding in frugal.models.bert_qa.
+"""frugal.scripts.systems.block_skim.qa_data and the QA metrics/decoding in frugal.models.bert_qa.
 
 Windows, loaders, bad input, SQuAD scores.
 """
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from frugal.models.bert_qa import best_spans, decode_answers, f1_score, normalize_answer, squad_scores
-from frugal.scripts.qa_data import QAExample, featurize, load_squad, make_fact_qa, plain_tokenizer
+from frugal.scripts.systems.block_skim.qa_data import QAExample, featurize, load_squad, make_fact_qa, plain_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_fact_set_is_seeded_and_answers_point_at_the_fact(facts, tokenizer):
 
 
 def test_default_set_has_one_invented_sentence_the_answer(tokenizer):
-    from frugal.scripts.qa_data import filler_sentences
-    from frugal.scripts.skim_bounds import fact_character_mask
+    from frugal.scripts.systems.block_skim.bounds import fact_character_mask
+    from frugal.scripts.systems.block_skim.qa_data import filler_sentences
 
     filler = filler_sentences()
     for ex in make_fact_qa(6, seed=5, tokenizer=tokenizer):

@@ -1,8 +1,8 @@
 """Block-Skim evaluation and reports: EM/F1, FLOPs from the tokens each layer processes, wall-clock at batch 1,
 per-layer predictor diagnostics, the checks against the issue's targets, and the Markdown/JSON/PNG reports.
 
-Split out of `frugal.scripts.skim_experiments` (which trains and runs the experiment); nothing here trains.
-The wall-clock section takes the shared benchmark lock (`/tmp/frugal-bench.lock`) while it times.
+`experiment` trains and runs the experiment; nothing here trains. The wall-clock section takes the shared
+benchmark lock (`frugal-bench.lock` in the user's cache directory, `config.user_cache_dir()`) while it times.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from frugal.models.bert_qa import attention_bias, decode_answers, squad_scores
-from frugal.scripts.qa_data import QAFeatures
+from frugal.scripts.systems.block_skim.qa_data import QAFeatures
 from frugal.transforms.block_skim import SkimRunner, block_labels, block_valid, encoder_layer_flops, skim_flops
 
 PAPER = {
@@ -186,13 +186,22 @@ def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: i
     return out
 
 
+def bench_lock_path() -> Path:
+    """The benchmark lock every frugal timing takes: `frugal-bench.lock` in the user's cache directory."""
+    from frugal.scripts.systems.block_skim.config import user_cache_dir
+
+    return user_cache_dir() / "frugal-bench.lock"
+
+
 @contextlib.contextmanager
-def _bench_lock(timeout_s: float | None):
+def bench_lock(timeout_s: float | None):
     """Holds the shared benchmark lock; yields whether it was acquired (after timeout_s it times anyway)."""
     import fcntl
 
     try:
-        handle = open("/tmp/frugal-bench.lock", "a")  # noqa: SIM115 (held for the lock's lifetime)
+        path = bench_lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 (held for the lock's lifetime)
     except OSError:
         yield False
         return
@@ -224,9 +233,15 @@ def time_batch1(
     compiled in an untimed warm-up pass; the timed passes alternate the variants window by window, and the
     order rotates from window to window so that each variant runs equally often right after the full
     model (which leaves the caches cold for whatever follows it). A window's time is its fastest of the
-    `repeats` passes (as `timeit` does): on this shared 2-core box single calls catch 20-40% spikes from
-    other processes, which swamped the differences between nearby thresholds in means.
+    `repeats` passes (as `timeit` does): on a busy machine single calls catch 20-40% spikes from other
+    processes, which swamp the differences between nearby thresholds in means. The machine facts (CPU,
+    cores, load average before the warm-up, at the lock and after, JAX backend) are recorded beside the times.
     """
+    import os
+
+    from frugal.scripts.report import machine_description, machine_record
+
+    before = machine_description()
     rows = list(range(min(n, len(features))))
     inputs = []
     for r in rows:
@@ -251,12 +266,9 @@ def time_batch1(
         for x in inputs:
             fn(x)
     seconds = {k: np.full(len(inputs), np.inf) for k in variants}
-    import os
-
-    load_before = os.getloadavg()[0]
-    niceness = os.nice(0)
-    with _bench_lock(lock_timeout_s) as locked:
-        load_locked = os.getloadavg()[0]
+    niceness = os.nice(0) if hasattr(os, "nice") else 0
+    with bench_lock(lock_timeout_s) as locked:
+        at_lock = machine_description()["load_average"]
         names = list(variants)
         for _ in range(repeats):
             for i, x in enumerate(inputs):
@@ -271,9 +283,8 @@ def time_batch1(
         "repeats": repeats,
         "seconds_per_window": per,
         "speedup": {k: per["full"] / v for k, v in per.items() if k != "full"},
-        "load_average_before": load_before,
-        "load_average_at_lock": load_locked,
-        "load_average_after": os.getloadavg()[0],
+        "machine": machine_record(before),
+        "load_average_at_lock": at_lock,
         "bench_lock_held": locked,
         "niceness": niceness,
     }
@@ -283,7 +294,19 @@ def time_batch1(
 # Reports
 
 
-def _prunes(threshold) -> bool:
+def timing_machine_line(timing: dict) -> str:
+    """The machine facts of a timing: CPU model, cores, 1-minute load average before / at the lock / after,
+    JAX version and backend."""
+    m = timing["machine"]
+    loads = [m.get("load_average_before"), timing.get("load_average_at_lock"), m.get("load_average")]
+    shown = " / ".join("n/a" if x is None else f"{x[0]:.2f}" for x in loads)
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, load average {shown} (before / at the lock / after), "
+        f"JAX {m['jax']} on {m['backend']}"
+    )
+
+
+def prunes(threshold) -> bool:
     """Whether a threshold (one value, or one per pruning layer) can drop anything."""
     return any(t > 0 for t in threshold) if isinstance(threshold, (tuple, list)) else threshold > 0
 
@@ -291,13 +314,15 @@ def _prunes(threshold) -> bool:
 def _best_operating_point(figures: dict) -> dict | None:
     """The largest-FLOPs-speedup threshold whose F1 is within 1 point of the unpruned model."""
     ref = figures["block_skim_unpruned"]["f1"]
-    ok = [r for r in figures["sweep"] if _prunes(r["threshold"]) and r["f1"] >= ref - 1.0]
+    ok = [r for r in figures["sweep"] if prunes(r["threshold"]) and r["f1"] >= ref - 1.0]
     return max(ok, key=lambda r: r["flops_speedup"]) if ok else None
 
 
-def _checks(figures: dict) -> dict:
+def checks(figures: dict) -> dict:
     best = _best_operating_point(figures)
-    out = {"threshold0_answers_identical": figures.get("threshold0_answers_identical")}
+    out = {}
+    if "threshold0_answers_identical" in figures:
+        out["threshold0_answers_identical"] = figures["threshold0_answers_identical"]
     if best is None:
         out.update(
             threshold=None,
@@ -388,13 +413,14 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     for layer, rs in figures["predictors"].items():
         for r in rs:
             diag.append([layer, r["threshold"], f"{r['kept_fraction']:.3f}", f"{r['answer_block_recall']:.3f}"])
-    out.append(
-        (
-            "skim predictors on the unpruned forward",
-            ["layer", "threshold", "kept fraction", "answer-block recall"],
-            diag,
+    if diag:
+        out.append(
+            (
+                "skim predictors on the unpruned forward",
+                ["layer", "threshold", "kept fraction", "answer-block recall"],
+                diag,
+            )
         )
-    )
     return out
 
 
@@ -413,6 +439,15 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
         f"beta {c['beta']}, label rule '{c['label_rule']}'.",
         "",
     ]
+    if figures.get("machine"):
+        m = figures["machine"]
+        before, after = m.get("load_average_before"), m.get("load_average")
+        load = "n/a" if before is None or after is None else f"{before[0]:.2f} before, {after[0]:.2f} after"
+        lines += [
+            f"Run on {m['cpu']}, {m['cores']} cores, load average {load}, JAX {m['jax']} on {m['backend']}; "
+            f"{figures.get('seconds', float('nan')):.0f} s in all.",
+            "",
+        ]
     if c["refine_epochs"]:
         lines += [
             f"After the joint fine-tune the predictors of layers {c['refine_layers']} were trained alone "
@@ -475,10 +510,9 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
         t = figures["timing"]
         lines += [
             f"Wall-clock: {t['windows']} dev windows at batch 1, each cut to whole blocks, each timed as its "
-            f"fastest of {t['repeats']} passes (variants interleaved, order rotating per window); "
-            f"load average {t['load_average_at_lock']:.2f} at the lock (held: {t['bench_lock_held']}, niceness "
-            f"{t['niceness']}); 2-core CPU shared with other agents, so "
-            "absolute times are noisy and the same-run ratios are what to trust.",
+            f"fastest of {t['repeats']} passes (variants interleaved, order rotating per window), under the "
+            f"benchmark lock (held: {t['bench_lock_held']}, niceness {t['niceness']}). {timing_machine_line(t)}. "
+            "Absolute times move with the load; the same-run ratios are what to compare.",
             "",
         ]
     lines += [
@@ -493,7 +527,7 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _write_reports(figures: dict, config) -> None:
+def write_reports(figures: dict, config) -> None:
     from frugal.scripts import report
 
     outdir = Path(config.outdir)
@@ -507,10 +541,12 @@ def _write_reports(figures: dict, config) -> None:
         pts = [(sp[f"skim@{r['threshold']}"], r["f1"]) for r in figures["sweep"] if f"skim@{r['threshold']}" in sp]
         if pts:
             ax.plot(*zip(*pts), "s--", label="Block-Skim (wall-clock, batch 1)")
+    ax.axhline(figures["block_skim_unpruned"]["f1"], color="black", ls="--", lw=0.8, label="no pruning")
     if "vanilla" in figures:
         ax.axhline(figures["vanilla"]["f1"], color="gray", ls=":", label="vanilla fine-tune")
     for r in figures["sweep"]:
-        ax.annotate(str(r["threshold"]), (r["flops_speedup"], r["f1"]), fontsize=7)
+        t = r["threshold"]
+        ax.annotate(str(list(t) if isinstance(t, (tuple, list)) else t), (r["flops_speedup"], r["f1"]), fontsize=7)
     ax.set_xlabel("speedup over the unpruned model (x)")
     ax.set_ylabel("dev F1")
     ax.set_title(f"Block-Skim, MiniLM ({figures['label']})")

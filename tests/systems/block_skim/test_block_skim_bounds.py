@@ -1,6 +1,6 @@
 """Oracle FLOPs bounds for Block-Skim on the built-in set."""
 
-from frugal.scripts.skim_bounds import bounds, fact_character_mask, stage_flops
+from frugal.scripts.systems.block_skim.bounds import bounds, fact_character_mask, stage_flops
 from frugal.transforms.block_skim import encoder_layer_flops
 
 
@@ -36,3 +36,11 @@ def test_without_distractors_the_only_fact_is_the_answer():
     share = result["kept_share"]
     # Facts are the answer sentence, which may reach one block past the answer span's blocks.
     assert share["answer"] <= share["facts"] < share["answer"] + 1 / 15
+
+
+def test_main_takes_the_dev_set_of_a_skim_preset(capsys):
+    from frugal.scripts.systems.block_skim.bounds import main
+
+    result = main(["--preset", "quick", "--n-dev", "3"])
+    assert result["windows"] >= 3
+    assert "answer after layer 0" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """How far Block-Skim can go on the built-in fact-QA set: FLOPs speedups of *perfect* predictors.
 
-`python -m frugal.scripts.skim_bounds` prints, for MiniLM-L6 sized layers, the FLOPs speedup that oracle
+`python -m frugal.scripts.systems.block_skim.bounds` prints, for MiniLM-L6 sized layers, the FLOPs speedup that oracle
 predictors would reach on the built-in dev windows (exact per-layer FLOPs of `frugal.transforms.block_skim`,
 predictor CNNs left out, so these are upper bounds):
 
@@ -11,7 +11,7 @@ predictor CNNs left out, so these are upper bounds):
 - both in two stages (facts after one layer, answer only after a later one).
 
 Facts are found as the context text not covered by the filler sentences the generator draws from
-(`frugal.scripts.qa_data.filler_sentences`), so this applies to the built-in set only.
+(`qa_data.filler_sentences`), so this applies to the built-in set only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from frugal.scripts.qa_data import QAFeatures, featurize, filler_sentences, make_fact_qa, plain_tokenizer
+from frugal.scripts.systems.block_skim.qa_data import (
+    QAFeatures,
+    featurize,
+    filler_sentences,
+    make_fact_qa,
+    plain_tokenizer,
+)
 from frugal.transforms.block_skim import encoder_layer_flops
 
 
@@ -72,6 +78,7 @@ def bounds(
     distractors: int = 0,
     context_tokens: tuple[int, int] = (440, 490),
     max_seq_len: int = 512,
+    doc_stride: int = 128,
     block: int = 32,
     num_layers: int = 6,
     hidden: int = 384,
@@ -80,7 +87,7 @@ def bounds(
     """Defaults: the dev set of `frugal skim` (seed 1000); the harder set is distractors=3,
     context_tokens=(300, 360), max_seq_len=384."""
     examples = make_fact_qa(n_dev, seed=seed, distractors=distractors, context_tokens=context_tokens)
-    features = featurize(examples, plain_tokenizer(), max_seq_len=max_seq_len)
+    features = featurize(examples, plain_tokenizer(), max_seq_len=max_seq_len, doc_stride=doc_stride)
     filler = filler_sentences()
     plans = {f"facts after layer {L}": ("facts", None, L) for L in (0, 1)}
     plans.update({f"answer after layer {L}": ("answer", None, L) for L in (0, 1, 2)})
@@ -108,26 +115,48 @@ def bounds(
     }
 
 
+# The fields of `SkimConfig` that define the dev set; `main` takes them as flags (help and defaults from there).
+DATA_FIELDS = ("n_dev", "distractors", "context_tokens", "max_seq_len", "doc_stride", "seed")
+
+
+def bounds_for(config) -> dict:
+    """`bounds` on exactly the dev set `frugal skim` evaluates with this `SkimConfig`."""
+    return bounds(
+        config.n_dev,
+        seed=config.seed + 1000,
+        distractors=config.distractors,
+        context_tokens=tuple(config.context_tokens),
+        max_seq_len=config.max_seq_len,
+        doc_stride=config.doc_stride,
+    )
+
+
 def main(argv=None) -> dict:
+    import dataclasses
+
+    from frugal.scripts.systems.block_skim.config import PRESETS, SkimConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-dev", type=int, default=200, help="built-in dev examples (default 200)")
-    parser.add_argument("--distractors", type=int, default=0, help="look-alike facts per passage (default 0)")
     parser.add_argument(
-        "--context-tokens",
-        type=int,
-        nargs=2,
-        default=(440, 490),
-        metavar=("LO", "HI"),
-        help="passage length range in tokens (default 440 490)",
+        "--preset", choices=sorted(PRESETS), default="full", help="the dev set of this `frugal skim` preset"
     )
-    parser.add_argument("--max-seq-len", type=int, default=512, help="window length (default 512)")
+    fields = {f.name: f for f in dataclasses.fields(SkimConfig)}
+    for name in DATA_FIELDS:
+        default = getattr(PRESETS["full"], name)
+        extra = dict(nargs=2, metavar=("LO", "HI")) if isinstance(default, tuple) else {}
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=None,
+            help=f"{fields[name].metadata['help']} (default: the preset's; full: {default})",
+            **extra,
+        )
     args = parser.parse_args(argv)
-    result = bounds(
-        args.n_dev,
-        distractors=args.distractors,
-        context_tokens=tuple(args.context_tokens),
-        max_seq_len=args.max_seq_len,
+    given = {n: getattr(args, n) for n in DATA_FIELDS if getattr(args, n) is not None}
+    config = dataclasses.replace(
+        PRESETS[args.preset], **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     )
+    result = bounds_for(config)
     print(
         f"{result['windows']} dev windows; share of blocks kept by an oracle: question + facts "
         f"{result['kept_share']['facts']:.3f}, question + answer {result['kept_share']['answer']:.3f}"
