@@ -12,7 +12,8 @@ and the per-layer bit widths each design runs them at:
 
 Layer shapes are facts about the networks (VGG-16, ResNet-18/50, Inception-v3 at 299x299,
 ViT-B/16 at 224x224, BERT-base at sequence length 128); the ResNets match `frugal.models.resnet` layer
-for layer, which `frugal.scripts.accel_ant_experiment` checks against a trace of our own models. We add the
+for layer, which the accel system's ANT table (`frugal.scripts.systems.accel.ant_table`) checks against a
+trace of our own models. We add the
 ViT patch-embedding convolution (8-bit for every design); the ANT benchmark lists omit it for ANT.
 """
 

@@ -449,6 +449,8 @@ def ant_matmul(
     _operand_plan(a_format, w_format, 2, accumulate)
     if impl == "auto":
         impl = "reference" if backend == "cpu" else "pallas"
+    if m == 0 or n == 0:  # an empty product: the same (empty) answer on every implementation
+        return jnp.zeros(lead + (n,), jnp.float32)
     if impl == "pallas":
         lo, hi, mult = tiles["m"]
         block_m = _check_block(block_m, "block_m", mult, target) if block_m is not None else _block(m, lo, hi)
