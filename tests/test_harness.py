@@ -340,7 +340,7 @@ def test_constants_eval_and_finished_run_as_cache(tmp_path):
 
     def step(state, batch, key, constants):
         def loss_fn(model):
-            return jax.numpy.mean((constants["x"] @ model.w.value - constants["y"]) ** 2)
+            return jax.numpy.mean((constants["x"] @ model.w[...] - constants["y"]) ** 2)
 
         loss, grads = nnx.value_and_grad(loss_fn)(state.model)
         state.optimizer.update(state.model, grads)
@@ -353,7 +353,7 @@ def test_constants_eval_and_finished_run_as_cache(tmp_path):
             config=TrainerConfig(num_steps=steps, log_every=100, eval_every=5, progress=False),
             workdir=tmp_path,
             constants={"x": x, "y": y},
-            eval_fn=lambda state: {"w0": state.model.w.value[0]},
+            eval_fn=lambda state: {"w0": state.model.w[...][0]},
         )
 
     result = make().run(lambda step, rows: {}, 1)
@@ -362,10 +362,10 @@ def test_constants_eval_and_finished_run_as_cache(tmp_path):
     for i in range(1, steps + 1):
         w = w - lr * (2.0 / len(x)) * x.T @ (x @ w - y)
         seen[i] = w[0]
-    np.testing.assert_allclose(np.asarray(result.state.model.w.value), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(result.state.model.w[...]), w, rtol=1e-5, atol=1e-6)
     assert [r["step"] for r in result.history] == [5, 10, 12]
     for record in result.history:
         assert record["w0"] == pytest.approx(seen[record["step"]], rel=1e-5)
     again = make().run(lambda step, rows: {}, 1)
     assert again.start_step == steps and again.history == []
-    np.testing.assert_array_equal(np.asarray(again.state.model.w.value), np.asarray(result.state.model.w.value))
+    np.testing.assert_array_equal(np.asarray(again.state.model.w[...]), np.asarray(result.state.model.w[...]))
