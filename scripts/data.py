@@ -346,3 +346,19 @@ def eval_batches(num_examples: int, batch_size: int):
         idx = np.arange(start, start + batch_size)
         weights = (idx < num_examples).astype(np.float32)
         yield np.minimum(idx, num_examples - 1), weights
+
+
+USER_DATASETS = ("cifar10", "imagefolder")
+
+
+def check_data_path(dataset: str, data_path) -> None:
+    """Refuses `data_path` for a built-in dataset (it would be ignored) and requires it for the user's."""
+    if data_path is not None and dataset not in USER_DATASETS:
+        raise ValueError(
+            f"data_path={data_path!r} is given but dataset={dataset!r} is built in and reads no path; "
+            f"use --dataset {' or '.join(USER_DATASETS)} for your own data, or drop --data-path"
+        )
+    if dataset in USER_DATASETS and not data_path:
+        raise ValueError(
+            f"dataset={dataset!r} needs --data-path pointing at your copy (data_path; nothing is downloaded)"
+        )

@@ -36,27 +36,14 @@ def write_reports(figures: dict, outdir: Path) -> list[Path]:
 
 def run_and_print(config: ActivationMemoryConfig) -> dict:
     from frugal.scripts.report import print_table
-    from frugal.scripts.systems.activation_memory.experiment import TABLE_HEADERS, run, table_rows
+    from frugal.scripts.systems.activation_memory.experiment import TABLE_HEADERS, auto_check_rows, run, table_rows
 
     figures = run(config)
     print_table(f"activation memory ({figures['machine_line']})", TABLE_HEADERS, table_rows(figures))
     print_table(
         "auto checks",
         AUTO_CHECK_HEADERS,
-        [
-            [
-                c["model"],
-                c["regime"],
-                c["auto_picks"],
-                c["auto_measured_as"],
-                ", ".join(c["same_program_as"]) or "-",
-                c["memory_not_worse_than_autodiff"],
-                c["fastest_at_equal_memory"],
-                c["time_vs_fastest"],
-                c["time_within_tolerance"],
-            ]
-            for c in figures["auto_checks"]
-        ],
+        auto_check_rows(figures),
     )
     for path in write_reports(figures, Path(config.outdir)):
         print(f"wrote {path}")

@@ -416,6 +416,24 @@ TABLE_HEADERS = [
 ]
 
 
+def auto_check_rows(figures: dict) -> list[list]:
+    """One row per auto check, for the console and the Markdown report."""
+    return [
+        [
+            c["model"],
+            c["regime"],
+            c["auto_picks"],
+            c["auto_measured_as"],
+            ", ".join(c["same_program_as"]) or "-",
+            c["memory_not_worse_than_autodiff"],
+            c["fastest_at_equal_memory"],
+            c["time_vs_fastest"],
+            c["time_within_tolerance"],
+        ]
+        for c in figures["auto_checks"]
+    ]
+
+
 def table_rows(figures: dict) -> list[list]:
     out = []
     for r in figures["rows"]:
@@ -485,20 +503,7 @@ def markdown_report(figures: dict) -> str:
                 "auto time / fastest",
                 "within 5%",
             ],
-            [
-                [
-                    c["model"],
-                    c["regime"],
-                    c["auto_picks"],
-                    c["auto_measured_as"],
-                    ", ".join(c["same_program_as"]) or "-",
-                    c["memory_not_worse_than_autodiff"],
-                    c["fastest_at_equal_memory"],
-                    c["time_vs_fastest"],
-                    c["time_within_tolerance"],
-                ]
-                for c in figures["auto_checks"]
-            ],
+            auto_check_rows(figures),
         ),
     ]
     detail = []

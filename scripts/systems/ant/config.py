@@ -7,13 +7,12 @@ from typing import Literal
 
 from frugal.models.registry import IMAGE_MODELS
 from frugal.scripts.configs import check_presets, knob
-from frugal.scripts.data import DATASETS
+from frugal.scripts.data import DATASETS, USER_DATASETS, check_data_path
 
 IMAGE_VARIANTS = ("Int4", "IP-F", "ANT4", "Int4-8", "ANT4-8")
 # Beyond the paper: OliVe's outlier-victim pair type (ISCA'23) as one more candidate, for transformers.
 TEXT_VARIANTS = ("Int4", "ANT4", "ANT4+OliVe", "Int4-8", "ANT4-8")
 ALL_VARIANTS = IMAGE_VARIANTS + ("ANT4+OliVe",)
-USER_DATASETS = ("cifar10", "imagefolder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,15 +55,10 @@ class AntQuantConfig:
             raise ValueError(f"part={self.part!r} must be 'both', 'image' or 'text'")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r} is not known; choose one of {list(DATASETS)}")
-        if self.data_path is not None and self.dataset not in USER_DATASETS:
-            raise ValueError(
-                f"data_path={self.data_path!r} is given but dataset={self.dataset!r} is built in and reads no path; "
-                f"use --dataset {' or '.join(USER_DATASETS)} for your own data, or drop --data-path"
-            )
-        if self.image and self.dataset in USER_DATASETS and not self.data_path:
-            raise ValueError(
-                f"dataset={self.dataset!r} needs --data-path pointing at your copy (data_path; nothing is downloaded)"
-            )
+        if self.image:
+            check_data_path(self.dataset, self.data_path)
+        elif self.data_path is not None:
+            raise ValueError(f"data_path={self.data_path!r} is given but part={self.part!r} trains no image model")
         if self.model not in IMAGE_MODELS:
             raise ValueError(f"model={self.model!r} is not known; choose one of {sorted(IMAGE_MODELS)}")
         for name in ("width", "fp_steps", "batch_size", "calibration_batches"):

@@ -7,10 +7,9 @@ import dataclasses
 from frugal.models.layers import ACTIVATIONS, NORMS
 from frugal.models.registry import IMAGE_MODELS
 from frugal.scripts.configs import check_presets, knob
-from frugal.scripts.data import DATASETS
+from frugal.scripts.data import DATASETS, USER_DATASETS, check_data_path
 
 # Datasets that live on the user's disk (nothing is downloaded).
-USER_DATASETS = ("cifar10", "imagefolder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +42,7 @@ class TrainConfig:
             raise ValueError(f"norm={self.norm!r} is not known; choose one of {list(NORMS)}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r} is not known; choose one of {list(DATASETS)}")
-        if self.data_path is not None and self.dataset not in USER_DATASETS:
-            raise ValueError(
-                f"data_path={self.data_path!r} is given but dataset={self.dataset!r} is built in and reads no path; "
-                f"use --dataset {' or '.join(USER_DATASETS)} for your own data, or drop --data-path"
-            )
-        if self.dataset in USER_DATASETS and not self.data_path:
-            raise ValueError(
-                f"dataset={self.dataset!r} needs --data-path pointing at your copy (data_path; nothing is downloaded)"
-            )
+        check_data_path(self.dataset, self.data_path)
         if self.width is not None:
             if not self.model.startswith("cifar_"):
                 raise ValueError(f"width={self.width} applies to the cifar_* models, not model={self.model!r}")
