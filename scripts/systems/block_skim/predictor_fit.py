@@ -224,38 +224,17 @@ def fit_match_heads(
     """
     cfg = model.skim_config
     heads = [model.predictors[cfg.layers.index(layer)].match_head for layer in layers]
-    if finished(workdir, steps):
-        fit_heads(
-            heads,
-            None,
-            None,
-            None,
-            cfg.beta,
-            steps=steps,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            workdir=workdir,
-        )
-        return {}
-    x_all = collect_match_inputs(model, features, layers, batch_size) if inputs is None else inputs
-    labels, valid = window_labels(features, cfg)
-    real = valid.reshape(-1) > 0
-    xs = np.asarray(x_all, np.float32).reshape(len(layers), -1, x_all.shape[-1])
-    for head, x in zip(heads, xs):
-        head.mean.set_value(jnp.asarray(x[real].mean(0)))
-        head.scale.set_value(jnp.asarray(x[real].std(0) + 1e-6))
-    fits = fit_heads(
-        heads,
-        xs,
-        labels,
-        valid,
-        cfg.beta,
-        steps=steps,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        workdir=workdir,
+
+    def standardize(xs, valid):
+        real = valid.reshape(-1) > 0
+        for head, x in zip(heads, xs):
+            head.mean.set_value(jnp.asarray(x[real].mean(0)))
+            head.scale.set_value(jnp.asarray(x[real].std(0) + 1e-6))
+
+    optimizer = dict(steps=steps, learning_rate=learning_rate, weight_decay=weight_decay, workdir=workdir)
+    return _fit_on_cached_inputs(
+        model, heads, features, layers, collect_match_inputs, inputs, batch_size, optimizer, prepare=standardize
     )
-    return dict(zip(map(str, layers), fits))
 
 
 def match_keep_probabilities(model: BlockSkimQA, inputs: np.ndarray, layers) -> np.ndarray:
@@ -308,33 +287,25 @@ def fit_question_classifiers(
     """
     cfg = model.skim_config
     heads = [model.predictors[cfg.layers.index(layer)].classifier for layer in layers]
-    if finished(workdir, steps):
-        fit_heads(
-            heads,
-            None,
-            None,
-            None,
-            cfg.beta,
-            steps=steps,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            workdir=workdir,
-        )
+    optimizer = dict(steps=steps, learning_rate=learning_rate, weight_decay=weight_decay, workdir=workdir)
+    return _fit_on_cached_inputs(
+        model, heads, features, layers, collect_classifier_inputs, inputs, batch_size, optimizer
+    )
+
+
+def _fit_on_cached_inputs(model, heads, features, layers, collect, inputs, batch_size, optimizer, prepare=None) -> dict:
+    """The shared body of the head fits: restore a finished fit, else collect (or take) the cached
+    inputs, let `prepare(xs, valid)` set input statistics, and fit full batch through `fit_heads`."""
+    cfg = model.skim_config
+    if finished(optimizer["workdir"], optimizer["steps"]):
+        fit_heads(heads, None, None, None, cfg.beta, **optimizer)
         return {}
-    x_all = collect_classifier_inputs(model, features, layers, batch_size) if inputs is None else inputs
+    x_all = collect(model, features, layers, batch_size) if inputs is None else inputs
     labels, valid = window_labels(features, cfg)
     xs = np.asarray(x_all, np.float32).reshape(len(layers), -1, x_all.shape[-1])
-    fits = fit_heads(
-        heads,
-        xs,
-        labels,
-        valid,
-        cfg.beta,
-        steps=steps,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        workdir=workdir,
-    )
+    if prepare is not None:
+        prepare(xs, valid)
+    fits = fit_heads(heads, xs, labels, valid, cfg.beta, **optimizer)
     return dict(zip(map(str, layers), fits))
 
 
