@@ -351,6 +351,14 @@ def eval_batches(num_examples: int, batch_size: int):
 USER_DATASETS = ("cifar10", "imagefolder")
 
 
+def user_cache_dir() -> Path:
+    """frugal's folder in the user's cache directory: $XDG_CACHE_HOME/frugal, else ~/.cache/frugal."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "frugal"
+
+
 def check_data_path(dataset: str, data_path) -> None:
     """Refuses `data_path` for a built-in dataset (it would be ignored) and requires it for the user's."""
     if data_path is not None and dataset not in USER_DATASETS:

@@ -187,6 +187,37 @@ class TrainResult:
     checkpoint_dir: Path | None
 
 
+_STEP_CACHE: dict = {}
+_STEP_CACHE_SIZE = 64
+
+
+def _compiled_step(graphdef, step_fn, with_constants: bool, shardings, replicated):
+    """The jitted step for one (graph structure, step function, placement): shared by every Trainer
+    that has them, so cross-validation folds and seeds of one model compile it once, not per run.
+    Systems get the reuse by passing the same `step_fn` object (and the same optimizer object, which
+    is part of the graph structure) to each Trainer."""
+    leaves, treedef = jax.tree.flatten(shardings)
+    try:
+        key = (graphdef, step_fn, with_constants, treedef, tuple(leaves), replicated)
+        hash(key)
+    except TypeError:  # an unhashable step function or graph: compile for this Trainer alone
+        key = None
+    if key is not None and key in _STEP_CACHE:
+        return _STEP_CACHE[key]
+
+    def pure_step(arrays, batch, rng, constants):
+        obj = nnx.merge(graphdef, arrays)
+        metrics = step_fn(obj, batch, rng, constants) if with_constants else step_fn(obj, batch, rng)
+        return nnx.state(obj), metrics
+
+    compiled = jax.jit(pure_step, donate_argnums=0, out_shardings=(shardings, replicated))
+    if key is not None:
+        if len(_STEP_CACHE) >= _STEP_CACHE_SIZE:
+            _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+        _STEP_CACHE[key] = compiled
+    return compiled
+
+
 class Trainer:
     """Runs `step_fn(state, batch, rng) -> metrics` under jit for `num_steps` steps.
 
@@ -206,7 +237,8 @@ class Trainer:
     - `eval_fn(state) -> {name: float}`: run (outside the step) every `eval_every` steps and after
       the last one; its values join that step's record in the history and `metrics.jsonl`.
     A finished run in `workdir` is a cache: running it again restores the last checkpoint and
-    trains zero steps.
+    trains zero steps. Trainers with the same graph structure, `step_fn` object and placement share
+    one compiled step (folds and seeds of a cross-validation compile once).
     """
 
     def __init__(
@@ -247,12 +279,7 @@ class Trainer:
         self.constants = None if constants is None else jax.device_put(constants, replicated)
         with_constants = constants is not None
 
-        def pure_step(arrays, batch, rng, constants):
-            obj = nnx.merge(graphdef, arrays)
-            metrics = step_fn(obj, batch, rng, constants) if with_constants else step_fn(obj, batch, rng)
-            return nnx.state(obj), metrics
-
-        self._step = jax.jit(pure_step, donate_argnums=0, out_shardings=(shardings, replicated))
+        self._step = _compiled_step(graphdef, step_fn, with_constants, shardings, replicated)
 
     def state(self):
         """The current NNX object graph (arrays stay on the devices)."""

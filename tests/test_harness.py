@@ -369,3 +369,37 @@ def test_constants_eval_and_finished_run_as_cache(tmp_path):
     again = make().run(lambda step, rows: {}, 1)
     assert again.start_step == steps and again.history == []
     np.testing.assert_array_equal(np.asarray(again.state.model.w[...]), np.asarray(result.state.model.w[...]))
+
+
+def test_trainers_with_one_step_function_share_one_compiled_step():
+    """Cross-validation folds: same graph structure + same step_fn object -> one jitted program,
+    and the second Trainer's results equal a fresh compile's (nothing leaks between runs)."""
+    import jax.numpy as jnp
+
+    from frugal.scripts.harness import loss_step
+
+    step = loss_step(lambda model, batch, rng, c: jnp.mean((model(c["x"][batch["i"]]) - 1.0) ** 2))
+    tx = optax.sgd(0.1)
+
+    def trainer(seed, step_fn):
+        state = TrainState(nnx.Linear(3, 1, rngs=nnx.Rngs(seed)), tx)
+        constants = {"x": jnp.asarray(np.random.default_rng(seed).normal(size=(8, 3)), jnp.float32)}
+        return Trainer(state, step_fn, config=TrainerConfig(num_steps=5, progress=False), constants=constants)
+
+    first, second = trainer(0, step), trainer(1, step)
+    assert first._step is second._step
+    other = loss_step(lambda model, batch, rng, c: jnp.mean(model(c["x"][batch["i"]]) ** 2))
+    assert trainer(1, other)._step is not first._step
+    batch_at = lambda step, rows: {"i": np.arange(4, dtype=np.int32)[rows]}
+    shared = second.run(batch_at, 4).state.model.kernel[...]
+
+    # the same run compiled on its own (an unhashable step function is never shared)
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, *a):
+            return step(*a)
+
+    alone = trainer(1, Unhashable())
+    assert alone._step is not first._step
+    np.testing.assert_allclose(np.asarray(alone.run(batch_at, 4).state.model.kernel[...]), np.asarray(shared))

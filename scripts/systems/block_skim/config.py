@@ -8,17 +8,11 @@ measured table in this folder's README).
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from frugal.scripts.configs import check_presets, knob
+from frugal.scripts.data import user_cache_dir
 from frugal.transforms.block_skim import LABEL_RULES, PREDICTOR_FEATURES
-
-
-def user_cache_dir() -> Path:
-    """frugal's folder in the user's cache directory: $XDG_CACHE_HOME/frugal, else ~/.cache/frugal."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "frugal"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 per-layer predictor diagnostics, the checks against the issue's targets, and the Markdown/JSON/PNG reports.
 
 `experiment` trains and runs the experiment; nothing here trains. The wall-clock section takes the shared
-benchmark lock (`frugal-bench.lock` in the user's cache directory, `config.user_cache_dir()`) while it times.
+benchmark lock (`frugal-bench.lock` in the user's cache directory, `frugal.scripts.data.user_cache_dir()`)
+while it times.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: i
 
 def bench_lock_path() -> Path:
     """The benchmark lock every frugal timing takes: `frugal-bench.lock` in the user's cache directory."""
-    from frugal.scripts.systems.block_skim.config import user_cache_dir
+    from frugal.scripts.data import user_cache_dir
 
     return user_cache_dir() / "frugal-bench.lock"
 

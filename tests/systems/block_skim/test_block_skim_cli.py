@@ -9,8 +9,9 @@ import json
 import pytest
 
 from frugal.scripts import cli
+from frugal.scripts.data import user_cache_dir
 from frugal.scripts.systems.block_skim import command as skim_command
-from frugal.scripts.systems.block_skim.config import PRESETS, SkimConfig, user_cache_dir
+from frugal.scripts.systems.block_skim.config import PRESETS, SkimConfig
 from frugal.scripts.systems.block_skim.training import fine_tune_workdir
 
 
