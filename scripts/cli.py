@@ -65,12 +65,17 @@ def config_command(
     description: str | None = None,
     default_preset: str = "full",
     measures: bool = True,
+    unused_fields: tuple[str, ...] = (),
 ) -> Command:
-    """A command whose flags are the fields of `config_cls`; `run(config)` does the work."""
+    """A command whose flags are the fields of `config_cls`; `run(config)` does the work.
+
+    `unused_fields`: fields this command never reads (when several commands share one config);
+    they get no flag, so passing one is an error instead of a silent no-op.
+    """
     from frugal.scripts import configs
 
     def add_arguments(parser):
-        configs.add_config_flags(parser, config_cls, presets, default_preset=default_preset)
+        configs.add_config_flags(parser, config_cls, presets, default_preset=default_preset, exclude=unused_fields)
 
     def run_args(args):
         config = configs.config_from_flags(args, config_cls, presets)

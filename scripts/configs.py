@@ -117,12 +117,20 @@ def _get(config, path):
 
 
 def add_config_flags(
-    parser: argparse.ArgumentParser, cls: type, presets: dict[str, Any] | None = None, *, default_preset: str = "full"
+    parser: argparse.ArgumentParser,
+    cls: type,
+    presets: dict[str, Any] | None = None,
+    *,
+    default_preset: str = "full",
+    exclude: tuple[str, ...] = (),
 ) -> list[_Flag]:
     """Adds `--preset` (when presets are given) and one flag per field of `cls` to `parser`.
 
     Flags are stored only when given (argparse.SUPPRESS), so `config_from_flags` can tell a user's
-    value from the preset's. Help shows the value of `default_preset`.
+    value from the preset's. Help shows the value of `default_preset`. Fields named in `exclude`
+    (top-level names, or dotted paths into nested configs) get no flag: a command that shares a
+    config with others leaves out what it never reads, so giving such a flag is refused rather
+    than silently ignored.
     """
     base = presets[default_preset] if presets else cls()
     if presets:
@@ -135,6 +143,8 @@ def add_config_flags(
         )
     flags = []
     for field, tp, path, flag in _walk(cls, (), ""):
+        if any(".".join(path) == e or ".".join(path).startswith(e + ".") for e in exclude):
+            continue
         dest = "cfg__" + "__".join(path)
         help_text = field.metadata.get("help") or field.name.replace("_", " ")
         default = _get(base, path)

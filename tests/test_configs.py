@@ -125,3 +125,15 @@ def test_presets_must_name_quick_tour_and_full():
         check_presets(Example, {"quick": Example()})
     with pytest.raises(TypeError, match="preset 'tour'"):
         check_presets(Example, {"quick": Example(), "tour": Inner(), "full": Example()})
+
+
+def test_excluded_fields_get_no_flag_and_keep_the_presets_value():
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_config_flags(parser, Example, PRESETS, exclude=("count", "inner.rate"))
+    options = {a for action in parser._actions for a in action.option_strings}
+    assert "--count" not in options and "--inner-rate" not in options
+    assert {"--ratio", "--inner-steps"} <= options
+    config = config_from_flags(parser.parse_args(["--preset", "quick", "--inner-steps", "3"]), Example, PRESETS)
+    assert config.count == 1 and config.inner.rate == 0.1 and config.inner.steps == 3
+    with pytest.raises((argparse.ArgumentError, SystemExit)):
+        parser.parse_args(["--count", "2"])

@@ -154,9 +154,45 @@ def tour_section(quick: bool, outdir: Path):
     )
 
 
+# What each command never reads (the three share CttConfig): no flag, so passing one is an error.
+_TRAINING = (
+    "models",
+    "control_models",
+    "folds",
+    "seeds",
+    "validation_fraction",
+    "backbone_fraction",
+    "backbone_width",
+    "backbone_depth",
+    "backbone_steps",
+    "backbone_batch",
+    "backbone_lr",
+    "head_dim",
+    "rounds",
+    "dropout",
+    "head_steps",
+    "head_batch",
+    "head_lr",
+    "optimizer",
+    "hinge_weight",
+    "eval_every",
+    "end_to_end",
+    "e2e_steps",
+    "e2e_batch",
+    "e2e_lr",
+)
+DATA_UNUSED = _TRAINING + ("train_model", "test_fold")
+TRAIN_UNUSED = ("models", "control_models")
+CV_UNUSED = ("train_model", "test_fold")
+
 COMMANDS = [
     config_command(
-        ("ctt", "data"), "build (or load) the two-view OCT eyes and describe them", CttConfig, PRESETS, run_data_command
+        ("ctt", "data"),
+        "build (or load) the two-view OCT eyes and describe them",
+        CttConfig,
+        PRESETS,
+        run_data_command,
+        unused_fields=DATA_UNUSED,
     ),
     config_command(
         ("ctt", "train"),
@@ -164,6 +200,7 @@ COMMANDS = [
         CttConfig,
         PRESETS,
         run_train_command,
+        unused_fields=TRAIN_UNUSED,
     ),
     config_command(
         ("ctt", "cv"),
@@ -171,5 +208,6 @@ COMMANDS = [
         CttConfig,
         PRESETS,
         run_cv_command,
+        unused_fields=CV_UNUSED,
     ),
 ]

@@ -52,6 +52,11 @@ class CttConfig:
     folds: int = knob(4, "cross-validation folds (by eye)")
     seeds: tuple[int, ...] = knob((0, 1), "seeds; each re-draws backbones, heads and the inner validation split")
     validation_fraction: float = knob(0.15, "share of the training eyes held out to pick each run's best step")
+    backbone_fraction: float = knob(
+        0.5,
+        "share of each fold's training eyes that train the per-view backbones; the fusion heads train on the "
+        "rest, so they never learn from features of eyes a backbone was fitted to (1: the same eyes for both)",
+    )
     backbone_width: int = knob(16, "per-view ResNet stem width (stages x1, x2, x4, x8; torchvision's is 64)")
     backbone_depth: Literal[10, 18] = knob(10, "per-view ResNet depth", choices=(10, 18))
     backbone_steps: int = knob(400, "training steps of each per-view backbone (single-view regression)")
@@ -99,6 +104,8 @@ class CttConfig:
             raise ValueError(f"image_crop={self.image_crop} needs four values (left top right bottom) and --data-csv")
         if self.image_root is not None and self.data_csv is None:
             raise ValueError("image_root is only read with data_csv; give --data-csv or drop --image-root")
+        if not 0 < self.backbone_fraction <= 1:
+            raise ValueError(f"backbone_fraction={self.backbone_fraction} must be in (0, 1]")
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"validation_fraction={self.validation_fraction} must be in (0, 0.5)")
         for name in (

@@ -106,6 +106,20 @@ def fold_split(folds: np.ndarray, fold: int, validation_fraction: float, seed: i
     return train, val, test
 
 
+def feature_split(train: np.ndarray, backbone_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(eyes that train the backbones, eyes that train the heads). Features of eyes a backbone was
+    fitted to are in-sample (it has partly memorized their labels), so heads trained on them learn to
+    trust image features more than test eyes warrant; disjoint halves avoid that (stacking's
+    cross-fitting rule). backbone_fraction 1: both on all training eyes."""
+    if backbone_fraction >= 1:
+        return train, train
+    perm = train[np.random.default_rng(seed).permutation(len(train))]
+    n = int(round(backbone_fraction * len(train)))
+    if not 0 < n < len(train):
+        raise ValueError(f"backbone_fraction={backbone_fraction} leaves no eyes for the backbones or the heads")
+    return np.sort(perm[:n]), np.sort(perm[n:])
+
+
 def fold_features(config: CttConfig, eyes: EyeSet, recipe: dict, train, val, *, seed: int, fold: int, progress):
     """Per-view backbone features of every eye (standardized with the training eyes' statistics),
     cached by recipe; plus the backbones' validation MSE."""
@@ -149,7 +163,7 @@ def fold_features(config: CttConfig, eyes: EyeSet, recipe: dict, train, val, *, 
             label=f"backbone {view}",
         )
         raw = training.extract_features(model, images)
-        mean, std = raw[train].mean(0), raw[train].std(0) + 1e-6
+        mean, std = raw[train].mean(0), raw[train].std(0) + 1e-6  # the backbone's own training eyes
         feats[view] = ((raw - mean) / std).astype(np.float32)
         info[f"val_mse_{view}"] = run["val_mse"]
         info["seconds"] += run["seconds"]
@@ -161,11 +175,15 @@ def fold_features(config: CttConfig, eyes: EyeSet, recipe: dict, train, val, *, 
     return feats["h"], feats["v"], info
 
 
-def run_models(config: CttConfig, eyes: EyeSet, feat_h, feat_v, train, val, test, models, *, seed, fold, progress):
-    """Trains every model of `models` on one fold; returns result rows and the trained heads."""
+def run_models(
+    config: CttConfig, eyes: EyeSet, feat_h, feat_v, train, val, test, models, *, seed, fold, progress, all_train=None
+):
+    """Trains every model of `models` on one fold (heads on `train`, picked on `val`); returns result
+    rows and the trained heads. `pre_only` needs no features, so it fits every training eyes
+    (`all_train`, default train + val)."""
     rows, heads = [], {}
     hs = config.head_settings()
-    fit = np.concatenate([train, val])
+    fit = np.concatenate([train, val]) if all_train is None else np.union1d(all_train, val)
     for name in models:
         t0 = time.perf_counter()
         if name == "pre_only":
@@ -397,11 +415,23 @@ def run_train(config: CttConfig, progress: Progress = _quiet) -> dict:
     eyes = load_eyes(config, setting, progress)
     folds = assign_folds(eyes, config.folds, seed)
     train, val, test = fold_split(folds, fold, config.validation_fraction, seed)
+    b_train, h_train = feature_split(train, config.backbone_fraction, seed * 1000 + fold + 1)
     feat_h, feat_v, finfo = fold_features(
-        config, eyes, data_recipe(config, setting), train, val, seed=seed, fold=fold, progress=progress
+        config, eyes, data_recipe(config, setting), b_train, val, seed=seed, fold=fold, progress=progress
     )
     rows, _ = run_models(
-        config, eyes, feat_h, feat_v, train, val, test, [config.train_model], seed=seed, fold=fold, progress=progress
+        config,
+        eyes,
+        feat_h,
+        feat_v,
+        h_train,
+        val,
+        test,
+        [config.train_model],
+        seed=seed,
+        fold=fold,
+        progress=progress,
+        all_train=train,
     )
     figures = {
         "setting": setting,
@@ -466,12 +496,24 @@ def run_cv(config: CttConfig, progress: Progress = _quiet) -> dict:
             folds = assign_folds(eyes, config.folds, seed)
             for fold in range(config.folds):
                 train, val, test = fold_split(folds, fold, config.validation_fraction, seed)
+                b_train, h_train = feature_split(train, config.backbone_fraction, seed * 1000 + fold + 1)
                 feat_h, feat_v, finfo = fold_features(
-                    config, eyes, recipe, train, val, seed=seed, fold=fold, progress=progress
+                    config, eyes, recipe, b_train, val, seed=seed, fold=fold, progress=progress
                 )
                 backbones.append({"fold": fold, "seed": seed, **finfo})
                 fold_rows, heads = run_models(
-                    config, eyes, feat_h, feat_v, train, val, test, models, seed=seed, fold=fold, progress=progress
+                    config,
+                    eyes,
+                    feat_h,
+                    feat_v,
+                    h_train,
+                    val,
+                    test,
+                    models,
+                    seed=seed,
+                    fold=fold,
+                    progress=progress,
+                    all_train=train,
                 )
                 rows += fold_rows
                 if setting == "default" and seed == config.seeds[0] and fold == 0:

@@ -169,6 +169,12 @@ def test_command_errors_name_the_flag(tmp_path, capsys):
     args = ["ctt", "train", "--preset", "quick", "--settings", "default", "--data-csv", str(csv)]
     assert main(args + ["--image-crop", "1", "2"]) == 2
     assert "image_crop" in capsys.readouterr().err
+    # a flag the chosen command never reads is refused, not ignored
+    for argv in (["ctt", "cv", "--train-model", "ctt"], ["ctt", "data", "--head-steps", "5"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_train_command_on_a_users_csv(tmp_path):
@@ -191,3 +197,15 @@ def test_train_command_on_a_users_csv(tmp_path):
     figures = json.loads((out / "ctt_train_late_pre.json").read_text())
     assert figures["result"]["model"] == "late_pre" and figures["end_to_end"]["model"] == "late_pre"
     assert 0 <= figures["result"]["accuracy"] <= 1
+
+
+def test_backbones_and_heads_train_on_disjoint_eyes():
+    train = np.arange(10, 110)
+    b, h = experiment.feature_split(train, 0.5, seed=0)
+    assert len(b) == len(h) == 50 and not set(b) & set(h) and set(b) | set(h) == set(train)
+    np.testing.assert_array_equal(experiment.feature_split(train, 0.5, seed=0)[0], b)
+    same_b, same_h = experiment.feature_split(train, 1.0, seed=0)
+    np.testing.assert_array_equal(same_b, train)
+    np.testing.assert_array_equal(same_h, train)
+    with pytest.raises(ValueError, match="backbone_fraction"):
+        experiment.feature_split(train[:1], 0.5, seed=0)
