@@ -365,7 +365,8 @@ def plot_attention_flow(flow: dict, path: Path) -> Path:
     from frugal.scripts.report import new_figure, save_figure
 
     names = list(flow)
-    fig, axes = new_figure(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    fig, axes = new_figure(1, len(names), figsize=(5.4 * len(names), 4.2), squeeze=False)
+    fig.subplots_adjust(wspace=0.45)
     for ax, name in zip(axes[0], names):
         matrix = np.asarray(flow[name]["matrix"])
         ax.imshow(matrix, vmin=0, vmax=max(0.5, matrix.max()), cmap="viridis")
