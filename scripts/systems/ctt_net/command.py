@@ -83,7 +83,7 @@ def run_cv_command(config: CttConfig) -> dict:
         )
         if "end_to_end" in res:
             print_table(
-                f"{setting}, end to end (seed {config.seeds[0]})",
+                f"{setting}, end to end (seeds {list(config.seeds)})",
                 ["model", "what", *METRICS],
                 summary_rows(res["end_to_end"]["summary"]),
             )

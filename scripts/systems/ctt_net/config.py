@@ -74,7 +74,7 @@ class CttConfig:
     hinge_weight: float = knob(2.0, "weight of the gain-threshold hinge (reference: 2; ctt_no_hinge uses 0)")
     eval_every: int = knob(100, "steps between validation checks (the best one is kept)")
     end_to_end: tuple[str, ...] = knob(
-        (), "models also trained end to end (backbones + head) on every fold, seed 0", choices=tuple(MODELS)
+        (), "models also trained end to end (backbones + head) on every fold and seed", choices=tuple(MODELS)
     )
     e2e_steps: int = knob(1200, "end-to-end training steps (reference: 1,200 iterations)")
     e2e_batch: int = knob(16, "end-to-end batch size (reference: 8)")
@@ -221,7 +221,7 @@ PRESETS = check_presets(
             progress=False,
         ),
         # The README's table: 2,000 eyes, 4 folds x 2 seeds, every model, the controls with the key
-        # models, and CTT-Net and late fusion end to end (about an hour on the 2-core machine).
+        # models, and CTT-Net and late fusion end to end (about 50 min on the 2-core machine).
         "full": CttConfig(
             backbone_steps=300,
             head_steps=500,

@@ -300,6 +300,22 @@ def checks(results: dict) -> list[dict]:
                     m["se"],
                 )
             )
+    e2e = default.get("end_to_end", {})
+    others = [n for n in e2e.get("summary", {}) if n != "ctt"]
+    if "ctt" in e2e.get("summary", {}) and others:
+        for metric in ("rmse", "f1"):
+            best = best_of(e2e["summary"], others, metric)
+            m = paired_margin(e2e["rows"], "ctt", best, metric)
+            out.append(
+                _check(
+                    f"end to end, CTT-Net has the best mean {metric.upper()} (default setting)",
+                    f"CTT {e2e['summary']['ctt'][metric]['mean']:.4f} vs {best} "
+                    f"{e2e['summary'][best][metric]['mean']:.4f}; paired margin {m['mean']:+.4f} ± {m['se']:.4f} "
+                    f"(SE, {m['runs']} runs)",
+                    m["mean"],
+                    m["se"],
+                )
+            )
     for setting, rival, what in (
         ("both_views", "late_pre", "late fusion (+pre-op VA) shrinks when both scans see every lesion"),
         ("uninformative_pre", "late", "late fusion without pre-op VA shrinks when pre-op VA is uninformative"),
@@ -530,14 +546,14 @@ def run_cv(config: CttConfig, progress: Progress = _quiet) -> dict:
             write_cv_report(figures, Path(config.outdir))
     if config.end_to_end and "default" in results:
         eyes = load_eyes(config, "default", progress)
-        seed = config.seeds[0]
-        folds = assign_folds(eyes, config.folds, seed)
         e2e = []
-        for name in config.end_to_end:
-            for fold in range(config.folds):
-                progress(f"end to end: {name}, fold {fold}")
-                train, val, test = fold_split(folds, fold, config.validation_fraction, seed)
-                e2e.append(_end_to_end_fold(config, eyes, name, train, val, test, seed, fold))
+        for seed in config.seeds:
+            folds = assign_folds(eyes, config.folds, seed)
+            for name in config.end_to_end:
+                for fold in range(config.folds):
+                    progress(f"end to end: {name}, fold {fold}, seed {seed}")
+                    train, val, test = fold_split(folds, fold, config.validation_fraction, seed)
+                    e2e.append(_end_to_end_fold(config, eyes, name, train, val, test, seed, fold))
         results["default"]["end_to_end"] = {"rows": e2e, "summary": summarize(e2e)}
     figures = _cv_figures(config, results, analysis, t_start, before)
     if config.outdir:
@@ -593,7 +609,7 @@ def cv_markdown(figures: dict) -> str:
         ]
         if "end_to_end" in res:
             lines += [
-                "End to end (backbones + head, seed 0):",
+                "End to end (backbones + head, every seed):",
                 "",
                 markdown_table(header, summary_rows(res["end_to_end"]["summary"])),
                 "",

@@ -140,12 +140,18 @@ def test_cv_and_data_commands_at_the_quick_preset(tmp_path):
 
     out = tmp_path / "cv"
     args = ["ctt", "cv", "--preset", "quick", "--settings", "default", "--models", "pre_only", "single_h", "ctt"]
-    assert main(args + ["--outdir", str(out)]) == 0
+    assert main(args + ["--end-to-end", "ctt", "late_pre", "--outdir", str(out)]) == 0
     figures = json.loads((out / "ctt_cv.json").read_text())
     summary = figures["results"]["default"]["summary"]
     assert set(summary) == {"pre_only", "single_h", "ctt"}
     assert summary["ctt"]["runs"] == 2 and 0 < summary["ctt"]["rmse"]["mean"] < 1.5
-    assert [c["claim"].startswith("CTT-Net has the best mean") for c in figures["checks"]] == [True, True]
+    e2e = figures["results"]["default"]["end_to_end"]
+    assert {(r["model"], r["fold"], r["seed"]) for r in e2e["rows"]} == {
+        (m, f, 0) for m in ("ctt", "late_pre") for f in (0, 1)
+    }
+    claims = [c["claim"] for c in figures["checks"]]
+    assert [c.startswith("CTT-Net has the best mean") for c in claims[:2]] == [True, True]
+    assert [c.startswith("end to end, CTT-Net") for c in claims[2:]] == [True, True]
     flow = np.asarray(figures["analysis"]["attention_flow"]["ctt"]["matrix"])
     assert flow[0, 2] == 0 and (out / "ctt_attention_flow.png").stat().st_size > 0
     assert "## Checks" in (out / "ctt_cv.md").read_text()
