@@ -98,8 +98,8 @@ def run_cv_command(config: CttConfig) -> dict:
 
 
 def tour_section(quick: bool, outdir: Path):
-    """Cross-validation on a small simulated cohort: CTT-Net against pre-op VA alone, late fusion and
-    full attention, and the both-views control."""
+    """Cross-validation on a small simulated cohort: CTT-Net against pre-op VA alone and late fusion
+    (+ pre-op VA), with the attention-flow plot; at this size it says why it cannot show the claim."""
     from frugal.scripts.systems.ctt_net.experiment import cv_markdown, plot_attention_flow, run_cv
     from frugal.scripts.tour import TourSection
 
