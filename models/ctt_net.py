@@ -123,9 +123,16 @@ class TokenTransformer(nnx.Module):
         return x, maps
 
 
-def _readout(dim, rngs):
-    # LN -> Linear(dim, dim) -> ReLU -> Linear(dim, 1), the reference's `fc` + `top`.
-    return nnx.LayerNorm(dim, rngs=rngs), nnx.Linear(dim, dim, rngs=rngs), nnx.Linear(dim, 1, rngs=rngs)
+class _Readout(nnx.Module):
+    """LN -> Linear(dim, dim) -> ReLU -> Linear(dim, 1): the reference's `fc` + `top`, giving delta."""
+
+    def __init__(self, dim, *, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.fc = nnx.Linear(dim, dim, rngs=rngs)
+        self.top = nnx.Linear(dim, 1, rngs=rngs)
+
+    def __call__(self, pooled):
+        return self.top(jax.nn.relu(self.fc(self.norm(pooled))))[:, 0]
 
 
 class _VaTokens(nnx.Module):
@@ -188,7 +195,7 @@ class CrossTokenHead(nnx.Module):
         self.stage_v = TokenTransformer(dim, 2, **kw)
         self.round_h = TokenTransformer(dim, 1, **kw)
         self.round_v = TokenTransformer(dim, 1, **kw)
-        self.norm, self.fc, self.top = _readout(dim, rngs)
+        self.readout = _Readout(dim, rngs=rngs)
 
     def _stream(self, transformer, feature, va, glob):
         # ctt: [feature, va, global], the global token is read but never replaced;
@@ -218,7 +225,7 @@ class CrossTokenHead(nnx.Module):
             f_v, z_v, g_v, maps_v = self._stream(self.round_v, f_v, z_v, g_v)
             record.append((("feature_h", owner_h), maps_h, ("feature_v", owner_v), maps_v))
         pooled = ((z_h + z_v) / 2)[:, 0]
-        delta = self.top(jax.nn.relu(self.fc(self.norm(pooled))))[:, 0]
+        delta = self.readout(pooled)
         post = bounded_acuity(delta, pre) if self.output == "bounded" else delta + pre
         return post, record
 
@@ -269,7 +276,7 @@ class FullAttentionHead(nnx.Module):
         self.va = _VaTokens(dim, from_va=True, rngs=rngs)
         self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (5, dim)))
         self.transformer = TokenTransformer(dim, depth, **kw)
-        self.norm, self.fc, self.top = _readout(dim, rngs)
+        self.readout = _Readout(dim, rngs=rngs)
 
     def forward(self, feat_h, feat_v, pre):
         _check_inputs(feat_h, feat_v, pre)
@@ -277,7 +284,7 @@ class FullAttentionHead(nnx.Module):
         tokens = jnp.concatenate([self.proj_h(feat_h)[:, None], z_h, self.proj_v(feat_v)[:, None], z_v, glob], axis=1)
         tokens, maps = self.transformer(tokens + self.position[...])
         pooled = (tokens[:, 1] + tokens[:, 3]) / 2
-        delta = self.top(jax.nn.relu(self.fc(self.norm(pooled))))[:, 0]
+        delta = self.readout(pooled)
         return bounded_acuity(delta, pre), maps
 
     def __call__(self, feat_h, feat_v, pre):
