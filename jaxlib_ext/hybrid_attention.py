@@ -115,27 +115,52 @@ class _Static:
     has_global: bool
     interpret: bool
     backend: str | None
+    precision: str | None = None  # one of PRECISIONS (see hybrid_attention_pallas)
+    splits: int = 1  # parallel programs sharing the unbanded loop (keys for forward/dQ, queries for dK/dV)
 
 
-def _dot_t(a, b):
-    """a @ b.T in float32."""
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+# Grids are (batch, heads, dilation class, block, split); the kernels read these axes.
+_BLOCK_AXIS, _SPLIT_AXIS = 3, 4
+# An unbanded loop (global rows over every key, global keys over every query) is cut into splits of at
+# least this many blocks, up to _MAX_SPLITS, each run by its own program; XLA combines the partials.
+_BLOCKS_PER_SPLIT = 4
+_MAX_SPLITS = 32
 
 
-def _dot(a, b):
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+def _dot_general(st: _Static, a, b, dims):
+    """a . b with float32 accumulation; "bfloat16" precision feeds float32 operands as bf16."""
+    if st.precision == "bfloat16":
+        a, b = (x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x for x in (a, b))
+    precision = {"highest": lax.Precision.HIGHEST, "default": lax.Precision.DEFAULT}.get(st.precision)
+    return lax.dot_general(a, b, (dims, ((), ())), precision=precision, preferred_element_type=jnp.float32)
 
 
-def _dot_tn(a, b):
-    """a.T @ b in float32."""
-    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+def _dot_t(st, a, b):
+    """a @ b.T"""
+    return _dot_general(st, a, b, ((1,), (1,)))
 
 
-def _key_range(st: _Static, q_block):
-    """Key blocks [lo, hi) that can hold a key in the band of query block `q_block`."""
+def _dot(st, a, b):
+    return _dot_general(st, a, b, ((1,), (0,)))
+
+
+def _dot_tn(st, a, b):
+    """a.T @ b"""
+    return _dot_general(st, a, b, ((0,), (0,)))
+
+
+def _split_range(num_blocks: int, splits: int, split):
+    per = -(-num_blocks // splits)
+    lo = split * per
+    return lo, jnp.minimum(num_blocks, lo + per)
+
+
+def _key_range(st: _Static, q_block, split):
+    """Key blocks [lo, hi) that can hold a key in the band of query block `q_block` (or, without a
+    band, this program's split of all key blocks)."""
     num_blocks = st.num_k // st.block_k
     if st.left is None:
-        return 0, num_blocks
+        return _split_range(num_blocks, st.splits, split)
     first_q = q_block * st.block_q
     # lax.div truncates toward zero; negative numerators are clamped to block 0 either way, and it
     # avoids the `sign` that floor division lowers to (Mosaic TPU cannot lower that without a device).
@@ -144,11 +169,11 @@ def _key_range(st: _Static, q_block):
     return lo, hi
 
 
-def _query_range(st: _Static, k_block):
-    """Query blocks [lo, hi) whose band can reach key block `k_block`."""
+def _query_range(st: _Static, k_block, split):
+    """Query blocks [lo, hi) whose band can reach key block `k_block` (or this program's split)."""
     num_blocks = st.num_q // st.block_q
     if st.left is None:
-        return 0, num_blocks
+        return _split_range(num_blocks, st.splits, split)
     first_k = k_block * st.block_k
     lo = jnp.maximum(0, lax.div(first_k - st.right, st.block_q))
     hi = jnp.minimum(num_blocks, lax.div(first_k + st.block_k - 1 + st.left, st.block_q) + 1)
@@ -170,21 +195,21 @@ def _forward_kernel(*refs, st: _Static):
         (q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, kg_ref, vg_ref, gval_ref, gpos_ref, o_ref, lse_ref) = refs
     else:
         q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, o_ref, lse_ref = refs
-    q_block = pl.program_id(1)
+    q_block, split = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
     q = q_ref[...]
     q_pos = qpos_ref[...]  # (bq, 1)
     q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
 
     def update(carry, k, v, k_valid, k_pos, k_index, banded):
         acc, m, l = carry
-        s = _dot_t(q, k) * st.scale
+        s = _dot_t(st, q, k) * st.scale
         mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
         s = jnp.where(mask, s, NEG)
         m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
         p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
         correction = jnp.exp(m - m_new)
         l = correction * l + jnp.sum(p, axis=1, keepdims=True)
-        acc = correction * acc + _dot(p.astype(v.dtype), v)
+        acc = correction * acc + _dot(st, p.astype(v.dtype), v)
         return acc, m_new, l
 
     carry = (
@@ -200,11 +225,13 @@ def _forward_kernel(*refs, st: _Static):
         k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
         return update(carry, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, banded=True)
 
-    lo, hi = _key_range(st, q_block)
+    lo, hi = _key_range(st, q_block, split)
     acc, m, l = lax.fori_loop(lo, hi, body, carry)
     seen = l > 0
     o_ref[...] = (acc / jnp.where(seen, l, 1.0)).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), 0.0)
+    # A row that saw no key has lse = NEG: its backward weights are all masked, and a split that saw
+    # none of a row's keys gets weight exp(NEG - lse) = 0 when the splits are combined.
+    lse_ref[...] = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), NEG)
 
 
 def _dq_kernel(*refs, st: _Static):
@@ -227,16 +254,16 @@ def _dq_kernel(*refs, st: _Static):
         ) = refs
     else:
         q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dq_ref = refs
-    q_block = pl.program_id(1)
+    q_block, split = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
     q, do, lse, delta, q_pos = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...], qpos_ref[...]
     q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
 
     def update(dq, k, v, k_valid, k_pos, k_index, banded):
-        s = _dot_t(q, k) * st.scale
+        s = _dot_t(st, q, k) * st.scale
         mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
         p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
-        ds = p * (_dot_t(do, v) - delta)
-        return dq + _dot(ds.astype(k.dtype), k) * st.scale
+        ds = p * (_dot_t(st, do, v) - delta)
+        return dq + _dot(st, ds.astype(k.dtype), k) * st.scale
 
     dq = jnp.zeros(dq_ref.shape, jnp.float32)
     if st.has_global:
@@ -247,14 +274,14 @@ def _dq_kernel(*refs, st: _Static):
         k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
         return update(dq, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, True)
 
-    lo, hi = _key_range(st, q_block)
+    lo, hi = _key_range(st, q_block, split)
     dq_ref[...] = lax.fori_loop(lo, hi, body, dq).astype(dq_ref.dtype)
 
 
 def _dkv_kernel(
     q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st: _Static
 ):
-    k_block = pl.program_id(1)
+    k_block, split = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
     k, v, k_valid, k_pos = k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...]
     k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
 
@@ -269,15 +296,15 @@ def _dkv_kernel(
             qpos_ref[rows, :],
         )
         q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
-        s = _dot_t(q, k) * st.scale
+        s = _dot_t(st, q, k) * st.scale
         mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, True)
         p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
-        dv = dv + _dot_tn(p.astype(do.dtype), do)
-        ds = p * (_dot_t(do, v) - delta)
-        dk = dk + _dot_tn(ds.astype(q.dtype), q) * st.scale
+        dv = dv + _dot_tn(st, p.astype(do.dtype), do)
+        ds = p * (_dot_t(st, do, v) - delta)
+        dk = dk + _dot_tn(st, ds.astype(q.dtype), q) * st.scale
         return dk, dv
 
-    lo, hi = _query_range(st, k_block)
+    lo, hi = _query_range(st, k_block, split)
     zeros = jnp.zeros(dk_ref.shape, jnp.float32)
     dk, dv = lax.fori_loop(lo, hi, body, (zeros, jnp.zeros(dv_ref.shape, jnp.float32)))
     dk_ref[...] = dk.astype(dk_ref.dtype)
@@ -285,10 +312,102 @@ def _dkv_kernel(
 
 
 # ------------------------------------------------------------------------------------------------
-# pallas_call wrappers. Arrays are (rows, n, d) with rows = batch * heads * dilation classes.
+# Where the tiles live. The kernels see (block, width) tiles of one (batch, head, dilation class);
+# the index maps below find them in HBM, so the wrappers never transpose the caller's arrays on GPU.
 
 
-def _compiler_params(backend):
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """How (batch, seq, heads, width) arrays are laid out for the kernels.
+
+    `tokens_major` (Triton): the caller's order is kept and only reshaped (free) to
+    (batch, seq / dil, dil, heads, width); a tile of dilation class c and head h is then rows
+    c, c + dil, c + 2 dil, ... of that head, a strided block that the index map addresses directly.
+    Otherwise (Mosaic TPU, whose tiles must span the array's last two dimensions):
+    (batch, heads, dil, seq / dil, width), one transpose in and one out.
+    Row vectors (log-sum-exp, delta) are (batch, heads, dil, seq / dil, 1) in both.
+    """
+
+    tokens_major: bool
+
+    def view(self, x, dil: int, length: int):
+        """(b, n, h, w) -> the kernel layout of `length` positions per dilation class (zero-padded)."""
+        b, _, h, w = x.shape
+        x = _pad_axis(x, 1, length * dil).reshape(b, length, dil, h, w)
+        return x if self.tokens_major else jnp.transpose(x, (0, 3, 2, 1, 4))
+
+    def unview(self, x, n: int):
+        """The kernel layout -> (b, n, h, w)."""
+        if not self.tokens_major:
+            x = jnp.transpose(x, (0, 3, 2, 1, 4))
+        b, length, dil, h, w = x.shape
+        return x.reshape(b, length * dil, h, w)[:, :n]
+
+    def dims(self, x) -> tuple[int, int, int, int, int]:
+        """(batch, heads, dil, length, width) of an array in this layout."""
+        b, a1, dil, a3, w = x.shape
+        return (b, a3, dil, a1, w) if self.tokens_major else (b, a1, dil, a3, w)
+
+    def rows(self, x):
+        """Kernel layout -> (b, h, dil, length, w), the row vectors' layout."""
+        return jnp.transpose(x, (0, 3, 2, 1, 4)) if self.tokens_major else x
+
+    def from_rows(self, x):
+        """(b, h, dil, length, w) -> kernel layout."""
+        return jnp.transpose(x, (0, 3, 2, 1, 4)) if self.tokens_major else x
+
+    def tile(self, length: int, width: int, block_of, class_of):
+        """BlockSpec of a (length, width) tile: sequence block `block_of(ids)`, class `class_of(ids)`."""
+        if self.tokens_major:
+            return pl.BlockSpec(
+                (None, length, None, None, width), lambda *ids: (ids[0], block_of(ids), class_of(ids), ids[1], 0)
+            )
+        return pl.BlockSpec(
+            (None, None, None, length, width), lambda *ids: (ids[0], ids[1], class_of(ids), block_of(ids), 0)
+        )
+
+
+def _row_tile(length, block_of, class_of):
+    """(length, 1) tile of a (b, h, dil, seq, 1) row vector."""
+    return pl.BlockSpec((None, None, None, length, 1), lambda *ids: (ids[0], ids[1], class_of(ids), block_of(ids), 0))
+
+
+def _key_tile(length, block_of, class_of):
+    """(1, length) tile of a (b, dil, 1, seq) key flag vector."""
+    return pl.BlockSpec((None, None, 1, length), lambda *ids: (ids[0], class_of(ids), 0, block_of(ids)))
+
+
+def _kpos_tile(length, block_of, class_of):
+    """(1, length) tile of a (dil, 1, seq) key position vector."""
+    return pl.BlockSpec((None, 1, length), lambda *ids: (class_of(ids), 0, block_of(ids)))
+
+
+def _qpos_tile(length, block_of, class_of):
+    """(length, 1) tile of a (dil, seq, 1) query position vector."""
+    return pl.BlockSpec((None, length, 1), lambda *ids: (class_of(ids), block_of(ids), 0))
+
+
+def _partial_tile(length, width, splits, block_of):
+    """(length, width) tile of a (classes * splits, b, h, seq, width) array of per-program partials."""
+    return pl.BlockSpec(
+        (None, None, None, length, width),
+        lambda *ids: (ids[2] * splits + ids[_SPLIT_AXIS], ids[0], ids[1], block_of(ids), 0),
+    )
+
+
+def _block(ids):
+    return ids[_BLOCK_AXIS]
+
+
+def _first(ids):
+    return 0
+
+
+def _class(ids):
+    return ids[2]
+
+
+def _compiler_params(backend, grid_rank):
     if backend == "triton":
         from jax.experimental.pallas import triton as plt
 
@@ -296,17 +415,10 @@ def _compiler_params(backend):
     if backend == "mosaic_tpu":
         from jax.experimental.pallas import tpu as pltpu
 
-        return pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
+        # Every program writes its own output tiles (no accumulation across grid steps), so all axes
+        # may run in any order.
+        return pltpu.CompilerParams(dimension_semantics=("parallel",) * grid_rank)
     return None
-
-
-def _full(shape):
-    """BlockSpec giving each program the whole (n, ...) slice of its row."""
-    return pl.BlockSpec((None,) + tuple(shape), lambda r, i: (r,) + (0,) * len(shape))
-
-
-def _blocked(block, width):
-    return pl.BlockSpec((None, block, width), lambda r, i: (r, i, 0))
 
 
 def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
@@ -317,96 +429,135 @@ def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
         out_specs=out_specs,
         out_shape=out_shape,
         interpret=st.interpret,
-        compiler_params=_compiler_params(st.backend),
+        compiler_params=_compiler_params(st.backend, len(grid)),
     )(*args)
 
 
-def _forward_call(st: _Static, q, k, v, aux, glob):
-    rows, nq, d = q.shape
-    kval, kpos, qpos = aux
-    in_specs = [
-        _blocked(st.block_q, d),
-        _full(k.shape[1:]),
-        _full(v.shape[1:]),
-        _full(kval.shape[1:]),
-        _full(kpos.shape[1:]),
-        _blocked(st.block_q, 1),
+def _query_side_specs(st: _Static, layout: _Layout, q, k, v, glob):
+    """in_specs of q (blocked), the whole key row of the program's head and class, the key vectors,
+    the query positions and (with global keys) the global key tiles, as the forward and dQ read them."""
+    d, dv = q.shape[-1], v.shape[-1]
+    specs = [
+        layout.tile(st.block_q, d, _block, _class),
+        layout.tile(st.num_k, d, _first, _class),
+        layout.tile(st.num_k, dv, _first, _class),
+        _key_tile(st.num_k, _first, _class),
+        _kpos_tile(st.num_k, _first, _class),
+        _qpos_tile(st.block_q, _block, _class),
     ]
-    args = [q, k, v, kval, kpos, qpos]
     if st.has_global:
-        kg, vg, gval, gpos = glob
-        in_specs += [_full(kg.shape[1:]), _full(vg.shape[1:]), _full(gval.shape[1:]), _full(gpos.shape[1:])]
-        args += [kg, vg, gval, gpos]
+        g_pad = glob[0].shape[1] if layout.tokens_major else glob[0].shape[3]
+        specs += [
+            layout.tile(g_pad, d, _first, _first),
+            layout.tile(g_pad, dv, _first, _first),
+            _key_tile(g_pad, _first, _first),
+            _kpos_tile(g_pad, _first, _first),
+        ]
+    return specs
+
+
+def _grid(layout: _Layout, x, block: int, splits: int):
+    b, h, dil, length, _ = layout.dims(x)
+    return (b, h, dil, length // block, splits)
+
+
+def _combine(lse_parts, out_parts):
+    """Online-softmax partials over key splits -> (lse (b, h, 1, g, 1), out (b, h, g, dv))."""
+    top = jnp.max(lse_parts, axis=0)
+    weights = jnp.exp(lse_parts - top)  # (S, b, h, 1, g, 1); a split that saw no key weighs 0
+    total = jnp.sum(weights, axis=0)
+    lse = top + jnp.log(total)
+    out = jnp.sum(weights[:, :, :, 0] * out_parts, axis=0) / total[:, :, 0]
+    return lse, out
+
+
+def _forward_call(st: _Static, layout: _Layout, q, k, v, aux, glob):
+    """(out, lse) in the kernel layout; with splits > 1 (no band, no global keys) each program attends
+    its share of the key blocks and XLA combines the partial softmaxes."""
+    kval, kpos, qpos = aux
+    b, h, dil, length, _ = layout.dims(q)
+    dv = v.shape[-1]
+    in_specs = _query_side_specs(st, layout, q, k, v, glob)
+    args = [q, k, v, kval, kpos, qpos] + (list(glob) if st.has_global else [])
+    grid = _grid(layout, q, st.block_q, st.splits)
+    if st.splits == 1:
+        out_specs = [layout.tile(st.block_q, dv, _block, _class), _row_tile(st.block_q, _block, _class)]
+        out_shape = [
+            jax.ShapeDtypeStruct(q.shape[:-1] + (dv,), q.dtype),
+            jax.ShapeDtypeStruct((b, h, dil, length, 1), jnp.float32),
+        ]
+        return _call(_forward_kernel, st, grid, in_specs, out_specs, out_shape, *args)
+    assert dil == 1 and not st.has_global
+    parts = dil * st.splits
+    out_specs = [
+        _partial_tile(st.block_q, dv, st.splits, _block),
+        _partial_tile(st.block_q, 1, st.splits, _block),
+    ]
     out_shape = [
-        jax.ShapeDtypeStruct((rows, nq, v.shape[-1]), q.dtype),
-        jax.ShapeDtypeStruct((rows, nq, 1), jnp.float32),
+        jax.ShapeDtypeStruct((parts, b, h, length, dv), jnp.float32),
+        jax.ShapeDtypeStruct((parts, b, h, length, 1), jnp.float32),
     ]
-    out_specs = [_blocked(st.block_q, v.shape[-1]), _blocked(st.block_q, 1)]
-    return _call(_forward_kernel, st, (rows, nq // st.block_q), in_specs, out_specs, out_shape, *args)
+    out_parts, lse_parts = _call(_forward_kernel, st, grid, in_specs, out_specs, out_shape, *args)
+    lse, out = _combine(lse_parts[:, :, :, None], out_parts)
+    return layout.from_rows(out[:, :, None].astype(q.dtype)), lse
 
 
-def _dq_call(st, q, k, v, aux, glob, do, lse, delta):
-    rows, nq, d = q.shape
+def _dq_call(st, layout, q, k, v, aux, glob, do, lse, delta):
     kval, kpos, qpos = aux
-    in_specs = [
-        _blocked(st.block_q, d),
-        _full(k.shape[1:]),
-        _full(v.shape[1:]),
-        _full(kval.shape[1:]),
-        _full(kpos.shape[1:]),
-        _blocked(st.block_q, 1),
+    b, h, dil, length, d = layout.dims(q)
+    in_specs = _query_side_specs(st, layout, q, k, v, glob)
+    in_specs += [
+        layout.tile(st.block_q, do.shape[-1], _block, _class),
+        _row_tile(st.block_q, _block, _class),
+        _row_tile(st.block_q, _block, _class),
     ]
-    args = [q, k, v, kval, kpos, qpos]
-    if st.has_global:
-        kg, vg, gval, gpos = glob
-        in_specs += [_full(kg.shape[1:]), _full(vg.shape[1:]), _full(gval.shape[1:]), _full(gpos.shape[1:])]
-        args += [kg, vg, gval, gpos]
-    in_specs += [_blocked(st.block_q, do.shape[-1]), _blocked(st.block_q, 1), _blocked(st.block_q, 1)]
-    args += [do, lse, delta]
-    return _call(
-        _dq_kernel,
-        st,
-        (rows, nq // st.block_q),
-        in_specs,
-        _blocked(st.block_q, d),
-        jax.ShapeDtypeStruct(q.shape, q.dtype),
-        *args,
-    )
+    args = [q, k, v, kval, kpos, qpos] + (list(glob) if st.has_global else []) + [do, lse, delta]
+    grid = _grid(layout, q, st.block_q, st.splits)
+    if st.splits == 1:
+        out_spec, out_shape = layout.tile(st.block_q, d, _block, _class), jax.ShapeDtypeStruct(q.shape, q.dtype)
+        return _call(_dq_kernel, st, grid, in_specs, out_spec, out_shape, *args)
+    out_spec = _partial_tile(st.block_q, d, st.splits, _block)
+    parts_shape = jax.ShapeDtypeStruct((dil * st.splits, b, h, length, d), jnp.float32)
+    parts = _call(_dq_kernel, st, grid, in_specs, out_spec, parts_shape, *args)
+    dq = jnp.sum(parts.reshape(dil, st.splits, b, h, length, d), axis=1)  # (dil, b, h, length, d)
+    return layout.from_rows(jnp.transpose(dq, (1, 2, 0, 3, 4)).astype(q.dtype))
 
 
-def _dkv_call(st, q, k, v, kval, kpos, qpos, do, lse, delta):
-    """dK, dV for one key set (`k`, `v` with their valid flags and positions) against all queries `q`."""
-    rows, nk, d = k.shape
+def _dkv_call(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, *, shared_keys: bool):
+    """dK, dV for one key set against all queries of the program's head and class.
+
+    `shared_keys`: the keys (global keys, stored once with dil = 1) are seen by every dilation class;
+    each (class, split) program then writes its own partial, and XLA sums them.
+    """
+    b, h, dil, num_q, _ = layout.dims(q)
+    d, dv = k.shape[-1], v.shape[-1]
+    key_class = _first if shared_keys else _class
     in_specs = [
-        _full(q.shape[1:]),
-        _blocked(st.block_k, d),
-        _blocked(st.block_k, v.shape[-1]),
-        pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
-        pl.BlockSpec((None, 1, st.block_k), lambda r, j: (r, 0, j)),
-        _full(qpos.shape[1:]),
-        _full(do.shape[1:]),
-        _full(lse.shape[1:]),
-        _full(delta.shape[1:]),
+        layout.tile(st.num_q, d, _first, _class),
+        layout.tile(st.block_k, d, _block, key_class),
+        layout.tile(st.block_k, dv, _block, key_class),
+        _key_tile(st.block_k, _block, key_class),
+        _kpos_tile(st.block_k, _block, key_class),
+        _qpos_tile(st.num_q, _first, _class),
+        layout.tile(st.num_q, do.shape[-1], _first, _class),
+        _row_tile(st.num_q, _first, _class),
+        _row_tile(st.num_q, _first, _class),
     ]
-    out_specs = [_blocked(st.block_k, d), _blocked(st.block_k, v.shape[-1])]
-    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
-    return _call(
-        _dkv_kernel,
-        st,
-        (rows, nk // st.block_k),
-        in_specs,
-        out_specs,
-        out_shape,
-        q,
-        k,
-        v,
-        kval,
-        kpos,
-        qpos,
-        do,
-        lse,
-        delta,
-    )
+    args = (q, k, v, kval, kpos, qpos, do, lse, delta)
+    grid = (b, h, dil, st.num_k // st.block_k, st.splits)
+    if not shared_keys:
+        assert st.splits == 1
+        out_specs = [layout.tile(st.block_k, d, _block, _class), layout.tile(st.block_k, dv, _block, _class)]
+        out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+        return _call(_dkv_kernel, st, grid, in_specs, out_specs, out_shape, *args)
+    parts = dil * st.splits
+    out_specs = [_partial_tile(st.block_k, d, st.splits, _block), _partial_tile(st.block_k, dv, st.splits, _block)]
+    out_shape = [
+        jax.ShapeDtypeStruct((parts, b, h, st.num_k, d), jnp.float32),
+        jax.ShapeDtypeStruct((parts, b, h, st.num_k, dv), jnp.float32),
+    ]
+    dk, dv_ = _call(_dkv_kernel, st, grid, in_specs, out_specs, out_shape, *args)
+    return tuple(layout.from_rows(jnp.sum(x, axis=0)[:, :, None].astype(y.dtype)) for x, y in ((dk, k), (dv_, v)))
 
 
 def _zero_cotangent(x):
@@ -415,27 +566,31 @@ def _zero_cotangent(x):
     return jnp.zeros_like(x)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(st: _Static, q, k, v, aux, glob):
-    return _forward_call(st, q, k, v, aux, glob)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _flash(st: _Static, layout: _Layout, q, k, v, aux, glob):
+    return _forward_call(st, layout, q, k, v, aux, glob)[0]
 
 
-def _flash_fwd(st, q, k, v, aux, glob):
-    out, lse = _forward_call(st, q, k, v, aux, glob)
+def _flash_fwd(st, layout, q, k, v, aux, glob):
+    out, lse = _forward_call(st, layout, q, k, v, aux, glob)
     return out, (q, k, v, aux, glob, out, lse)
 
 
-def _flash_bwd(st, residuals, d_out):
+def _flash_bwd(st, layout, residuals, d_out):
     q, k, v, aux, glob, out, lse = residuals
     kval, kpos, qpos = aux
-    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-    dq = _dq_call(st, q, k, v, aux, glob, d_out, lse, delta)
-    dk, dv = _dkv_call(st, q, k, v, kval, kpos, qpos, d_out, lse, delta)
+    delta = layout.rows(jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True))
+    dq = _dq_call(st, layout, q, k, v, aux, glob, d_out, lse, delta)
+    st_k = dataclasses.replace(st, splits=1)  # dK/dV of the sequence's keys: one program per key block
+    dk, dv = _dkv_call(st_k, layout, q, k, v, kval, kpos, qpos, d_out, lse, delta, shared_keys=False)
     d_glob = jax.tree.map(_zero_cotangent, glob)
     if st.has_global:
         kg, vg, gval, gpos = glob
-        st_g = dataclasses.replace(st, left=None, right=None, block_k=kg.shape[1], num_k=kg.shape[1])
-        dkg, dvg = _dkv_call(st_g, q, kg, vg, gval, gpos, qpos, d_out, lse, delta)
+        g_pad = layout.dims(kg)[3]
+        st_g = dataclasses.replace(
+            st, left=None, right=None, block_k=g_pad, num_k=g_pad, splits=_num_splits(st.num_q // st.block_q)
+        )
+        dkg, dvg = _dkv_call(st_g, layout, q, kg, vg, gval, gpos, qpos, d_out, lse, delta, shared_keys=True)
         d_glob = (dkg, dvg) + tuple(_zero_cotangent(x) for x in glob[2:])
     return dq, dk, dv, jax.tree.map(_zero_cotangent, aux), d_glob
 
@@ -443,8 +598,12 @@ def _flash_bwd(st, residuals, d_out):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
+def _num_splits(num_blocks: int) -> int:
+    return max(1, min(_MAX_SPLITS, num_blocks // _BLOCKS_PER_SPLIT))
+
+
 # ------------------------------------------------------------------------------------------------
-# The public wrapper: dilation re-ordering, global rows and columns, padding.
+# The public wrapper: dilation classes, global rows and columns, padding.
 
 
 def _per_head(dilation, heads) -> tuple[int, ...]:
@@ -462,56 +621,46 @@ def _round_up(x: int, m: int) -> int:
 
 
 def _pad_axis(x, axis, size, value=0):
+    if x.shape[axis] == size:
+        return x
     pad = [(0, 0)] * x.ndim
     pad[axis] = (0, size - x.shape[axis])
     return jnp.pad(x, pad, constant_values=value)
 
 
-def _local_part(q, k, v, key_mask, *, window, dilation, global_tokens, causal, scale, block, interpret, backend):
-    """Windowed + global-column attention for one head group; q, k, v (b, n, h, d) -> (b, n, h, d)."""
+_FAR = np.iinfo(np.int32).max // 2  # position of padding keys: after every query (hidden by causal)
+
+
+def _local_part(q, k, v, key_mask, *, window, dilation, global_tokens, causal, scale, block, common):
+    """Windowed + global-column attention for heads of one dilation; q, k, v (b, n, h, d) -> (b, n, h, d)."""
     b, n, h, d = q.shape
+    layout = common["layout"]
     cls_len = -(-n // dilation)
     n_cls = _round_up(cls_len, block)
     left, right = (min(w, cls_len) for w in window)
 
-    def to_rows(x):  # x (b, n, h, d)
-        x = _pad_axis(x, 1, cls_len * dilation).reshape(b, cls_len, dilation, h, x.shape[-1])
-        x = jnp.transpose(x, (0, 3, 2, 1, 4)).reshape(b * h * dilation, cls_len, x.shape[-1])
-        return _pad_axis(x, 1, n_cls)
-
-    position = np.arange(cls_len)[None, :] * dilation + np.arange(dilation)[:, None]  # (dil, c)
-    real = position < n
+    position = np.arange(n_cls)[None, :] * dilation + np.arange(dilation)[:, None]  # (dil, n_cls)
     is_global = np.zeros(n, bool)
     is_global[list(global_tokens)] = True
-    local_key = real & ~is_global[np.minimum(position, n - 1)]
-    valid = jnp.broadcast_to(jnp.asarray(local_key), (b, h, dilation, cls_len))
+    local_key = (position < n) & ~is_global[np.minimum(position, n - 1)]
+    valid = jnp.broadcast_to(jnp.asarray(local_key), (b, dilation, n_cls))
     if key_mask is not None:
-        km = _pad_axis(key_mask, 1, cls_len * dilation, False).reshape(b, cls_len, dilation)
-        valid = valid & jnp.transpose(km, (0, 2, 1))[:, None]
-    rows = b * h * dilation
-    kval = _pad_axis(valid.reshape(rows, 1, cls_len).astype(jnp.float32), 2, n_cls)
-    pos = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (b, h, dilation, cls_len)).reshape(rows, cls_len)
-    pos = _pad_axis(pos, 1, n_cls, np.iinfo(np.int32).max // 2)
-    aux = (kval, pos[:, None, :], pos[:, :, None])
+        km = _pad_axis(key_mask, 1, n_cls * dilation, False).reshape(b, n_cls, dilation)
+        valid = valid & jnp.transpose(km, (0, 2, 1))
+    kval = valid.astype(jnp.float32)[:, :, None, :]  # (b, dil, 1, n_cls)
+    pos = np.where(position < n, position, _FAR).astype(np.int32)
+    aux = (kval, jnp.asarray(pos[:, None, :]), jnp.asarray(pos[:, :, None]))
 
     glob = None
     if len(global_tokens):
         g = len(global_tokens)
         g_pad = _next_pow2(g, 16)
         idx = np.asarray(global_tokens)
-
-        def global_rows(x):  # (b, n, h, d) -> (rows, g_pad, d)
-            x = jnp.transpose(x[:, idx], (0, 2, 1, 3))[:, :, None]
-            x = jnp.broadcast_to(x, (b, h, dilation, g, x.shape[-1])).reshape(rows, g, x.shape[-1])
-            return _pad_axis(x, 1, g_pad)
-
         gval = jnp.ones((b, g), bool) if key_mask is None else key_mask[:, idx]
-        gval = jnp.broadcast_to(gval[:, None, None, :], (b, h, dilation, g)).reshape(rows, 1, g)
-        gval = _pad_axis(gval.astype(jnp.float32), 2, g_pad)
-        gpos = _pad_axis(
-            jnp.broadcast_to(jnp.asarray(idx, jnp.int32), (rows, 1, g)), 2, g_pad, np.iinfo(np.int32).max // 2
-        )
-        glob = (global_rows(k), global_rows(v), gval, gpos)
+        gval = _pad_axis(gval.astype(jnp.float32), 1, g_pad)[:, None, None, :]  # (b, 1, 1, g_pad)
+        gpos = np.full((1, 1, g_pad), _FAR, np.int32)
+        gpos[0, 0, :g] = idx
+        glob = (layout.view(k[:, idx], 1, g_pad), layout.view(v[:, idx], 1, g_pad), gval, jnp.asarray(gpos))
 
     st = _Static(
         scale=scale,
@@ -523,31 +672,31 @@ def _local_part(q, k, v, key_mask, *, window, dilation, global_tokens, causal, s
         num_q=n_cls,
         num_k=n_cls,
         has_global=glob is not None,
-        interpret=interpret,
-        backend=backend,
+        interpret=common["interpret"],
+        backend=common["backend"],
+        precision=common["precision"],
     )
-    out = _flash(st, to_rows(q), to_rows(k), to_rows(v), aux, glob)  # (rows, n_cls, dv)
-    out = out[:, :cls_len].reshape(b, h, dilation, cls_len, -1)
-    out = jnp.transpose(out, (0, 3, 2, 1, 4)).reshape(b, cls_len * dilation, h, -1)
-    return out[:, :n]
+    views = (layout.view(x, dilation, n_cls) for x in (q, k, v))
+    return layout.unview(_flash(st, layout, *views, aux, glob), n)
 
 
-def _global_part(q_rows, k, v, key_mask, *, global_tokens, causal, scale, block, interpret, backend):
-    """Rows of the global queries against every key; q_rows (b, g, h, d) -> (b, g, h, d)."""
+def _global_part(q_rows, k, v, key_mask, *, global_tokens, causal, scale, block, common):
+    """Rows of the global queries against every key; q_rows (b, g, h, d) -> (b, g, h, d).
+
+    The key loop is split across up to `_MAX_SPLITS` programs per (batch, head): a few global rows
+    against a long sequence would otherwise leave the device with batch x heads programs, each
+    walking every key block in turn.
+    """
     b, n, h, d = k.shape
+    layout = common["layout"]
     g = q_rows.shape[1]
     g_pad = _round_up(g, block)
     n_pad = _round_up(n, block)
-    rows = b * h
-
-    def to_rows(x, size):
-        return _pad_axis(jnp.transpose(x, (0, 2, 1, 3)).reshape(rows, x.shape[1], x.shape[-1]), 1, size)
-
     valid = jnp.ones((b, n), bool) if key_mask is None else key_mask
-    kval = jnp.broadcast_to(valid[:, None], (b, h, n)).reshape(rows, 1, n)
-    kval = _pad_axis(kval.astype(jnp.float32), 2, n_pad)
-    kpos = _pad_axis(jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (rows, 1, n)), 2, n_pad)
-    qpos = _pad_axis(jnp.broadcast_to(jnp.asarray(global_tokens, jnp.int32)[:, None], (rows, g, 1)), 1, g_pad)
+    kval = _pad_axis(valid.astype(jnp.float32), 1, n_pad)[:, None, None, :]  # (b, 1, 1, n_pad)
+    kpos = jnp.asarray(np.arange(n_pad, dtype=np.int32)[None, None, :])
+    qpos = np.full((1, g_pad, 1), _FAR, np.int32)
+    qpos[0, :g, 0] = global_tokens
     st = _Static(
         scale=scale,
         left=None,
@@ -558,11 +707,14 @@ def _global_part(q_rows, k, v, key_mask, *, global_tokens, causal, scale, block,
         num_q=g_pad,
         num_k=n_pad,
         has_global=False,
-        interpret=interpret,
-        backend=backend,
+        interpret=common["interpret"],
+        backend=common["backend"],
+        precision=common["precision"],
+        splits=_num_splits(n_pad // block),
     )
-    out = _flash(st, to_rows(q_rows, g_pad), to_rows(k, n_pad), to_rows(v, n_pad), (kval, kpos, qpos), None)
-    return jnp.transpose(out[:, :g].reshape(b, h, g, -1), (0, 2, 1, 3))
+    views = (layout.view(q_rows, 1, g_pad), layout.view(k, 1, n_pad), layout.view(v, 1, n_pad))
+    out = _flash(st, layout, *views, (kval, kpos, jnp.asarray(qpos)), None)
+    return layout.unview(out, g)
 
 
 def propagate_nonfinite_values(call, q, k, v, global_qkv=None, global_tokens=()):
@@ -639,6 +791,9 @@ def _check_arguments(q, k, v, window, dilation, global_tokens, key_mask, scale) 
         raise ValueError(f"scale must be finite and > 0, got {scale!r}")
 
 
+PRECISIONS = (None, "default", "highest", "bfloat16")
+
+
 def hybrid_attention_pallas(
     q,
     k,
@@ -652,8 +807,10 @@ def hybrid_attention_pallas(
     global_qkv=None,
     scale: float | None = None,
     block_size: int | None = None,
+    precision: str | None = None,
     interpret: bool | None = None,
     backend: str | None = None,
+    check_finite: bool = True,
 ):
     """1-D hybrid attention through the Pallas kernel; q, k, v (batch, seq, heads, head_dim).
 
@@ -667,11 +824,21 @@ def hybrid_attention_pallas(
         q_global holds every row or only the global rows.
       scale: score scale (default 1/sqrt(head_dim)).
       block_size: query/key block (power of two, >= 16; default 64, or 16 when interpreting).
+      precision: the kernel's products for float32 inputs (always accumulated in float32). None
+        follows `jax.default_matmul_precision`, like XLA's products: on GPU the default is TF32
+        operands (Triton's tf32 dot, about 1e-3 relative error), "highest" gives IEEE float32;
+        "default" is the backend's default whatever the context; "bfloat16" feeds the products bf16
+        operands (faster, about 1e-2). bf16 inputs always use bf16 operands.
       interpret: run the kernel in the Pallas interpreter (default: on CPU).
       backend: "triton" (GPU), "mosaic_tpu" (TPU) or None (the platform's default) for the compiler
         parameters; GPU defaults to Triton when running there.
+      check_finite: apply `propagate_nonfinite_values` (the NaN/inf contract). Pass False only when the
+        caller applies it already (as `frugal.transforms.attention.hybrid_attention` does), which
+        saves the finiteness scan over q, k and v.
     """
     _check_arguments(q, k, v, window, dilation, global_tokens, key_mask, scale)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
 
     def call(q, k, v, global_qkv):
         return _hybrid_attention_pallas(
@@ -686,15 +853,32 @@ def hybrid_attention_pallas(
             global_qkv=global_qkv,
             scale=scale,
             block_size=block_size,
+            precision=precision,
             interpret=interpret,
             backend=backend,
         )
 
+    if not check_finite:
+        return call(q, k, v, global_qkv)
     return propagate_nonfinite_values(call, q, k, v, global_qkv, global_tokens)
 
 
 def _hybrid_attention_pallas(
-    q, k, v, *, window, dilation, global_tokens, causal, key_mask, global_qkv, scale, block_size, interpret, backend
+    q,
+    k,
+    v,
+    *,
+    window,
+    dilation,
+    global_tokens,
+    causal,
+    key_mask,
+    global_qkv,
+    scale,
+    block_size,
+    precision,
+    interpret,
+    backend,
 ):
     b, n, h, d = q.shape
     if interpret is None:
@@ -711,20 +895,25 @@ def _hybrid_attention_pallas(
     dv_pad = _next_pow2(dv)
     q_p, k_p, v_p = _pad_axis(q, 3, d_pad), _pad_axis(k, 3, d_pad), _pad_axis(v, 3, dv_pad)
     key_mask = None if key_mask is None else jnp.asarray(key_mask).astype(bool)
+    common = dict(
+        layout=_Layout(tokens_major=backend != "mosaic_tpu"),
+        interpret=interpret,
+        backend=backend,
+        precision=precision,
+    )
 
     dilations = _per_head(dilation, h)
-    outs = [None] * h
-    common = dict(
-        global_tokens=global_tokens, causal=causal, scale=scale, block=block, interpret=interpret, backend=backend
-    )
-    for dil in sorted(set(dilations)):
-        heads = np.asarray([i for i in range(h) if dilations[i] == dil])
-        part = _local_part(
-            q_p[:, :, heads], k_p[:, :, heads], v_p[:, :, heads], key_mask, window=window, dilation=dil, **common
-        )
-        for j, head in enumerate(heads):
-            outs[head] = part[:, :, j]
-    out = jnp.stack(outs, axis=2)
+    local = dict(window=window, global_tokens=global_tokens, causal=causal, scale=scale, block=block, common=common)
+    if len(set(dilations)) == 1:
+        out = _local_part(q_p, k_p, v_p, key_mask, dilation=dilations[0], **local)
+    else:  # one call per dilation, on the heads that use it
+        outs = [None] * h
+        for dil in sorted(set(dilations)):
+            heads = np.asarray([i for i in range(h) if dilations[i] == dil])
+            part = _local_part(q_p[:, :, heads], k_p[:, :, heads], v_p[:, :, heads], key_mask, dilation=dil, **local)
+            for j, head in enumerate(heads):
+                outs[head] = part[:, :, j]
+        out = jnp.stack(outs, axis=2)
     if global_tokens:
         idx = np.asarray(global_tokens)
         if global_qkv is not None:
@@ -733,7 +922,15 @@ def _hybrid_attention_pallas(
         else:
             q_rows, k_g, v_g = q[:, idx], k, v
         rows_out = _global_part(
-            _pad_axis(q_rows, 3, d_pad), _pad_axis(k_g, 3, d_pad), _pad_axis(v_g, 3, dv_pad), key_mask, **common
+            _pad_axis(q_rows, 3, d_pad),
+            _pad_axis(k_g, 3, d_pad),
+            _pad_axis(v_g, 3, dv_pad),
+            key_mask,
+            global_tokens=global_tokens,
+            causal=causal,
+            scale=scale,
+            block=block,
+            common=common,
         )
         out = out.at[:, idx].set(rows_out)
     return out[..., :dv]

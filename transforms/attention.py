@@ -499,6 +499,7 @@ def _hybrid_attention_impl(q, k, v, pattern, *, impl, key_mask, global_qkv, scal
         block_size=block_size,
         interpret=interpret,
         backend=backend,
+        check_finite=False,  # `_named_attention` applies the NaN/inf contract around every path
     )
 
 

@@ -63,6 +63,28 @@ def _fraction(rate: float, peak: float | None) -> float | None:
     return None if peak is None else rate / peak
 
 
+def _guarded(kernel: str, case: str, check) -> dict:
+    """`check()`'s row, or a failed row that carries the error, so one case that does not compile or
+    crashes on this device does not hide the others."""
+    t0 = time.perf_counter()
+    try:
+        return {**check(), "wall_s": time.perf_counter() - t0}
+    except Exception as error:  # reported in the row, and the row fails the run
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        return {
+            "kernel": kernel,
+            "case": case,
+            "relative_error": float("nan"),
+            "ok": False,
+            "error": message,
+            "kernel_s": float("nan"),
+            "xla_s": float("nan"),
+            "speedup_vs_xla": float("nan"),
+            "fraction_of_peak": None,
+            "wall_s": time.perf_counter() - t0,
+        }
+
+
 def check_ant_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
     from frugal.jaxlib_ext.ant_matmul import CodeFormat, ant_matmul
 
@@ -74,20 +96,22 @@ def check_ant_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
         w = jnp.asarray(rng.integers(0, 256, ((k + 1) // 2, n)), jnp.uint8)
         sa, sw = jnp.asarray(rng.uniform(0.01, 0.1, m), jnp.float32), jnp.asarray(rng.uniform(0.5, 2, n), jnp.float32)
         for a_kind, w_kind, operands in formats:
-            fmt = dict(a_format=CodeFormat(a_kind, False), w_format=CodeFormat(w_kind, True))
-            kernel = jax.jit(lambda *x, fmt=fmt: ant_matmul(*x, **fmt, impl="pallas", interpret=config.interpret))
-            xla = jax.jit(lambda *x, fmt=fmt: ant_matmul(*x, **fmt, impl="reference"))
-            error = _relative_error(kernel(a, sa, w, sw), xla(a, sa, w, sw))
-            t_kernel, t_xla = (
-                _time(kernel, a, sa, w, sw, repeats=config.repeats),
-                _time(xla, a, sa, w, sw, repeats=config.repeats),
-            )
-            flops = 2.0 * m * k * n
-            peak = None if peaks is None else (peaks[1] if operands.startswith("int8") else peaks[0])
-            rows.append(
-                {
+            case = f"{m}x{k}x{n} {a_kind}4u x {w_kind}4s ({operands})"
+
+            def check(a_kind=a_kind, w_kind=w_kind, operands=operands, case=case, m=m, k=k, n=n):
+                fmt = dict(a_format=CodeFormat(a_kind, False), w_format=CodeFormat(w_kind, True))
+                kernel = jax.jit(lambda *x: ant_matmul(*x, **fmt, impl="pallas", interpret=config.interpret))
+                xla = jax.jit(lambda *x: ant_matmul(*x, **fmt, impl="reference"))
+                error = _relative_error(kernel(a, sa, w, sw), xla(a, sa, w, sw))
+                t_kernel, t_xla = (
+                    _time(kernel, a, sa, w, sw, repeats=config.repeats),
+                    _time(xla, a, sa, w, sw, repeats=config.repeats),
+                )
+                flops = 2.0 * m * k * n
+                peak = None if peaks is None else (peaks[1] if operands.startswith("int8") else peaks[0])
+                return {
                     "kernel": "ant_matmul",
-                    "case": f"{m}x{k}x{n} {a_kind}4u x {w_kind}4s ({operands})",
+                    "case": case,
                     "relative_error": error,
                     "ok": error <= 1e-5,
                     "kernel_s": t_kernel["median_s"],
@@ -97,12 +121,49 @@ def check_ant_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
                     "tflops": flops / t_kernel["median_s"] / 1e12,
                     "fraction_of_peak": _fraction(flops / t_kernel["median_s"], peak),
                 }
-            )
+
+            rows.append(_guarded("ant_matmul", case, check))
     return rows
 
 
+def _attention_paths(pattern, impls, interpret: bool, **kw):
+    """{impl: (jitted forward, jitted gradient of the summed output w.r.t. q, k, v)}."""
+    from frugal.transforms.attention import hybrid_attention
+
+    paths = {}
+    for impl in impls:
+        extra = {"interpret": True} if impl == "pallas" and interpret else {}
+
+        def forward(q, k, v, impl=impl, extra=extra):
+            return hybrid_attention(q, k, v, pattern, impl=impl, **extra, **kw)
+
+        def loss(q, k, v, forward=forward):
+            return jnp.sum(forward(q, k, v).astype(jnp.float32))
+
+        paths[impl] = (jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1, 2))))
+    return paths
+
+
+def _attention_errors(paths, q, k, v, against: str, kernel_precision: str | None) -> tuple[float, float]:
+    """Largest relative errors of the kernel's output and gradients against the `against` path run at
+    "highest" matmul precision (IEEE float32 products). The kernel runs at `kernel_precision` (None:
+    the default, TF32 products on GPU for float32 inputs)."""
+    with jax.default_matmul_precision("highest"):
+        want_out, want_grads = paths[against][0](q, k, v), paths[against][1](q, k, v)
+    with jax.default_matmul_precision(kernel_precision):
+        got_out, got_grads = paths["pallas"][0](q, k, v), paths["pallas"][1](q, k, v)
+    error = _relative_error(got_out, want_out)
+    grad_error = max(_relative_error(a, b) for a, b in zip(got_grads, want_grads))
+    return error, grad_error
+
+
+# Relative error allowed against an IEEE float32 reference: float32 inputs at the default precision
+# use TF32 products on GPU (10-bit mantissa, ~5e-4 per product), bf16 inputs bf16 products.
+TOLERANCES = {("float32", "highest"): 1e-4, ("float32", None): 2e-3, ("bfloat16", None): 3e-2}
+
+
 def check_hybrid_attention(config: KernelCheckConfig, peaks) -> list[dict]:
-    from frugal.transforms.attention import AttentionPattern, attention_flops, hybrid_attention
+    from frugal.transforms.attention import AttentionPattern, attention_flops
 
     rng = np.random.default_rng(config.seed + 1)
     half = config.attention_window // 2
@@ -111,32 +172,21 @@ def check_hybrid_attention(config: KernelCheckConfig, peaks) -> list[dict]:
     rows = []
     for n in config.attention_lengths:
         for dtype in config.dtypes:
-            q, k, v = (jnp.asarray(rng.standard_normal((1, n, heads, 64)), dtype) for _ in range(3))
-            paths = {}
-            for impl in ("pallas", "banded"):
-                extra = {"interpret": True} if impl == "pallas" and config.interpret else {}
+            case = f"n={n} heads={heads} d=64 window={config.attention_window} +1 global, {dtype}"
 
-                def forward(q, k, v, impl=impl, extra=extra):
-                    return hybrid_attention(q, k, v, pattern, impl=impl, **extra)
-
-                def loss(q, k, v, forward=forward):
-                    return jnp.sum(forward(q, k, v).astype(jnp.float32))
-
-                paths[impl] = (jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1, 2))))
-            out = {impl: fwd(q, k, v) for impl, (fwd, _) in paths.items()}
-            grads = {impl: grad(q, k, v) for impl, (_, grad) in paths.items()}
-            error = _relative_error(out["pallas"], out["banded"])
-            grad_error = max(_relative_error(a, b) for a, b in zip(grads["pallas"], grads["banded"]))
-            tolerance = 1e-4 if dtype == "float32" else 3e-2
-            times = {
-                impl: (_time(fwd, q, k, v, repeats=config.repeats), _time(grad, q, k, v, repeats=config.repeats))
-                for impl, (fwd, grad) in paths.items()
-            }
-            flops = attention_flops(n, pattern, heads, 64)
-            rows.append(
-                {
+            def check(n=n, dtype=dtype, case=case):
+                q, k, v = (jnp.asarray(rng.standard_normal((1, n, heads, 64)), dtype) for _ in range(3))
+                paths = _attention_paths(pattern, ("pallas", "banded"), config.interpret)
+                error, grad_error = _attention_errors(paths, q, k, v, against="banded", kernel_precision=None)
+                tolerance = TOLERANCES[dtype, None]
+                times = {
+                    impl: (_time(fwd, q, k, v, repeats=config.repeats), _time(grad, q, k, v, repeats=config.repeats))
+                    for impl, (fwd, grad) in paths.items()
+                }
+                flops = attention_flops(n, pattern, heads, 64)
+                return {
                     "kernel": "hybrid_attention",
-                    "case": f"n={n} heads={heads} d=64 window={config.attention_window} +1 global, {dtype}",
+                    "case": case,
                     "relative_error": max(error, grad_error),
                     "ok": error <= tolerance and grad_error <= 10 * tolerance,
                     "kernel_s": times["pallas"][0]["median_s"],
@@ -148,7 +198,56 @@ def check_hybrid_attention(config: KernelCheckConfig, peaks) -> list[dict]:
                     "tflops": flops / times["pallas"][0]["median_s"] / 1e12,
                     "fraction_of_peak": _fraction(flops / times["pallas"][0]["median_s"], peaks and peaks[0]),
                 }
-            )
+
+            rows.append(_guarded("hybrid_attention", case, check))
+    return rows + check_attention_patterns(config)
+
+
+# Small patterns that exercise every branch of the attention kernel on the device: odd lengths (padding),
+# per-head dilation, several global tokens (one of them the last token), key padding, causal order and
+# Longformer's separate global projections. Correctness only (forward and gradients against dense).
+PATTERN_CASES = (
+    ("odd n, per-head dilation (1, 2, 3, 1)", 301, dict(window=(7, 5), dilation=(1, 2, 3, 1)), {}),
+    ("global tokens 0, 17, last", 300, dict(window=(8, 8), global_tokens=(0, 17, 299)), {}),
+    ("key padding + globals", 250, dict(window=(16, 16), global_tokens=(0, 1)), {"key_mask": True}),
+    ("causal + global", 200, dict(window=(20, 0), global_tokens=(0,), causal=True), {}),
+    ("Longformer global projections", 257, dict(window=(16, 16), global_tokens=(0, 5)), {"global_qkv": True}),
+)
+
+
+def check_attention_patterns(config: KernelCheckConfig) -> list[dict]:
+    from frugal.transforms.attention import AttentionPattern
+
+    rng = np.random.default_rng(config.seed + 3)
+    rows = []
+    for name, n, fields, extras in PATTERN_CASES:
+        for dtype in config.dtypes:
+            case = f"pattern: {name}, n={n}, {dtype}" + (" (IEEE products)" if dtype == "float32" else "")
+
+            def check(n=n, fields=fields, extras=extras, dtype=dtype, case=case):
+                pattern = AttentionPattern(**fields)
+                q, k, v = (jnp.asarray(rng.standard_normal((2, n, 4, 32)), dtype) for _ in range(3))
+                kw = {}
+                if extras.get("key_mask"):
+                    kw["key_mask"] = jnp.asarray(np.arange(n)[None, :] < np.array([[n], [n - 37]]))
+                if extras.get("global_qkv"):
+                    kw["global_qkv"] = tuple(jnp.asarray(rng.standard_normal((2, n, 4, 32)), dtype) for _ in range(3))
+                paths = _attention_paths(pattern, ("pallas", "dense"), config.interpret, **kw)
+                precision = "highest" if dtype == "float32" else None
+                error, grad_error = _attention_errors(paths, q, k, v, against="dense", kernel_precision=precision)
+                tolerance = TOLERANCES[dtype, precision]
+                return {
+                    "kernel": "hybrid_attention",
+                    "case": case,
+                    "relative_error": max(error, grad_error),
+                    "ok": error <= tolerance and grad_error <= 10 * tolerance,
+                    "kernel_s": float("nan"),
+                    "xla_s": float("nan"),
+                    "speedup_vs_xla": float("nan"),
+                    "fraction_of_peak": None,
+                }
+
+            rows.append(_guarded("hybrid_attention", case, check))
     return rows
 
 
@@ -162,19 +261,21 @@ def check_csr_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
     indices = jnp.asarray(rng.integers(0, rows_n, rows_n * degree), jnp.int32)
     out = []
     for dtype in config.dtypes:
-        values = jnp.asarray(rng.standard_normal(rows_n * degree), dtype)
-        dense = jnp.asarray(rng.standard_normal((rows_n, width)), dtype)
-        xla = jax.jit(lambda *x: csr_matmul(*x, impl="xla"))
-        reference = jax.jit(lambda *x: csr_matmul(*x, impl="reference"))
-        error = _relative_error(xla(indptr, indices, values, dense), reference(indptr, indices, values, dense))
-        t_xla = _time(xla, indptr, indices, values, dense, repeats=config.repeats)
-        t_ref = _time(reference, indptr, indices, values, dense, repeats=config.repeats)
-        itemsize = jnp.dtype(dtype).itemsize
-        moved = rows_n * degree * (4 + itemsize + width * itemsize) + rows_n * width * itemsize
-        out.append(
-            {
+        case = f"{rows_n} rows x {degree} entries, width {width}, {dtype} (XLA path; no Pallas kernel)"
+
+        def check(dtype=dtype, case=case):
+            values = jnp.asarray(rng.standard_normal(rows_n * degree), dtype)
+            dense = jnp.asarray(rng.standard_normal((rows_n, width)), dtype)
+            xla = jax.jit(lambda *x: csr_matmul(*x, impl="xla"))
+            reference = jax.jit(lambda *x: csr_matmul(*x, impl="reference"))
+            error = _relative_error(xla(indptr, indices, values, dense), reference(indptr, indices, values, dense))
+            t_xla = _time(xla, indptr, indices, values, dense, repeats=config.repeats)
+            t_ref = _time(reference, indptr, indices, values, dense, repeats=config.repeats)
+            itemsize = jnp.dtype(dtype).itemsize
+            moved = rows_n * degree * (4 + itemsize + width * itemsize) + rows_n * width * itemsize
+            return {
                 "kernel": "csr_matmul",
-                "case": f"{rows_n} rows x {degree} entries, width {width}, {dtype} (XLA path; no Pallas kernel)",
+                "case": case,
                 "relative_error": error,
                 "ok": error <= (1e-5 if dtype == "float32" else 3e-2),
                 "kernel_s": t_xla["median_s"],
@@ -184,7 +285,8 @@ def check_csr_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
                 "gbytes_per_s": moved / t_xla["median_s"] / 1e9,
                 "fraction_of_peak": _fraction(moved / t_xla["median_s"], peaks and peaks[2]),
             }
-        )
+
+        out.append(_guarded("csr_matmul", case, check))
     return out
 
 
@@ -217,6 +319,10 @@ def run(config: KernelCheckConfig) -> dict:
     return figures
 
 
+def _ms(seconds: float) -> str:
+    return "n/a" if not np.isfinite(seconds) else f"{1e3 * seconds:.3g}"
+
+
 def markdown(figures: dict) -> str:
     if not figures["rows"]:
         return f"# frugal check-device\n\n{figures['message']}\n"
@@ -227,20 +333,36 @@ def markdown(figures: dict) -> str:
         f"{figures['seconds']:.0f} s. All checks {'passed' if figures['ok'] else 'DID NOT pass'}.",
         "",
         report.markdown_table(
-            ["kernel", "case", "rel. error", "ok", "kernel ms", "XLA ms", "speedup", "fraction of peak"],
+            [
+                "kernel",
+                "case",
+                "rel. error",
+                "ok",
+                "kernel ms",
+                "XLA ms",
+                "speedup",
+                "fraction of peak",
+                "backward kernel ms",
+                "backward XLA ms",
+            ],
             [
                 [
                     r["kernel"],
                     r["case"],
                     r["relative_error"],
                     "yes" if r["ok"] else "NO",
-                    1e3 * r["kernel_s"],
-                    1e3 * r["xla_s"],
-                    f"{r['speedup_vs_xla']:.2f}x",
+                    _ms(r["kernel_s"]),
+                    _ms(r["xla_s"]),
+                    "n/a" if not np.isfinite(r["speedup_vs_xla"]) else f"{r['speedup_vs_xla']:.2f}x",
                     "n/a" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.1f}%",
+                    _ms(r.get("backward_kernel_s", float("nan"))),
+                    _ms(r.get("backward_xla_s", float("nan"))),
                 ]
                 for r in figures["rows"]
             ],
         ),
     ]
+    errors = [f"- {r['kernel']}, {r['case']}: {r['error']}" for r in figures["rows"] if r.get("error")]
+    if errors:
+        lines += ["", "Cases that raised on this device:", "", *errors]
     return "\n".join(lines) + "\n"
