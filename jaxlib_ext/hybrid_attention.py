@@ -407,11 +407,12 @@ def _class(ids):
     return ids[2]
 
 
-def _compiler_params(backend, grid_rank):
+def _compiler_params(backend, grid_rank, block):
     if backend == "triton":
         from jax.experimental.pallas import triton as plt
 
-        return plt.CompilerParams(num_warps=4, num_stages=2)
+        # 128-row tiles hold a 128 x 128 float32 score tile: 8 warps keep it in registers.
+        return plt.CompilerParams(num_warps=4 if block <= 64 else 8, num_stages=2)
     if backend == "mosaic_tpu":
         from jax.experimental.pallas import tpu as pltpu
 
@@ -429,7 +430,7 @@ def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
         out_specs=out_specs,
         out_shape=out_shape,
         interpret=st.interpret,
-        compiler_params=_compiler_params(st.backend, len(grid)),
+        compiler_params=_compiler_params(st.backend, len(grid), max(st.block_q, st.block_k)),
     )(*args)
 
 

@@ -22,6 +22,7 @@ class KernelCheckConfig:
         (4096, 16384), "hybrid attention sequence lengths (12 heads of 64, window 512)"
     )
     attention_window: int = knob(512, "attention window (Longformer-base: 512)")
+    attention_blocks: tuple[int, ...] = knob((64, 128), "Pallas attention block sizes timed (powers of two >= 16)")
     csr_nodes: int = knob(100_000, "CSR product: rows (graph nodes)")
     csr_degree: int = knob(16, "CSR product: stored entries per row")
     csr_width: int = knob(64, "CSR product: dense width")
@@ -41,6 +42,8 @@ class KernelCheckConfig:
             parts = shape.lower().split("x")
             if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
                 raise ValueError(f"matmul_shapes entry {shape!r} must be MxKxN with positive ints, e.g. 128x1536x384")
+        if not self.attention_blocks or any(b < 16 or b & (b - 1) for b in self.attention_blocks):
+            raise ValueError(f"attention_blocks={self.attention_blocks!r}: powers of two >= 16")
         if any(n < 1 for n in self.attention_lengths) or self.attention_window < 1:
             raise ValueError("attention_lengths and attention_window must be >= 1")
         if min(self.csr_nodes, self.csr_degree, self.csr_width, self.repeats) < 1:
@@ -60,6 +63,7 @@ PRESETS = check_presets(
             matmul_shapes=("24x96x40",),
             attention_lengths=(64,),
             attention_window=8,
+            attention_blocks=(16,),
             csr_nodes=50,
             csr_degree=3,
             csr_width=8,

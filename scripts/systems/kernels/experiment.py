@@ -85,11 +85,11 @@ def _guarded(kernel: str, case: str, check) -> dict:
         }
 
 
-def check_ant_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
+def check_ant_matmul(config: KernelCheckConfig, peaks):
+    """Rows (a generator, like every check) of the packed 4-bit ANT product against its reference."""
     from frugal.jaxlib_ext.ant_matmul import CodeFormat, ant_matmul
 
     rng = np.random.default_rng(config.seed)
-    rows = []
     formats = [("int", "int", "int8 operands"), ("pot", "int", "bf16 operands")]
     for m, k, n in config.matmuls():
         a = jnp.asarray(rng.integers(0, 256, (m, (k + 1) // 2)), jnp.uint8)
@@ -122,17 +122,18 @@ def check_ant_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
                     "fraction_of_peak": _fraction(flops / t_kernel["median_s"], peak),
                 }
 
-            rows.append(_guarded("ant_matmul", case, check))
-    return rows
+            yield _guarded("ant_matmul", case, check)
 
 
-def _attention_paths(pattern, impls, interpret: bool, **kw):
+def _attention_paths(pattern, impls, interpret: bool, block_size: int | None = None, **kw):
     """{impl: (jitted forward, jitted gradient of the summed output w.r.t. q, k, v)}."""
     from frugal.transforms.attention import hybrid_attention
 
     paths = {}
     for impl in impls:
         extra = {"interpret": True} if impl == "pallas" and interpret else {}
+        if impl == "pallas" and block_size is not None:
+            extra["block_size"] = block_size
 
         def forward(q, k, v, impl=impl, extra=extra):
             return hybrid_attention(q, k, v, pattern, impl=impl, **extra, **kw)
@@ -162,45 +163,49 @@ def _attention_errors(paths, q, k, v, against: str, kernel_precision: str | None
 TOLERANCES = {("float32", "highest"): 1e-4, ("float32", None): 2e-3, ("bfloat16", None): 3e-2}
 
 
-def check_hybrid_attention(config: KernelCheckConfig, peaks) -> list[dict]:
+def check_hybrid_attention(config: KernelCheckConfig, peaks):
     from frugal.transforms.attention import AttentionPattern, attention_flops
 
     rng = np.random.default_rng(config.seed + 1)
     half = config.attention_window // 2
     pattern = AttentionPattern(window=(half, half), global_tokens=(0,))
     heads = 2 if config.interpret else 12
-    rows = []
     for n in config.attention_lengths:
         for dtype in config.dtypes:
-            case = f"n={n} heads={heads} d=64 window={config.attention_window} +1 global, {dtype}"
+            q, k, v = (jnp.asarray(rng.standard_normal((1, n, heads, 64)), dtype) for _ in range(3))
+            xla = _attention_paths(pattern, ("banded",), config.interpret)["banded"]
+            xla_times = {}  # timed once per length and dtype, beside every block size
 
-            def check(n=n, dtype=dtype, case=case):
-                q, k, v = (jnp.asarray(rng.standard_normal((1, n, heads, 64)), dtype) for _ in range(3))
-                paths = _attention_paths(pattern, ("pallas", "banded"), config.interpret)
-                error, grad_error = _attention_errors(paths, q, k, v, against="banded", kernel_precision=None)
-                tolerance = TOLERANCES[dtype, None]
-                times = {
-                    impl: (_time(fwd, q, k, v, repeats=config.repeats), _time(grad, q, k, v, repeats=config.repeats))
-                    for impl, (fwd, grad) in paths.items()
-                }
-                flops = attention_flops(n, pattern, heads, 64)
-                return {
-                    "kernel": "hybrid_attention",
-                    "case": case,
-                    "relative_error": max(error, grad_error),
-                    "ok": error <= tolerance and grad_error <= 10 * tolerance,
-                    "kernel_s": times["pallas"][0]["median_s"],
-                    "xla_s": times["banded"][0]["median_s"],
-                    "speedup_vs_xla": times["banded"][0]["median_s"] / times["pallas"][0]["median_s"],
-                    "backward_kernel_s": times["pallas"][1]["median_s"],
-                    "backward_xla_s": times["banded"][1]["median_s"],
-                    "compile_s": times["pallas"][0]["first_call_s"],
-                    "tflops": flops / times["pallas"][0]["median_s"] / 1e12,
-                    "fraction_of_peak": _fraction(flops / times["pallas"][0]["median_s"], peaks and peaks[0]),
-                }
+            for block in config.attention_blocks:
+                case = f"n={n} heads={heads} d=64 window={config.attention_window} +1 global, {dtype}, block {block}"
 
-            rows.append(_guarded("hybrid_attention", case, check))
-    return rows + check_attention_patterns(config)
+                def check(n=n, dtype=dtype, q=q, k=k, v=v, xla=xla, xla_times=xla_times, block=block, case=case):
+                    paths = {**_attention_paths(pattern, ("pallas",), config.interpret, block), "banded": xla}
+                    error, grad_error = _attention_errors(paths, q, k, v, against="banded", kernel_precision=None)
+                    tolerance = TOLERANCES[dtype, None]
+                    if not xla_times:
+                        xla_times["fwd"] = _time(xla[0], q, k, v, repeats=config.repeats)
+                        xla_times["grad"] = _time(xla[1], q, k, v, repeats=config.repeats)
+                    fwd = _time(paths["pallas"][0], q, k, v, repeats=config.repeats)
+                    grad = _time(paths["pallas"][1], q, k, v, repeats=config.repeats)
+                    flops = attention_flops(n, pattern, heads, 64)
+                    return {
+                        "kernel": "hybrid_attention",
+                        "case": case,
+                        "relative_error": max(error, grad_error),
+                        "ok": error <= tolerance and grad_error <= 10 * tolerance,
+                        "kernel_s": fwd["median_s"],
+                        "xla_s": xla_times["fwd"]["median_s"],
+                        "speedup_vs_xla": xla_times["fwd"]["median_s"] / fwd["median_s"],
+                        "backward_kernel_s": grad["median_s"],
+                        "backward_xla_s": xla_times["grad"]["median_s"],
+                        "compile_s": fwd["first_call_s"],
+                        "tflops": flops / fwd["median_s"] / 1e12,
+                        "fraction_of_peak": _fraction(flops / fwd["median_s"], peaks and peaks[0]),
+                    }
+
+                yield _guarded("hybrid_attention", case, check)
+    yield from check_attention_patterns(config)
 
 
 # Small patterns that exercise every branch of the attention kernel on the device: odd lengths (padding),
@@ -215,11 +220,10 @@ PATTERN_CASES = (
 )
 
 
-def check_attention_patterns(config: KernelCheckConfig) -> list[dict]:
+def check_attention_patterns(config: KernelCheckConfig):
     from frugal.transforms.attention import AttentionPattern
 
     rng = np.random.default_rng(config.seed + 3)
-    rows = []
     for name, n, fields, extras in PATTERN_CASES:
         for dtype in config.dtypes:
             case = f"pattern: {name}, n={n}, {dtype}" + (" (IEEE products)" if dtype == "float32" else "")
@@ -247,11 +251,10 @@ def check_attention_patterns(config: KernelCheckConfig) -> list[dict]:
                     "fraction_of_peak": None,
                 }
 
-            rows.append(_guarded("hybrid_attention", case, check))
-    return rows
+            yield _guarded("hybrid_attention", case, check)
 
 
-def check_csr_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
+def check_csr_matmul(config: KernelCheckConfig, peaks):
     """No Pallas kernel: on an accelerator the product is XLA's (cuSPARSE on GPU); checked and timed."""
     from frugal.jaxlib_ext.csr_matmul import csr_matmul
 
@@ -259,7 +262,6 @@ def check_csr_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
     rows_n, degree, width = config.csr_nodes, config.csr_degree, config.csr_width
     indptr = jnp.asarray(np.arange(rows_n + 1) * degree, jnp.int32)
     indices = jnp.asarray(rng.integers(0, rows_n, rows_n * degree), jnp.int32)
-    out = []
     for dtype in config.dtypes:
         case = f"{rows_n} rows x {degree} entries, width {width}, {dtype} (XLA path; no Pallas kernel)"
 
@@ -286,15 +288,17 @@ def check_csr_matmul(config: KernelCheckConfig, peaks) -> list[dict]:
                 "fraction_of_peak": _fraction(moved / t_xla["median_s"], peaks and peaks[2]),
             }
 
-        out.append(_guarded("csr_matmul", case, check))
-    return out
+        yield _guarded("csr_matmul", case, check)
 
 
 CHECKS = {"ant_matmul": check_ant_matmul, "hybrid_attention": check_hybrid_attention, "csr_matmul": check_csr_matmul}
 
 
-def run(config: KernelCheckConfig) -> dict:
-    """Figures of every requested kernel, or a note that a CPU has nothing to check."""
+def run(config: KernelCheckConfig, on_row=None) -> dict:
+    """Figures of every requested kernel, or a note that a CPU has nothing to check.
+
+    `on_row(row, rows_so_far)` is called as each case finishes (the command prints it and keeps a
+    partial report on disk, so a run cut short by its time limit still leaves its figures)."""
     before = report.machine_description()
     backend = jax.default_backend()
     figures = {"config": dataclasses.asdict(config), "backend": backend, "device": jax.devices()[0].device_kind}
@@ -308,7 +312,12 @@ def run(config: KernelCheckConfig) -> dict:
         return figures
     peaks = device_peaks()
     t0 = time.perf_counter()
-    rows = [row for name in config.kernels for row in CHECKS[name](config, peaks)]
+    rows = []
+    for name in config.kernels:
+        for row in CHECKS[name](config, peaks):
+            rows.append(row)
+            if on_row is not None:
+                on_row(row, rows)
     figures.update(
         rows=rows,
         ok=all(r["ok"] for r in rows),
@@ -342,8 +351,8 @@ def markdown(figures: dict) -> str:
                 "XLA ms",
                 "speedup",
                 "fraction of peak",
-                "backward kernel ms",
-                "backward XLA ms",
+                "fwd+bwd kernel ms",
+                "fwd+bwd XLA ms",
             ],
             [
                 [
