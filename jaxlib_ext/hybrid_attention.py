@@ -407,12 +407,15 @@ def _class(ids):
     return ids[2]
 
 
-def _compiler_params(backend, grid_rank, block):
+def _compiler_params(backend, grid_rank, block, itemsize):
     if backend == "triton":
         from jax.experimental.pallas import triton as plt
 
-        # 128-row tiles hold a 128 x 128 float32 score tile: 8 warps keep it in registers.
-        return plt.CompilerParams(num_warps=4 if block <= 64 else 8, num_stages=2)
+        # 128-row tiles hold a 128 x 128 float32 score tile: 8 warps keep it in registers. With
+        # float32 tiles of 128 rows, two pipeline stages asked an H200 for 257 KiB of shared memory
+        # (it has 227 KiB per block): one stage there.
+        stages = 1 if block >= 128 and itemsize >= 4 else 2
+        return plt.CompilerParams(num_warps=4 if block <= 64 else 8, num_stages=stages)
     if backend == "mosaic_tpu":
         from jax.experimental.pallas import tpu as pltpu
 
@@ -423,6 +426,7 @@ def _compiler_params(backend, grid_rank, block):
 
 
 def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
+    itemsize = max(jnp.dtype(x.dtype).itemsize for x in args[:3])
     return pl.pallas_call(
         functools.partial(kernel, st=st),
         grid=grid,
@@ -430,7 +434,7 @@ def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
         out_specs=out_specs,
         out_shape=out_shape,
         interpret=st.interpret,
-        compiler_params=_compiler_params(st.backend, len(grid), max(st.block_q, st.block_k)),
+        compiler_params=_compiler_params(st.backend, len(grid), max(st.block_q, st.block_k), itemsize),
     )(*args)
 
 

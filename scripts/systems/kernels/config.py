@@ -23,6 +23,7 @@ class KernelCheckConfig:
     )
     attention_window: int = knob(512, "attention window (Longformer-base: 512)")
     attention_blocks: tuple[int, ...] = knob((64, 128), "Pallas attention block sizes timed (powers of two >= 16)")
+    attention_patterns: bool = knob(True, "also check small attention patterns (dilation, globals, padding, causal)")
     csr_nodes: int = knob(100_000, "CSR product: rows (graph nodes)")
     csr_degree: int = knob(16, "CSR product: stored entries per row")
     csr_width: int = knob(64, "CSR product: dense width")
