@@ -1,26 +1,36 @@
 """Block-sparse flash attention for hybrid patterns (sliding window + dilation + global tokens), in Pallas.
 
-What the kernel does (FlashAttention-2 style, forward and backward):
+What the kernel does (FlashAttention-2 style, arXiv 2307.08691; forward and backward):
 
 * Queries are cut into blocks of `block_q`; each program owns one query block of one (batch, head,
-  dilation class) row and runs an online softmax over key blocks. Its key loop is **bounded to the
+  dilation class) and runs an online softmax over key blocks. Its key loop is **bounded to the
   band**: only key blocks that intersect [q - left, q + right] are visited, so the work is
   O(n * (w + g)) instead of O(n^2).
-* Global columns: a separate small block of global keys/values is visited first by every query block.
+* Global columns: a small block of global keys/values is visited first by every query block.
   Global rows: a second call of the same kernel with the global queries against all keys (no band).
-* Dilation by re-ordering: tokens are regrouped by their residue modulo the dilation; inside a class a
-  dilated window is a contiguous band, so the kernel never sees dilation. Per-head dilation runs one
-  call per group of heads.
+  That call's key loop is **split** over up to 32 programs per (batch, head), each attending a share
+  of the key blocks; XLA combines their partial softmaxes by log-sum-exp (flash-decoding). The global
+  keys' dK/dV likewise split the query loop and sum the partials. A few global rows on a long sequence
+  would otherwise run on batch x heads programs, each walking every block in turn.
+* Dilation and heads live in the **index maps**: on GPU the caller's (batch, seq, heads, dim) arrays
+  are only reshaped (free) to (batch, seq / dil, dil, heads, dim), and a tile of class c and head h is
+  the strided block of rows c, c + dil, ... of that head; inside a class a dilated window is a
+  contiguous band, so the kernel never sees dilation. Mosaic TPU tiles must span the array's last two
+  dims, so there the arrays are transposed once to (batch, heads, dil, seq / dil, dim).
 * Masks (padding, global tokens removed from the band, causal order) come in as small per-key vectors
   and positions, never as n x n arrays.
 * `custom_vjp`: the forward saves the row log-sum-exp; the backward recomputes the probabilities in a dQ
   kernel (same loop as the forward) and a dK/dV kernel (grid over key blocks, looping over the query
-  blocks whose band reaches them; for global keys, over every query block).
+  blocks whose band reaches them).
+* Products accumulate in float32. Float32 inputs follow `jax.default_matmul_precision` (TF32 on an
+  NVIDIA GPU by default, IEEE with "highest"), or bf16 operands with `precision="bfloat16"`.
+* Every program writes only its own output tiles: no output block is revisited across grid steps, so
+  every grid axis may run in parallel (Triton launches them so; TPU marks them "parallel").
 
 Entry points: `hybrid_attention_pallas(...)` (layout (batch, seq, heads, head_dim)) and its pure-jnp
 reference `hybrid_attention_reference(...)`. On CPU the kernel only runs with `interpret=True` (slow,
 for tests); on GPU it lowers through Triton, on TPU through Mosaic. Nothing here imports the rest of the
-repository.
+repository. Measured on an H200: `frugal.scripts.systems.kernels` README.
 """
 
 from __future__ import annotations
