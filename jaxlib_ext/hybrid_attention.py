@@ -127,6 +127,7 @@ class _Static:
     backend: str | None
     precision: str | None = None  # one of PRECISIONS (see hybrid_attention_pallas)
     splits: int = 1  # parallel programs sharing the unbanded loop (keys for forward/dQ, queries for dK/dV)
+    streamed: bool = False  # Mosaic TPU: tiles stream along an "arbitrary" grid axis (see below)
 
 
 # Grids are (batch, heads, dilation class, block, split); the kernels read these axes.
@@ -200,6 +201,45 @@ def _mask(st: _Static, q_index, k_index, q_pos, k_pos, k_valid, banded: bool):
     return mask
 
 
+def _softmax_step(st: _Static, q, q_index, q_pos, carry, k, v, k_valid, k_pos, k_index, banded):
+    """One key tile of the online softmax: carry (acc, row max, row sum) -> updated carry."""
+    acc, m, l = carry
+    s = _dot_t(st, q, k) * st.scale
+    mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
+    s = jnp.where(mask, s, NEG)
+    m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
+    p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
+    correction = jnp.exp(m - m_new)
+    l = correction * l + jnp.sum(p, axis=1, keepdims=True)
+    acc = correction * acc + _dot(st, p.astype(v.dtype), v)
+    return acc, m_new, l
+
+
+def _dq_step(st: _Static, q, do, lse, delta, q_pos, q_index, dq, k, v, k_valid, k_pos, k_index, banded):
+    """One key tile's contribution to dQ."""
+    s = _dot_t(st, q, k) * st.scale
+    mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
+    p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
+    ds = p * (_dot_t(st, do, v) - delta)
+    return dq + _dot(st, ds.astype(k.dtype), k) * st.scale
+
+
+def _dkv_step(st: _Static, k, v, k_valid, k_pos, k_index, carry, q, do, lse, delta, q_pos, q_index):
+    """One query tile's contribution to (dK, dV) of a key tile."""
+    dk, dv = carry
+    s = _dot_t(st, q, k) * st.scale
+    mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, True)
+    p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
+    dv = dv + _dot_tn(st, p.astype(do.dtype), do)
+    ds = p * (_dot_t(st, do, v) - delta)
+    dk = dk + _dot_tn(st, ds.astype(q.dtype), q) * st.scale
+    return dk, dv
+
+
+# GPU (and interpret mode): each program loops over its tiles inside the kernel; a tile is a dynamic
+# slice of the whole key (or query) row of its head and class.
+
+
 def _forward_kernel(*refs, st: _Static):
     if st.has_global:
         (q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, kg_ref, vg_ref, gval_ref, gpos_ref, o_ref, lse_ref) = refs
@@ -209,31 +249,20 @@ def _forward_kernel(*refs, st: _Static):
     q = q_ref[...]
     q_pos = qpos_ref[...]  # (bq, 1)
     q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
-
-    def update(carry, k, v, k_valid, k_pos, k_index, banded):
-        acc, m, l = carry
-        s = _dot_t(st, q, k) * st.scale
-        mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
-        s = jnp.where(mask, s, NEG)
-        m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
-        p = jnp.where(mask, jnp.exp(s - m_new), 0.0)
-        correction = jnp.exp(m - m_new)
-        l = correction * l + jnp.sum(p, axis=1, keepdims=True)
-        acc = correction * acc + _dot(st, p.astype(v.dtype), v)
-        return acc, m_new, l
-
     carry = (
         jnp.zeros(o_ref.shape, jnp.float32),
         jnp.full((st.block_q, 1), NEG, jnp.float32),
         jnp.zeros((st.block_q, 1), jnp.float32),
     )
     if st.has_global:
-        carry = update(carry, kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, banded=False)
+        args = (kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, False)
+        carry = _softmax_step(st, q, q_index, q_pos, carry, *args)
 
     def body(k_block, carry):
         keys = pl.ds(k_block * st.block_k, st.block_k)
         k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
-        return update(carry, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, banded=True)
+        args = (k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, True)
+        return _softmax_step(st, q, q_index, q_pos, carry, *args)
 
     lo, hi = _key_range(st, q_block, split)
     acc, m, l = lax.fori_loop(lo, hi, body, carry)
@@ -245,44 +274,23 @@ def _forward_kernel(*refs, st: _Static):
 
 
 def _dq_kernel(*refs, st: _Static):
-    if st.has_global:
-        (
-            q_ref,
-            k_ref,
-            v_ref,
-            kval_ref,
-            kpos_ref,
-            qpos_ref,
-            kg_ref,
-            vg_ref,
-            gval_ref,
-            gpos_ref,
-            do_ref,
-            lse_ref,
-            delta_ref,
-            dq_ref,
-        ) = refs
-    else:
-        q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dq_ref = refs
+    n_in = 13 if st.has_global else 9
+    q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref = refs[:6]
+    do_ref, lse_ref, delta_ref = refs[n_in - 3 : n_in]
+    dq_ref = refs[n_in]
     q_block, split = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
-    q, do, lse, delta, q_pos = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...], qpos_ref[...]
+    rows = (q_ref[...], do_ref[...], lse_ref[...], delta_ref[...], qpos_ref[...])
     q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
-
-    def update(dq, k, v, k_valid, k_pos, k_index, banded):
-        s = _dot_t(st, q, k) * st.scale
-        mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, banded)
-        p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
-        ds = p * (_dot_t(st, do, v) - delta)
-        return dq + _dot(st, ds.astype(k.dtype), k) * st.scale
-
     dq = jnp.zeros(dq_ref.shape, jnp.float32)
     if st.has_global:
-        dq = update(dq, kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, banded=False)
+        kg_ref, vg_ref, gval_ref, gpos_ref = refs[6:10]
+        dq = _dq_step(st, *rows, q_index, dq, kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, False)
 
     def body(k_block, dq):
         keys = pl.ds(k_block * st.block_k, st.block_k)
         k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
-        return update(dq, k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, True)
+        args = (k_ref[keys, :], v_ref[keys, :], kval_ref[:, keys], kpos_ref[:, keys], k_index, True)
+        return _dq_step(st, *rows, q_index, dq, *args)
 
     lo, hi = _key_range(st, q_block, split)
     dq_ref[...] = lax.fori_loop(lo, hi, body, dq).astype(dq_ref.dtype)
@@ -292,27 +300,14 @@ def _dkv_kernel(
     q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st: _Static
 ):
     k_block, split = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
-    k, v, k_valid, k_pos = k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...]
+    keys = (k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...])
     k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
 
     def body(q_block, carry):
-        dk, dv = carry
-        rows = pl.ds(q_block * st.block_q, st.block_q)
-        q, do, lse, delta, q_pos = (
-            q_ref[rows, :],
-            do_ref[rows, :],
-            lse_ref[rows, :],
-            delta_ref[rows, :],
-            qpos_ref[rows, :],
-        )
+        tile = pl.ds(q_block * st.block_q, st.block_q)
+        rows = (q_ref[tile, :], do_ref[tile, :], lse_ref[tile, :], delta_ref[tile, :], qpos_ref[tile, :])
         q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
-        s = _dot_t(st, q, k) * st.scale
-        mask = _mask(st, q_index, k_index, q_pos, k_pos, k_valid, True)
-        p = jnp.where(mask, jnp.exp(jnp.where(mask, s, NEG) - lse), 0.0)
-        dv = dv + _dot_tn(st, p.astype(do.dtype), do)
-        ds = p * (_dot_t(st, do, v) - delta)
-        dk = dk + _dot_tn(st, ds.astype(q.dtype), q) * st.scale
-        return dk, dv
+        return _dkv_step(st, *keys, k_index, carry, *rows, q_index)
 
     lo, hi = _query_range(st, k_block, split)
     zeros = jnp.zeros(dk_ref.shape, jnp.float32)
@@ -489,6 +484,8 @@ def _combine(lse_parts, out_parts):
 def _forward_call(st: _Static, layout: _Layout, q, k, v, aux, glob):
     """(out, lse) in the kernel layout; with splits > 1 (no band, no global keys) each program attends
     its share of the key blocks and XLA combines the partial softmaxes."""
+    if st.streamed:
+        return _forward_call_streamed(st, layout, q, k, v, aux, glob)
     kval, kpos, qpos = aux
     b, h, dil, length, _ = layout.dims(q)
     dv = v.shape[-1]
@@ -518,6 +515,8 @@ def _forward_call(st: _Static, layout: _Layout, q, k, v, aux, glob):
 
 
 def _dq_call(st, layout, q, k, v, aux, glob, do, lse, delta):
+    if st.streamed:
+        return _dq_call_streamed(st, layout, q, k, v, aux, glob, do, lse, delta)
     kval, kpos, qpos = aux
     b, h, dil, length, d = layout.dims(q)
     in_specs = _query_side_specs(st, layout, q, k, v, glob)
@@ -544,6 +543,8 @@ def _dkv_call(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, *, shared_k
     `shared_keys`: the keys (global keys, stored once with dil = 1) are seen by every dilation class;
     each (class, split) program then writes its own partial, and XLA sums them.
     """
+    if st.streamed:
+        return _dkv_call_streamed(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, shared_keys=shared_keys)
     b, h, dil, num_q, _ = layout.dims(q)
     d, dv = k.shape[-1], v.shape[-1]
     key_class = _first if shared_keys else _class
@@ -575,6 +576,256 @@ def _dkv_call(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, *, shared_k
     return tuple(layout.from_rows(jnp.sum(x, axis=0)[:, :, None].astype(y.dtype)) for x, y in ((dk, k), (dv_, v)))
 
 
+# ------------------------------------------------------------------------------------------------
+# Mosaic TPU: streamed tiles. A TPU core runs its grid in order and holds each block in VMEM, so
+# instead of a whole key row per program, the key (or, for dK/dV, query) tiles become the last grid
+# axis, marked "arbitrary": step s of query block i gets key tile lo(i) + s, and the running softmax
+# (or gradient sums) lives in VMEM scratch from the first step to the last. VMEM then holds a few
+# (block, dim) tiles at any sequence length.
+
+
+def _steps(st: _Static, block: int, other_block: int, num_blocks: int) -> int:
+    """Grid steps per program: the most tiles of `block` that one tile of `other_block` can meet."""
+    if st.left is None:
+        return num_blocks
+    return min(num_blocks, (other_block - 1 + st.left + st.right) // block + 2)
+
+
+def _streamed_key_tile(st: _Static):
+    def block_of(ids):
+        lo, hi = _key_range(st, ids[_BLOCK_AXIS], 0)
+        return jnp.minimum(lo + ids[_SPLIT_AXIS], hi - 1)  # steps past the band re-read the last tile
+
+    return block_of
+
+
+def _streamed_query_tile(st: _Static):
+    def block_of(ids):
+        lo, hi = _query_range(st, ids[_BLOCK_AXIS], 0)
+        return jnp.minimum(lo + ids[_SPLIT_AXIS], hi - 1)
+
+    return block_of
+
+
+def _forward_kernel_streamed(*refs, st: _Static, steps: int):
+    n_in = 10 if st.has_global else 6
+    q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref = refs[:6]
+    o_ref, lse_ref = refs[n_in : n_in + 2]
+    acc_ref, m_ref, l_ref = refs[n_in + 2 :]
+    q_block, step = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
+    q, q_pos = q_ref[...], qpos_ref[...]
+    q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
+    lo, hi = _key_range(st, q_block, 0)
+
+    def store(carry):
+        acc_ref[...], m_ref[...], l_ref[...] = carry
+
+    @pl.when(step == 0)
+    def _start():
+        carry = (
+            jnp.zeros(acc_ref.shape, jnp.float32),
+            jnp.full(m_ref.shape, NEG, jnp.float32),
+            jnp.zeros(l_ref.shape, jnp.float32),
+        )
+        if st.has_global:
+            kg_ref, vg_ref, gval_ref, gpos_ref = refs[6:10]
+            args = (kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, False)
+            carry = _softmax_step(st, q, q_index, q_pos, carry, *args)
+        store(carry)
+
+    @pl.when(lo + step < hi)
+    def _attend():
+        k_index = (lo + step) * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
+        carry = (acc_ref[...], m_ref[...], l_ref[...])
+        args = (k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...], k_index, True)
+        store(_softmax_step(st, q, q_index, q_pos, carry, *args))
+
+    @pl.when(step == steps - 1)
+    def _finish():
+        acc, m, l = acc_ref[...], m_ref[...], l_ref[...]
+        seen = l > 0
+        o_ref[...] = (acc / jnp.where(seen, l, 1.0)).astype(o_ref.dtype)
+        lse_ref[...] = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), NEG)
+
+
+def _dq_kernel_streamed(*refs, st: _Static, steps: int):
+    n_in = 13 if st.has_global else 9
+    q_ref, k_ref, v_ref, kval_ref, kpos_ref, qpos_ref = refs[:6]
+    do_ref, lse_ref, delta_ref = refs[n_in - 3 : n_in]
+    dq_ref, acc_ref = refs[n_in], refs[n_in + 1]
+    q_block, step = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
+    rows = (q_ref[...], do_ref[...], lse_ref[...], delta_ref[...], qpos_ref[...])
+    q_index = q_block * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
+    lo, hi = _key_range(st, q_block, 0)
+
+    @pl.when(step == 0)
+    def _start():
+        dq = jnp.zeros(acc_ref.shape, jnp.float32)
+        if st.has_global:
+            kg_ref, vg_ref, gval_ref, gpos_ref = refs[6:10]
+            args = (kg_ref[...], vg_ref[...], gval_ref[...], gpos_ref[...], None, False)
+            dq = _dq_step(st, *rows, q_index, dq, *args)
+        acc_ref[...] = dq
+
+    @pl.when(lo + step < hi)
+    def _attend():
+        k_index = (lo + step) * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
+        args = (k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...], k_index, True)
+        acc_ref[...] = _dq_step(st, *rows, q_index, acc_ref[...], *args)
+
+    @pl.when(step == steps - 1)
+    def _finish():
+        dq_ref[...] = acc_ref[...].astype(dq_ref.dtype)
+
+
+def _dkv_kernel_streamed(
+    q_ref,
+    k_ref,
+    v_ref,
+    kval_ref,
+    kpos_ref,
+    qpos_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    dk_ref,
+    dv_ref,
+    dk_acc,
+    dv_acc,
+    *,
+    st: _Static,
+    steps: int,
+):
+    k_block, step = pl.program_id(_BLOCK_AXIS), pl.program_id(_SPLIT_AXIS)
+    lo, hi = _query_range(st, k_block, 0)
+    keys = (k_ref[...], v_ref[...], kval_ref[...], kpos_ref[...])
+    k_index = k_block * st.block_k + lax.broadcasted_iota(jnp.int32, (st.block_k,), 0)
+
+    @pl.when(step == 0)
+    def _start():
+        dk_acc[...] = jnp.zeros(dk_acc.shape, jnp.float32)
+        dv_acc[...] = jnp.zeros(dv_acc.shape, jnp.float32)
+
+    @pl.when(lo + step < hi)
+    def _attend():
+        q_index = (lo + step) * st.block_q + lax.broadcasted_iota(jnp.int32, (st.block_q,), 0)
+        rows = (q_ref[...], do_ref[...], lse_ref[...], delta_ref[...], qpos_ref[...])
+        dk, dv = _dkv_step(st, *keys, k_index, (dk_acc[...], dv_acc[...]), *rows, q_index)
+        dk_acc[...], dv_acc[...] = dk, dv
+
+    @pl.when(step == steps - 1)
+    def _finish():
+        dk_ref[...] = dk_acc[...].astype(dk_ref.dtype)
+        dv_ref[...] = dv_acc[...].astype(dv_ref.dtype)
+
+
+def _call_streamed(kernel, st, grid, steps, in_specs, out_specs, out_shape, scratch, *args):
+    from jax.experimental.pallas import tpu as pltpu
+
+    return pl.pallas_call(
+        functools.partial(kernel, st=st, steps=steps),
+        grid=grid,
+        in_specs=in_specs,
+        out_specs=out_specs,
+        out_shape=out_shape,
+        scratch_shapes=[pltpu.VMEM(shape, jnp.float32) for shape in scratch],
+        interpret=st.interpret,
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",) * 4 + ("arbitrary",)),
+    )(*args)
+
+
+def _query_side_specs_streamed(st: _Static, layout: _Layout, q, v, glob):
+    d, dv = q.shape[-1], v.shape[-1]
+    key_tile = _streamed_key_tile(st)
+    specs = [
+        layout.tile(st.block_q, d, _block, _class),
+        layout.tile(st.block_k, d, key_tile, _class),
+        layout.tile(st.block_k, dv, key_tile, _class),
+        _key_tile(st.block_k, key_tile, _class),
+        _kpos_tile(st.block_k, key_tile, _class),
+        _qpos_tile(st.block_q, _block, _class),
+    ]
+    if st.has_global:
+        g_pad = layout.dims(glob[0])[3]
+        specs += [
+            layout.tile(g_pad, d, _first, _first),
+            layout.tile(g_pad, dv, _first, _first),
+            _key_tile(g_pad, _first, _first),
+            _kpos_tile(g_pad, _first, _first),
+        ]
+    return specs
+
+
+def _forward_call_streamed(st: _Static, layout: _Layout, q, k, v, aux, glob):
+    b, h, dil, length, _ = layout.dims(q)
+    dv = v.shape[-1]
+    steps = _steps(st, st.block_k, st.block_q, st.num_k // st.block_k)
+    args = [q, k, v, *aux] + (list(glob) if st.has_global else [])
+    out_specs = [layout.tile(st.block_q, dv, _block, _class), _row_tile(st.block_q, _block, _class)]
+    out_shape = [
+        jax.ShapeDtypeStruct(q.shape[:-1] + (dv,), q.dtype),
+        jax.ShapeDtypeStruct((b, h, dil, length, 1), jnp.float32),
+    ]
+    scratch = [(st.block_q, dv), (st.block_q, 1), (st.block_q, 1)]
+    grid = (b, h, dil, length // st.block_q, steps)
+    specs = _query_side_specs_streamed(st, layout, q, v, glob)
+    return _call_streamed(_forward_kernel_streamed, st, grid, steps, specs, out_specs, out_shape, scratch, *args)
+
+
+def _dq_call_streamed(st, layout, q, k, v, aux, glob, do, lse, delta):
+    b, h, dil, length, d = layout.dims(q)
+    steps = _steps(st, st.block_k, st.block_q, st.num_k // st.block_k)
+    specs = _query_side_specs_streamed(st, layout, q, v, glob) + [
+        layout.tile(st.block_q, do.shape[-1], _block, _class),
+        _row_tile(st.block_q, _block, _class),
+        _row_tile(st.block_q, _block, _class),
+    ]
+    args = [q, k, v, *aux] + (list(glob) if st.has_global else []) + [do, lse, delta]
+    grid = (b, h, dil, length // st.block_q, steps)
+    out_spec = layout.tile(st.block_q, d, _block, _class)
+    out_shape = jax.ShapeDtypeStruct(q.shape, q.dtype)
+    return _call_streamed(_dq_kernel_streamed, st, grid, steps, specs, out_spec, out_shape, [(st.block_q, d)], *args)
+
+
+def _dkv_call_streamed(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, *, shared_keys: bool):
+    b, h, dil, num_q, _ = layout.dims(q)
+    d, dv = k.shape[-1], v.shape[-1]
+    key_class = _first if shared_keys else _class
+    q_tile = _streamed_query_tile(st)
+    steps = _steps(st, st.block_q, st.block_k, num_q // st.block_q)
+    in_specs = [
+        layout.tile(st.block_q, d, q_tile, _class),
+        layout.tile(st.block_k, d, _block, key_class),
+        layout.tile(st.block_k, dv, _block, key_class),
+        _key_tile(st.block_k, _block, key_class),
+        _kpos_tile(st.block_k, _block, key_class),
+        _qpos_tile(st.block_q, q_tile, _class),
+        layout.tile(st.block_q, do.shape[-1], q_tile, _class),
+        _row_tile(st.block_q, q_tile, _class),
+        _row_tile(st.block_q, q_tile, _class),
+    ]
+    args = (q, k, v, kval, kpos, qpos, do, lse, delta)
+    grid = (b, h, dil, st.num_k // st.block_k, steps)
+    scratch = [(st.block_k, d), (st.block_k, dv)]
+    if not shared_keys:
+        out_specs = [layout.tile(st.block_k, d, _block, _class), layout.tile(st.block_k, dv, _block, _class)]
+        out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+        return _call_streamed(_dkv_kernel_streamed, st, grid, steps, in_specs, out_specs, out_shape, scratch, *args)
+    # Global keys: one partial per dilation class (the step axis accumulates in scratch), summed by XLA.
+    out_specs = [_class_partial_tile(st.block_k, d), _class_partial_tile(st.block_k, dv)]
+    out_shape = [
+        jax.ShapeDtypeStruct((dil, b, h, st.num_k, d), jnp.float32),
+        jax.ShapeDtypeStruct((dil, b, h, st.num_k, dv), jnp.float32),
+    ]
+    dk, dv_ = _call_streamed(_dkv_kernel_streamed, st, grid, steps, in_specs, out_specs, out_shape, scratch, *args)
+    return tuple(layout.from_rows(jnp.sum(x, axis=0)[:, :, None].astype(y.dtype)) for x, y in ((dk, k), (dv_, v)))
+
+
+def _class_partial_tile(length, width):
+    """(length, width) tile of a (classes, b, h, seq, width) array of per-class partials."""
+    return pl.BlockSpec((None, None, None, length, width), lambda *ids: (ids[2], ids[0], ids[1], ids[_BLOCK_AXIS], 0))
+
+
 def _zero_cotangent(x):
     if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
         return np.zeros(x.shape, jax.dtypes.float0)
@@ -602,9 +853,8 @@ def _flash_bwd(st, layout, residuals, d_out):
     if st.has_global:
         kg, vg, gval, gpos = glob
         g_pad = layout.dims(kg)[3]
-        st_g = dataclasses.replace(
-            st, left=None, right=None, block_k=g_pad, num_k=g_pad, splits=_num_splits(st.num_q // st.block_q)
-        )
+        splits = 1 if st.streamed else _num_splits(st.num_q // st.block_q)
+        st_g = dataclasses.replace(st, left=None, right=None, block_k=g_pad, num_k=g_pad, splits=splits)
         dkg, dvg = _dkv_call(st_g, layout, q, kg, vg, gval, gpos, qpos, d_out, lse, delta, shared_keys=True)
         d_glob = (dkg, dvg) + tuple(_zero_cotangent(x) for x in glob[2:])
     return dq, dk, dv, jax.tree.map(_zero_cotangent, aux), d_glob
@@ -690,6 +940,7 @@ def _local_part(q, k, v, key_mask, *, window, dilation, global_tokens, causal, s
         interpret=common["interpret"],
         backend=common["backend"],
         precision=common["precision"],
+        streamed=common["backend"] == "mosaic_tpu",
     )
     views = (layout.view(x, dilation, n_cls) for x in (q, k, v))
     return layout.unview(_flash(st, layout, *views, aux, glob), n)
@@ -725,7 +976,8 @@ def _global_part(q_rows, k, v, key_mask, *, global_tokens, causal, scale, block,
         interpret=common["interpret"],
         backend=common["backend"],
         precision=common["precision"],
-        splits=_num_splits(n_pad // block),
+        splits=1 if common["backend"] == "mosaic_tpu" else _num_splits(n_pad // block),
+        streamed=common["backend"] == "mosaic_tpu",
     )
     views = (layout.view(q_rows, 1, g_pad), layout.view(k, 1, n_pad), layout.view(v, 1, n_pad))
     out = _flash(st, layout, *views, (kval, kpos, jnp.asarray(qpos)), None)

@@ -364,8 +364,8 @@ def hybrid_attention(
       q, k, v: query, key and value arrays; q and k must share head_dim.
       pattern: an `AttentionPattern` (hashable; a static argument under jit).
       impl: "dense", "banded", "pallas" or "auto" (1-D patterns: the Pallas kernel when the program is
-        lowered for GPU, or for TPU while a row's K/V fit VMEM; otherwise, and for 2-D patterns,
-        dense up to 512 tokens and banded beyond).
+        lowered for GPU or TPU; otherwise, and for 2-D patterns, dense up to 512 tokens and banded
+        beyond).
       key_mask: optional (batch, seq) bool array, True for real tokens; False keys are never attended.
       global_qkv: optional (q_global, k_global, v_global), Longformer's separate global projections;
         q_global may hold every row or only the global tokens' rows (seq = len(global_tokens)).
@@ -442,11 +442,6 @@ def _named_attention(pattern: AttentionPattern, impl: str, scale, block_size, in
     return jax.jit(attend)
 
 
-# Pallas on TPU holds a row's whole K and V (and its key vectors) in VMEM: beyond this many bytes
-# `impl="auto"` keeps the XLA path there.
-TPU_PALLAS_MAX_KV_BYTES = 8 << 20
-
-
 def _hybrid_attention_impl(q, k, v, pattern, *, impl, key_mask, global_qkv, scale, block_size, interpret, backend=None):
     if impl.startswith("auto:"):
         xla = impl.split(":", 1)[1]
@@ -470,10 +465,8 @@ def _hybrid_attention_impl(q, k, v, pattern, *, impl, key_mask, global_qkv, scal
 
             return run
 
-        kv_bytes = 2 * q.shape[1] * max(16, 1 << (max(q.shape[-1], v.shape[-1]) - 1).bit_length()) * 4
-        tpu = on("pallas", "mosaic_tpu") if kv_bytes <= TPU_PALLAS_MAX_KV_BYTES else on(xla)
         return jax.lax.platform_dependent(
-            q, k, v, key_mask, global_qkv, cuda=on("pallas", "triton"), tpu=tpu, default=on(xla)
+            q, k, v, key_mask, global_qkv, cuda=on("pallas", "triton"), tpu=on("pallas", "mosaic_tpu"), default=on(xla)
         )
     if impl == "dense":
         return dense_hybrid_attention(q, k, v, pattern, key_mask=key_mask, global_qkv=global_qkv, scale=scale)
