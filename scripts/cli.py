@@ -93,6 +93,7 @@ GROUP_HELP = {
     "quant": "quantization experiments (ANT numeric types, AQuant rounding borders)",
     "accel": "accelerator cost model: ANT and SALO designs, sweeps, design search",
     "gnn": "GNN workload characterization: per-stage profiler and comparisons",
+    "ctt": "CTT-Net: post-operative visual acuity from two OCT views (data, train, cross-validation)",
 }
 
 # Exceptions that mean "the user asked for something invalid"; anything else is a bug and keeps

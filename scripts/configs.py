@@ -213,9 +213,32 @@ def config_from_flags(args: argparse.Namespace, cls: type, presets: dict[str, An
     if not overrides:
         return config
     try:
-        return _apply(config, overrides)
+        config = _apply(config, overrides)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{err} (options given: {' '.join(options)})") from None
+    check_inactive_flags(config, args)
+    return config
+
+
+def check_inactive_flags(config, args: argparse.Namespace) -> None:
+    """Refuses a given flag that the chosen mode never reads.
+
+    A config may define `inactive_fields(self) -> {field path: reason}`: the fields (top-level names,
+    or dotted paths; a nested config's name covers all its fields) that the config's own settings
+    leave unread, e.g. `--torch-seq-lens` with `--no-torch`. Giving one of them is then an error that
+    names the flag and why, instead of a silent no-op.
+    """
+    inactive = getattr(config, "inactive_fields", None)
+    if inactive is None:
+        return
+    reasons = inactive()
+    for flag in getattr(args, "_config_flags", []):
+        if not hasattr(args, "cfg__" + "__".join(flag.path)):
+            continue
+        dotted = ".".join(flag.path)
+        for field, reason in reasons.items():
+            if dotted == field or dotted.startswith(field + "."):
+                raise ValueError(f"{flag.option} is not used {reason}; drop it or change that setting")
 
 
 def preset_help(presets: dict[str, Any]) -> str:

@@ -137,3 +137,72 @@ def test_excluded_fields_get_no_flag_and_keep_the_presets_value():
     assert config.count == 1 and config.inner.rate == 0.1 and config.inner.steps == 3
     with pytest.raises((argparse.ArgumentError, SystemExit)):
         parser.parse_args(["--count", "2"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Moded:
+    """A config whose `flag` switch leaves `sizes` and the nested `inner` unread when off."""
+
+    flag: bool = knob(True, "a switch")
+    sizes: tuple[int, ...] = knob((1, 2), "sizes")
+    count: int = knob(3, "always read")
+    inner: Inner = Inner()
+
+    def inactive_fields(self):
+        return {} if self.flag else {"sizes": "with --no-flag", "inner": "with --no-flag"}
+
+
+MODED = check_presets(Moded, {"quick": Moded(), "tour": Moded(), "full": Moded(flag=False)})
+
+
+def parse_moded(argv):
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_config_flags(parser, Moded, MODED)
+    return config_from_flags(parser.parse_args(argv), Moded, MODED)
+
+
+def test_flags_the_chosen_mode_never_reads_are_refused():
+    with pytest.raises(ValueError, match=r"--sizes is not used with --no-flag"):
+        parse_moded(["--preset", "quick", "--no-flag", "--sizes", "4"])
+    with pytest.raises(ValueError, match=r"--inner-rate is not used with --no-flag"):
+        parse_moded(["--inner-rate", "0.3"])  # the full preset has the switch off
+    # the same flags are fine where the mode reads them; unrelated flags are fine in either mode
+    assert parse_moded(["--preset", "quick", "--sizes", "4"]).sizes == (4,)
+    assert parse_moded(["--flag", "--inner-rate", "0.3"]).inner.rate == 0.3
+    assert parse_moded(["--count", "5"]).count == 5
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["bench", "attention", "--no-torch", "--torch-seq-lens", "100"],
+            "--torch-seq-lens is not used with --no-torch",
+        ),
+        (["bench", "attention", "--tasks", "--vil-steps", "3"], "--vil-steps is not used unless --tasks names vil"),
+        (["quant", "ant", "--part", "text", "--fp-steps", "3"], "--fp-steps is not used with --part text"),
+        (["quant", "ant", "--part", "image", "--extra-8bit", "2"], "--extra-8bit is not used with --part image"),
+        (["check-device", "--kernels", "csr_matmul", "--attention-blocks", "64"], "--attention-blocks is not used"),
+    ],
+)
+def test_systems_refuse_flags_their_mode_never_reads(argv, message, capsys, monkeypatch):
+    """Before any work: the command exits 2 with one line naming the flag and the setting."""
+    from frugal.scripts import cli
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_attention_runs_read_what_their_tasks_need():
+    from frugal.scripts.systems.attention.config import AttentionConfig
+
+    assert set(AttentionConfig(tasks=("vil",)).inactive_fields()) == {"evidence"}
+    assert set(AttentionConfig(tasks=("window_only",)).inactive_fields()) == {"vil"}
+    assert set(AttentionConfig(tasks=(), torch=False).inactive_fields()) == {
+        "torch_seq_lens",
+        "evidence",
+        "vil",
+        "workdir",
+        "checkpoint_every",
+    }

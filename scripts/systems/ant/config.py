@@ -15,6 +15,23 @@ TEXT_VARIANTS = ("Int4", "ANT4", "ANT4+OliVe", "Int4-8", "ANT4-8")
 ALL_VARIANTS = IMAGE_VARIANTS + ("ANT4+OliVe",)
 
 
+# Fields only one part reads.
+IMAGE_ONLY = (
+    "dataset",
+    "data_path",
+    "image_size",
+    "model",
+    "width",
+    "fp_steps",
+    "fp_learning_rate",
+    "qat_steps",
+    "qat_learning_rate",
+    "batch_size",
+    "calibration_batches",
+)
+TEXT_ONLY = ("text_extra_high_layers", "sentences_per_topic")
+
+
 @dataclasses.dataclass(frozen=True)
 class AntQuantConfig:
     """The ResNet part (float training, PTQ, QAT) and the MiniLM part (PTQ), and what both share."""
@@ -95,6 +112,14 @@ class AntQuantConfig:
     def text(self) -> bool:
         """Whether the MiniLM part runs."""
         return self.part in ("both", "text")
+
+    def inactive_fields(self) -> dict[str, str]:
+        """Fields of the part that does not run (`frugal.scripts.configs.check_inactive_flags`)."""
+        if not self.image:
+            return {name: "with --part text (the ResNet part does not run)" for name in IMAGE_ONLY}
+        if not self.text:
+            return {name: "with --part image (the MiniLM part does not run)" for name in TEXT_ONLY}
+        return {}
 
 
 PRESETS = check_presets(

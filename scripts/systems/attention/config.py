@@ -112,6 +112,19 @@ class AttentionConfig:
     progress: bool = knob(True, "progress lines and bars")
     outdir: str = knob("reports/attention", "where attention.{json,md,png} go")
 
+    def inactive_fields(self) -> dict[str, str]:
+        """Fields the chosen runs never read (`frugal.scripts.configs.check_inactive_flags`)."""
+        inactive = {}
+        if not self.torch:
+            inactive["torch_seq_lens"] = "with --no-torch (no PyTorch comparison runs)"
+        if not {"evidence", "window_only"} & set(self.tasks):
+            inactive["evidence"] = "unless --tasks names evidence or window_only"
+        if "vil" not in self.tasks:
+            inactive["vil"] = "unless --tasks names vil"
+        if not self.tasks:
+            inactive["workdir"] = inactive["checkpoint_every"] = "without training runs (--tasks with no value)"
+        return inactive
+
     def __post_init__(self):
         if not self.seq_lens or min(self.seq_lens) < 2:
             raise ValueError(f"seq_lens={self.seq_lens}: give one or more sequence lengths >= 2")

@@ -53,6 +53,20 @@ class KernelCheckConfig:
         if bad or not self.dtypes:
             raise ValueError(f"dtypes={self.dtypes!r}: use float32 and/or bfloat16")
 
+    def inactive_fields(self) -> dict[str, str]:
+        """Fields of the kernels not checked (`frugal.scripts.configs.check_inactive_flags`)."""
+        owners = {
+            "ant_matmul": ("matmul_shapes",),
+            "hybrid_attention": ("attention_lengths", "attention_window", "attention_blocks", "attention_patterns"),
+            "csr_matmul": ("csr_nodes", "csr_degree", "csr_width"),
+        }
+        return {
+            name: f"unless --kernels names {kernel}"
+            for kernel, names in owners.items()
+            if kernel not in self.kernels
+            for name in names
+        }
+
     def matmuls(self) -> list[tuple[int, int, int]]:
         return [tuple(int(p) for p in s.lower().split("x")) for s in self.matmul_shapes]
 
