@@ -183,6 +183,7 @@ def test_flags_the_chosen_mode_never_reads_are_refused():
         (["quant", "ant", "--part", "text", "--fp-steps", "3"], "--fp-steps is not used with --part text"),
         (["quant", "ant", "--part", "image", "--extra-8bit", "2"], "--extra-8bit is not used with --part image"),
         (["check-device", "--kernels", "csr_matmul", "--attention-blocks", "64"], "--attention-blocks is not used"),
+        (["train", "--checkpoint-every", "5"], "--checkpoint-every is not used without --workdir"),
     ],
 )
 def test_systems_refuse_flags_their_mode_never_reads(argv, message, capsys, monkeypatch):
@@ -197,8 +198,9 @@ def test_systems_refuse_flags_their_mode_never_reads(argv, message, capsys, monk
 def test_attention_runs_read_what_their_tasks_need():
     from frugal.scripts.systems.attention.config import AttentionConfig
 
-    assert set(AttentionConfig(tasks=("vil",)).inactive_fields()) == {"evidence"}
-    assert set(AttentionConfig(tasks=("window_only",)).inactive_fields()) == {"vil"}
+    assert set(AttentionConfig(tasks=("vil",), workdir="w").inactive_fields()) == {"evidence"}
+    assert set(AttentionConfig(tasks=("window_only",), workdir="w").inactive_fields()) == {"vil"}
+    assert set(AttentionConfig(tasks=("vil",)).inactive_fields()) == {"evidence", "checkpoint_every"}
     assert set(AttentionConfig(tasks=(), torch=False).inactive_fields()) == {
         "torch_seq_lens",
         "evidence",

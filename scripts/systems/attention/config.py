@@ -121,6 +121,8 @@ class AttentionConfig:
             inactive["evidence"] = "unless --tasks names evidence or window_only"
         if "vil" not in self.tasks:
             inactive["vil"] = "unless --tasks names vil"
+        if self.workdir is None:
+            inactive["checkpoint_every"] = "without --workdir (no checkpoints are written)"
         if not self.tasks:
             inactive["workdir"] = inactive["checkpoint_every"] = "without training runs (--tasks with no value)"
         return inactive

@@ -33,6 +33,10 @@ class TrainConfig:
     max_shift: int = knob(0, "random-translation augmentation in pixels")
     progress: bool = knob(True, "show the progress bar")
 
+    def inactive_fields(self) -> dict[str, str]:
+        """Fields these settings never read (`frugal.scripts.configs.check_inactive_flags`)."""
+        return {"checkpoint_every": "without --workdir (no checkpoints are written)"} if self.workdir is None else {}
+
     def __post_init__(self):
         if self.model not in IMAGE_MODELS:
             raise ValueError(f"model={self.model!r} is not known; choose one of {sorted(IMAGE_MODELS)}")
