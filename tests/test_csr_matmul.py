@@ -164,6 +164,31 @@ def test_other_dtypes_take_the_xla_path():
     )
 
 
+def test_bf16_products_accumulate_in_float32_and_round_once():
+    """The XLA path multiplies bf16 inputs in float32 (the sparse product has no bf16 lowering) and
+    rounds the row sums once: each output is the bf16 rounding of the exact sum of the bf16 inputs."""
+    rng = np.random.default_rng(6)
+    indptr, indices, values = random_csr(rng, 64, 32, 900, out_of_range=False)
+    values = values.astype(jnp.bfloat16)
+    dense = rng.standard_normal((32, 24)).astype(jnp.bfloat16)
+    out = csr_matmul(indptr, indices, values, dense, impl="xla")
+    exact = dense_product(indptr, indices, np.asarray(values, np.float64), np.asarray(dense, np.float64))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(exact.astype(np.float32)).astype(jnp.bfloat16))
+    jaxpr = jax.make_jaxpr(lambda *a: csr_matmul(*a, impl="xla"))(indptr, indices, values, dense).jaxpr
+
+    def products(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "bcsr_dot_general":
+                yield eqn
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", value)
+                if hasattr(inner, "eqns"):
+                    yield from products(inner)
+
+    (product,) = products(jaxpr)
+    assert [v.aval.dtype for v in product.outvars] == [jnp.float32]
+
+
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 def test_auto_lowers_to_the_xla_path_off_cpu(platform):
     rng = np.random.default_rng(4)
