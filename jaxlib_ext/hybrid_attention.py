@@ -412,22 +412,18 @@ def _class(ids):
     return ids[2]
 
 
-def _compiler_params(backend, grid_rank, block, itemsize):
-    if backend == "triton":
-        from jax.experimental.pallas import triton as plt
+def _compiler_params(backend, block, itemsize):
+    """Triton's launch parameters (the loop kernels below run on GPU or in interpret mode; TPU takes
+    the streamed kernels, `_call_streamed`)."""
+    if backend != "triton":
+        return None
+    from jax.experimental.pallas import triton as plt
 
-        # 128-row tiles hold a 128 x 128 float32 score tile: 8 warps keep it in registers. With
-        # float32 tiles of 128 rows, two pipeline stages asked an H200 for 257 KiB of shared memory
-        # (it has 227 KiB per block): one stage there.
-        stages = 1 if block >= 128 and itemsize >= 4 else 2
-        return plt.CompilerParams(num_warps=4 if block <= 64 else 8, num_stages=stages)
-    if backend == "mosaic_tpu":
-        from jax.experimental.pallas import tpu as pltpu
-
-        # Every program writes its own output tiles (no accumulation across grid steps), so all axes
-        # may run in any order.
-        return pltpu.CompilerParams(dimension_semantics=("parallel",) * grid_rank)
-    return None
+    # 128-row tiles hold a 128 x 128 float32 score tile: 8 warps keep it in registers. With float32
+    # tiles of 128 rows, two pipeline stages asked an H200 for 257 KiB of shared memory (it has 227 KiB
+    # per block): one stage there.
+    stages = 1 if block >= 128 and itemsize >= 4 else 2
+    return plt.CompilerParams(num_warps=4 if block <= 64 else 8, num_stages=stages)
 
 
 def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
@@ -439,7 +435,7 @@ def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
         out_specs=out_specs,
         out_shape=out_shape,
         interpret=st.interpret,
-        compiler_params=_compiler_params(st.backend, len(grid), max(st.block_q, st.block_k), itemsize),
+        compiler_params=_compiler_params(st.backend, max(st.block_q, st.block_k), itemsize),
     )(*args)
 
 
@@ -1097,8 +1093,9 @@ def hybrid_attention_pallas(
         "default" is the backend's default whatever the context; "bfloat16" feeds the products bf16
         operands (faster, about 1e-2). bf16 inputs always use bf16 operands.
       interpret: run the kernel in the Pallas interpreter (default: on CPU).
-      backend: "triton" (GPU), "mosaic_tpu" (TPU) or None (the platform's default) for the compiler
-        parameters; GPU defaults to Triton when running there.
+      backend: "triton" (GPU) or "mosaic_tpu" (TPU): the kernel structure and compiler parameters
+        (None: the platform's, when not interpreting; interpret mode may take either to run that
+        structure on CPU).
       check_finite: apply `propagate_nonfinite_values` (the NaN/inf contract). Pass False only when the
         caller applies it already (as `frugal.transforms.attention.hybrid_attention` does), which
         saves the finiteness scan over q, k and v.
@@ -1150,8 +1147,10 @@ def _hybrid_attention_pallas(
     b, n, h, d = q.shape
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    if backend is None and not interpret and jax.default_backend() == "gpu":
-        backend = "triton"
+    if backend is None and not interpret:
+        backend = {"gpu": "triton", "tpu": "mosaic_tpu"}.get(jax.default_backend())
+    if backend not in (None, "triton", "mosaic_tpu"):
+        raise ValueError(f"backend={backend!r}: use 'triton' (GPU), 'mosaic_tpu' (TPU) or None")
     block = block_size or (16 if interpret else 64)
     if block < 16 or block & (block - 1):
         raise ValueError(f"block_size={block} must be a power of two >= 16")

@@ -214,3 +214,9 @@ def test_tpu_blocks_never_hold_a_whole_sequence():
             assert max(sizes) <= 128, block.block_shape
         semantics = [str(s).lower() for s in eqn.params["compiler_params"].dimension_semantics]
         assert "arbitrary" in semantics[-1] and all("parallel" in s for s in semantics[:-1])
+
+
+def test_unknown_backend_is_refused():
+    q, k, v, _ = _inputs(16)
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        hybrid_attention_pallas(q, k, v, window=(2, 2), backend="cuda", interpret=True)
