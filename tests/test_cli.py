@@ -169,6 +169,6 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     )
     time.sleep(8)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=300)
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == "frugal: interrupted"

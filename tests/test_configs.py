@@ -184,6 +184,10 @@ def test_flags_the_chosen_mode_never_reads_are_refused():
         (["quant", "ant", "--part", "image", "--extra-8bit", "2"], "--extra-8bit is not used with --part image"),
         (["check-device", "--kernels", "csr_matmul", "--attention-blocks", "64"], "--attention-blocks is not used"),
         (["train", "--checkpoint-every", "5"], "--checkpoint-every is not used without --workdir"),
+        (["quant", "aquant", "--dataset", "digits", "--n-train", "10"], "--n-train is not used with --dataset digits"),
+        (["quant", "aquant", "--ablation", "--ablation-setting", "W3A3"], "--ablation-setting is not used without"),
+        (["skim", "--refine-epochs", "0", "--refine-windows", "9"], "--refine-windows is not used"),
+        (["skim", "--timing-examples", "0", "--timing-repeats", "2"], "--timing-repeats is not used"),
     ],
 )
 def test_systems_refuse_flags_their_mode_never_reads(argv, message, capsys, monkeypatch):

@@ -91,6 +91,15 @@ class AQuantConfig:
     outdir: str = knob("reports/quant", "where aquant.{json,md,png} go")
     progress: bool = knob(True, "progress bars")
 
+    def inactive_fields(self) -> dict[str, str]:
+        """Fields these settings never read (`frugal.scripts.configs.check_inactive_flags`)."""
+        inactive = {}
+        if self.dataset != "shapes":
+            inactive["n_train"] = inactive["n_test"] = f"with --dataset {self.dataset} (shapes only)"
+        if not self.ablation or "aquant" not in self.methods:
+            inactive["ablation_setting"] = "without an ablation (--ablation with AQuant among --methods)"
+        return inactive
+
     def __post_init__(self):
         # "W2A2,W3A3" in one value is accepted too (the old comma form); names are stored upper-case.
         parts = tuple(p.strip().upper() for item in self.settings for p in str(item).split(",") if p.strip())

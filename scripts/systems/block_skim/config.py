@@ -102,6 +102,16 @@ class SkimConfig:
     label: str = knob("full", "report name and title (files are skim_LABEL.*, plain skim.* for full)", cli=False)
     progress: bool = knob(True, "show progress bars")
 
+    def inactive_fields(self) -> dict[str, str]:
+        """Fields these settings never read (`frugal.scripts.configs.check_inactive_flags`)."""
+        inactive = {}
+        if self.refine_epochs == 0:
+            for name in ("refine_windows", "refine_learning_rate", "refine_layers"):
+                inactive[name] = "with --refine-epochs 0 (no refinement)"
+        if self.timing_examples == 0:
+            inactive["timing_repeats"] = "with --timing-examples 0 (no timing)"
+        return inactive
+
     def __post_init__(self):
         for name in ("n_train", "n_dev", "train_steps", "batch_size", "eval_batch_size", "doc_stride"):
             if getattr(self, name) < 1:
