@@ -188,6 +188,8 @@ def test_flags_the_chosen_mode_never_reads_are_refused():
         (["quant", "aquant", "--ablation", "--ablation-setting", "W3A3"], "--ablation-setting is not used without"),
         (["skim", "--refine-epochs", "0", "--refine-windows", "9"], "--refine-windows is not used"),
         (["skim", "--timing-examples", "0", "--timing-repeats", "2"], "--timing-repeats is not used"),
+        (["gnn", "profile", "--models", "gcn", "--heads", "4"], "--heads is not used unless --models profiles gat"),
+        (["gnn", "profile", "--train-steps", "0", "--train-dataset", "cora"], "--train-dataset is not used"),
     ],
 )
 def test_systems_refuse_flags_their_mode_never_reads(argv, message, capsys, monkeypatch):

@@ -49,6 +49,20 @@ class GnnConfig:
     outdir: str | None = knob("reports/gnn", "where gnn_profile.{json,md} and the stage plot go (none: nowhere)")
     plot: bool = knob(True, "draw the stage-share plot into outdir")
 
+    def inactive_fields(self) -> dict[str, str]:
+        """Fields these settings never read (`frugal.scripts.configs.check_inactive_flags`)."""
+        inactive = {}
+        if "gat" not in self.models:
+            inactive["heads"] = "unless --models profiles gat"
+        if "rgcn" not in self.models:
+            for name in ("relational_dataset", "entities_root", "num_bases"):
+                inactive[name] = "unless --models profiles rgcn"
+        if not (self.train_models and self.train_steps):
+            inactive["train_dataset"] = "without training (--train-models empty or --train-steps 0)"
+        if self.outdir is None:
+            inactive["plot"] = "with --outdir none (nothing is written)"
+        return inactive
+
     def __post_init__(self):
         unknown = [m for m in self.models + self.train_models if m not in GNN_KINDS]
         if unknown:

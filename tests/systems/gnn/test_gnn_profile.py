@@ -201,11 +201,11 @@ def test_flags_come_from_the_config_fields_and_presets():
 
     parser = cli.build_parser()
     args = parser.parse_args(
-        ["gnn", "profile", "--preset", "quick", "--models", "gcn", "gat", "--num-bases", "none", "--train-models"]
+        ["gnn", "profile", "--preset", "quick", "--models", "gcn", "rgcn", "--num-bases", "none", "--train-models"]
     )
     assert args._command.path == ("gnn", "profile")
     config = config_from_flags(args, GnnConfig, PRESETS)
-    assert config == dataclasses.replace(PRESETS["quick"], models=("gcn", "gat"), num_bases=None, train_models=())
+    assert config == dataclasses.replace(PRESETS["quick"], models=("gcn", "rgcn"), num_bases=None, train_models=())
     args = parser.parse_args(["gnn", "profile", "--no-plot", "--train-dataset", "citeseer", "--heads", "4"])
     config = config_from_flags(args, GnnConfig, PRESETS)
     assert config == dataclasses.replace(PRESETS["full"], plot=False, train_dataset="citeseer", heads=4)
