@@ -192,16 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_interrupted(signum=None, frame=None):
+    """Ctrl-C: one line and status 130. os._exit skips interpreter teardown, where XLA's worker
+    threads can otherwise crash the process after the interrupt."""
+    print("frugal: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    # Ctrl-C exits from the signal handler itself, at the next Python instruction of the main thread,
+    # so no library code between the signal and `except KeyboardInterrupt` can catch or lose it (in
+    # CI a `frugal train` was still running 300 s after its SIGINT). Only where SIGINT has its default
+    # handler (an ignored SIGINT, e.g. under nohup, stays ignored); restored for in-process callers.
+    previous = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous = signal.signal(signal.SIGINT, _exit_interrupted)
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        # Ctrl-C at any moment: one line and status 130. os._exit skips interpreter teardown, where
-        # XLA's worker threads can otherwise crash the process after the interrupt.
-        print("frugal: interrupted", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        _exit_interrupted()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -172,3 +172,17 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     out, err = process.communicate(timeout=300)
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == "frugal: interrupted"
+
+
+def test_ctrl_c_handler_is_installed_only_during_main(monkeypatch):
+    """While a command runs, SIGINT exits from the signal handler itself; afterwards an in-process
+    caller (this test session) gets its own handler back."""
+    import signal
+
+    seen = []
+    monkeypatch.setattr(cli, "_main", lambda argv: seen.append(signal.getsignal(signal.SIGINT)) or 0)
+    before = signal.getsignal(signal.SIGINT)
+    assert cli.main([]) == 0
+    assert signal.getsignal(signal.SIGINT) is before
+    if before is signal.default_int_handler:
+        assert seen == [cli._exit_interrupted]
