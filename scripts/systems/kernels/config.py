@@ -79,6 +79,7 @@ PRESETS = check_presets(
             attention_lengths=(64,),
             attention_window=8,
             attention_blocks=(16,),
+            attention_patterns=False,  # ten interpret-mode cases; tests/systems/kernels runs one
             csr_nodes=50,
             csr_degree=3,
             csr_width=8,

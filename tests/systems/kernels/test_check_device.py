@@ -35,3 +35,14 @@ def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="MxKxN"):
         KernelCheckConfig(matmul_shapes=("12x3",))
     assert PRESETS["quick"].interpret
+
+
+def test_pattern_sweep_checks_the_kernel_against_dense(monkeypatch):
+    """One case of the device pattern sweep (odd n, per-head dilation), f32 at IEEE precision and
+    bf16, in interpret mode: the kernel agrees with the dense path."""
+    from frugal.scripts.systems.kernels import experiment
+
+    monkeypatch.setattr(experiment, "PATTERN_CASES", experiment.PATTERN_CASES[:1])
+    rows = list(experiment.check_attention_patterns(KernelCheckConfig(interpret=True)))
+    assert len(rows) == 2 and all(r["ok"] and "error" not in r for r in rows)
+    assert rows[0]["relative_error"] < 1e-5
