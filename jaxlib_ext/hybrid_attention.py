@@ -392,11 +392,12 @@ def _qpos_tile(length, block_of, class_of):
     return pl.BlockSpec((None, length, 1), lambda *ids: (class_of(ids), block_of(ids), 0))
 
 
-def _partial_tile(length, width, splits, block_of):
-    """(length, width) tile of a (classes * splits, b, h, seq, width) array of per-program partials."""
+def _partial_tile(length, width, splits, block_of, streamed):
+    """(length, width) tile of a (classes * splits, b, h, seq, width) array of per-program partials.
+    Streamed kernels have no splits (their last grid axis steps through tiles into one partial)."""
     return pl.BlockSpec(
         (None, None, None, length, width),
-        lambda *ids: (ids[2] * splits + ids[_SPLIT_AXIS], ids[0], ids[1], block_of(ids), 0),
+        lambda *ids: (ids[2] * splits + (0 if streamed else ids[_SPLIT_AXIS]), ids[0], ids[1], block_of(ids), 0),
     )
 
 
@@ -410,166 +411,6 @@ def _first(ids):
 
 def _class(ids):
     return ids[2]
-
-
-def _compiler_params(backend, block, itemsize):
-    """Triton's launch parameters (the loop kernels below run on GPU or in interpret mode; TPU takes
-    the streamed kernels, `_call_streamed`)."""
-    if backend != "triton":
-        return None
-    from jax.experimental.pallas import triton as plt
-
-    # 128-row tiles hold a 128 x 128 float32 score tile: 8 warps keep it in registers. With float32
-    # tiles of 128 rows, two pipeline stages asked an H200 for 257 KiB of shared memory (it has 227 KiB
-    # per block): one stage there.
-    stages = 1 if block >= 128 and itemsize >= 4 else 2
-    return plt.CompilerParams(num_warps=4 if block <= 64 else 8, num_stages=stages)
-
-
-def _call(kernel, st, grid, in_specs, out_specs, out_shape, *args):
-    itemsize = max(jnp.dtype(x.dtype).itemsize for x in args[:3])
-    return pl.pallas_call(
-        functools.partial(kernel, st=st),
-        grid=grid,
-        in_specs=in_specs,
-        out_specs=out_specs,
-        out_shape=out_shape,
-        interpret=st.interpret,
-        compiler_params=_compiler_params(st.backend, max(st.block_q, st.block_k), itemsize),
-    )(*args)
-
-
-def _query_side_specs(st: _Static, layout: _Layout, q, k, v, glob):
-    """in_specs of q (blocked), the whole key row of the program's head and class, the key vectors,
-    the query positions and (with global keys) the global key tiles, as the forward and dQ read them."""
-    d, dv = q.shape[-1], v.shape[-1]
-    specs = [
-        layout.tile(st.block_q, d, _block, _class),
-        layout.tile(st.num_k, d, _first, _class),
-        layout.tile(st.num_k, dv, _first, _class),
-        _key_tile(st.num_k, _first, _class),
-        _kpos_tile(st.num_k, _first, _class),
-        _qpos_tile(st.block_q, _block, _class),
-    ]
-    if st.has_global:
-        g_pad = glob[0].shape[1] if layout.tokens_major else glob[0].shape[3]
-        specs += [
-            layout.tile(g_pad, d, _first, _first),
-            layout.tile(g_pad, dv, _first, _first),
-            _key_tile(g_pad, _first, _first),
-            _kpos_tile(g_pad, _first, _first),
-        ]
-    return specs
-
-
-def _grid(layout: _Layout, x, block: int, splits: int):
-    b, h, dil, length, _ = layout.dims(x)
-    return (b, h, dil, length // block, splits)
-
-
-def _combine(lse_parts, out_parts):
-    """Online-softmax partials over key splits -> (lse (b, h, 1, g, 1), out (b, h, g, dv))."""
-    top = jnp.max(lse_parts, axis=0)
-    weights = jnp.exp(lse_parts - top)  # (S, b, h, 1, g, 1); a split that saw no key weighs 0
-    total = jnp.sum(weights, axis=0)
-    lse = top + jnp.log(total)
-    out = jnp.sum(weights[:, :, :, 0] * out_parts, axis=0) / total[:, :, 0]
-    return lse, out
-
-
-def _forward_call(st: _Static, layout: _Layout, q, k, v, aux, glob):
-    """(out, lse) in the kernel layout; with splits > 1 (no band, no global keys) each program attends
-    its share of the key blocks and XLA combines the partial softmaxes."""
-    if st.streamed:
-        return _forward_call_streamed(st, layout, q, k, v, aux, glob)
-    kval, kpos, qpos = aux
-    b, h, dil, length, _ = layout.dims(q)
-    dv = v.shape[-1]
-    in_specs = _query_side_specs(st, layout, q, k, v, glob)
-    args = [q, k, v, kval, kpos, qpos] + (list(glob) if st.has_global else [])
-    grid = _grid(layout, q, st.block_q, st.splits)
-    if st.splits == 1:
-        out_specs = [layout.tile(st.block_q, dv, _block, _class), _row_tile(st.block_q, _block, _class)]
-        out_shape = [
-            jax.ShapeDtypeStruct(q.shape[:-1] + (dv,), q.dtype),
-            jax.ShapeDtypeStruct((b, h, dil, length, 1), jnp.float32),
-        ]
-        return _call(_forward_kernel, st, grid, in_specs, out_specs, out_shape, *args)
-    assert dil == 1 and not st.has_global
-    parts = dil * st.splits
-    out_specs = [
-        _partial_tile(st.block_q, dv, st.splits, _block),
-        _partial_tile(st.block_q, 1, st.splits, _block),
-    ]
-    out_shape = [
-        jax.ShapeDtypeStruct((parts, b, h, length, dv), jnp.float32),
-        jax.ShapeDtypeStruct((parts, b, h, length, 1), jnp.float32),
-    ]
-    out_parts, lse_parts = _call(_forward_kernel, st, grid, in_specs, out_specs, out_shape, *args)
-    lse, out = _combine(lse_parts[:, :, :, None], out_parts)
-    return layout.from_rows(out[:, :, None].astype(q.dtype)), lse
-
-
-def _dq_call(st, layout, q, k, v, aux, glob, do, lse, delta):
-    if st.streamed:
-        return _dq_call_streamed(st, layout, q, k, v, aux, glob, do, lse, delta)
-    kval, kpos, qpos = aux
-    b, h, dil, length, d = layout.dims(q)
-    in_specs = _query_side_specs(st, layout, q, k, v, glob)
-    in_specs += [
-        layout.tile(st.block_q, do.shape[-1], _block, _class),
-        _row_tile(st.block_q, _block, _class),
-        _row_tile(st.block_q, _block, _class),
-    ]
-    args = [q, k, v, kval, kpos, qpos] + (list(glob) if st.has_global else []) + [do, lse, delta]
-    grid = _grid(layout, q, st.block_q, st.splits)
-    if st.splits == 1:
-        out_spec, out_shape = layout.tile(st.block_q, d, _block, _class), jax.ShapeDtypeStruct(q.shape, q.dtype)
-        return _call(_dq_kernel, st, grid, in_specs, out_spec, out_shape, *args)
-    out_spec = _partial_tile(st.block_q, d, st.splits, _block)
-    parts_shape = jax.ShapeDtypeStruct((dil * st.splits, b, h, length, d), jnp.float32)
-    parts = _call(_dq_kernel, st, grid, in_specs, out_spec, parts_shape, *args)
-    dq = jnp.sum(parts.reshape(dil, st.splits, b, h, length, d), axis=1)  # (dil, b, h, length, d)
-    return layout.from_rows(jnp.transpose(dq, (1, 2, 0, 3, 4)).astype(q.dtype))
-
-
-def _dkv_call(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, *, shared_keys: bool):
-    """dK, dV for one key set against all queries of the program's head and class.
-
-    `shared_keys`: the keys (global keys, stored once with dil = 1) are seen by every dilation class;
-    each (class, split) program then writes its own partial, and XLA sums them.
-    """
-    if st.streamed:
-        return _dkv_call_streamed(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, shared_keys=shared_keys)
-    b, h, dil, num_q, _ = layout.dims(q)
-    d, dv = k.shape[-1], v.shape[-1]
-    key_class = _first if shared_keys else _class
-    in_specs = [
-        layout.tile(st.num_q, d, _first, _class),
-        layout.tile(st.block_k, d, _block, key_class),
-        layout.tile(st.block_k, dv, _block, key_class),
-        _key_tile(st.block_k, _block, key_class),
-        _kpos_tile(st.block_k, _block, key_class),
-        _qpos_tile(st.num_q, _first, _class),
-        layout.tile(st.num_q, do.shape[-1], _first, _class),
-        _row_tile(st.num_q, _first, _class),
-        _row_tile(st.num_q, _first, _class),
-    ]
-    args = (q, k, v, kval, kpos, qpos, do, lse, delta)
-    grid = (b, h, dil, st.num_k // st.block_k, st.splits)
-    if not shared_keys:
-        assert st.splits == 1
-        out_specs = [layout.tile(st.block_k, d, _block, _class), layout.tile(st.block_k, dv, _block, _class)]
-        out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
-        return _call(_dkv_kernel, st, grid, in_specs, out_specs, out_shape, *args)
-    parts = dil * st.splits
-    out_specs = [_partial_tile(st.block_k, d, st.splits, _block), _partial_tile(st.block_k, dv, st.splits, _block)]
-    out_shape = [
-        jax.ShapeDtypeStruct((parts, b, h, st.num_k, d), jnp.float32),
-        jax.ShapeDtypeStruct((parts, b, h, st.num_k, dv), jnp.float32),
-    ]
-    dk, dv_ = _call(_dkv_kernel, st, grid, in_specs, out_specs, out_shape, *args)
-    return tuple(layout.from_rows(jnp.sum(x, axis=0)[:, :, None].astype(y.dtype)) for x, y in ((dk, k), (dv_, v)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -715,30 +556,69 @@ def _dkv_kernel_streamed(
         dv_ref[...] = dv_acc[...].astype(dv_ref.dtype)
 
 
-def _call_streamed(kernel, st, grid, steps, in_specs, out_specs, out_shape, scratch, *args):
-    from jax.experimental.pallas import tpu as pltpu
+# ------------------------------------------------------------------------------------------------
+# pallas_call wrappers, one per kernel for both structures: the loop kernels (GPU, interpret mode)
+# read whole rows of the looped side and may split an unbanded loop over programs; the streamed
+# kernels (TPU) read one tile of it per grid step along the last, "arbitrary" axis.
 
+
+def _compiler_params(backend, block, itemsize):
+    """Triton's launch parameters for the loop kernels (the streamed ones get Mosaic's, `_call`)."""
+    if backend != "triton":
+        return None
+    from jax.experimental.pallas import triton as plt
+
+    # 128-row tiles hold a 128 x 128 float32 score tile: 8 warps keep it in registers. With float32
+    # tiles of 128 rows, two pipeline stages asked an H200 for 257 KiB of shared memory (it has 227 KiB
+    # per block): one stage there.
+    stages = 1 if block >= 128 and itemsize >= 4 else 2
+    return plt.CompilerParams(num_warps=4 if block <= 64 else 8, num_stages=stages)
+
+
+def _call(kernels, st, grid, in_specs, out_specs, out_shape, args, scratch=()):
+    """`kernels` = (loop kernel, streamed kernel); `scratch`: the streamed kernel's VMEM sums."""
+    if st.streamed:
+        from jax.experimental.pallas import tpu as pltpu
+
+        kernel = functools.partial(kernels[1], st=st, steps=grid[-1])
+        extra = dict(
+            scratch_shapes=[pltpu.VMEM(shape, jnp.float32) for shape in scratch],
+            compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",) * 4 + ("arbitrary",)),
+        )
+    else:
+        itemsize = max(jnp.dtype(x.dtype).itemsize for x in args[:3])
+        kernel = functools.partial(kernels[0], st=st)
+        extra = dict(compiler_params=_compiler_params(st.backend, max(st.block_q, st.block_k), itemsize))
     return pl.pallas_call(
-        functools.partial(kernel, st=st, steps=steps),
-        grid=grid,
-        in_specs=in_specs,
-        out_specs=out_specs,
-        out_shape=out_shape,
-        scratch_shapes=[pltpu.VMEM(shape, jnp.float32) for shape in scratch],
-        interpret=st.interpret,
-        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",) * 4 + ("arbitrary",)),
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape, interpret=st.interpret, **extra
     )(*args)
 
 
-def _query_side_specs_streamed(st: _Static, layout: _Layout, q, v, glob):
+def _looped_keys(st: _Static):
+    """(tile length, tile index, last grid axis) of the keys a query tile loops over."""
+    if st.streamed:
+        return st.block_k, _streamed_key_tile(st), _steps(st, st.block_k, st.block_q, st.num_k // st.block_k)
+    return st.num_k, _first, st.splits
+
+
+def _looped_queries(st: _Static):
+    """(tile length, tile index, last grid axis) of the queries a key tile loops over (dK/dV)."""
+    if st.streamed:
+        return st.block_q, _streamed_query_tile(st), _steps(st, st.block_q, st.block_k, st.num_q // st.block_q)
+    return st.num_q, _first, st.splits
+
+
+def _query_side_specs(st: _Static, layout: _Layout, q, v, glob):
+    """in_specs of q (blocked), the keys the program loops over (its head and class), their vectors,
+    the query positions and (with global keys) the global key tiles, as the forward and dQ read them."""
     d, dv = q.shape[-1], v.shape[-1]
-    key_tile = _streamed_key_tile(st)
+    key_len, key_at, _ = _looped_keys(st)
     specs = [
         layout.tile(st.block_q, d, _block, _class),
-        layout.tile(st.block_k, d, key_tile, _class),
-        layout.tile(st.block_k, dv, key_tile, _class),
-        _key_tile(st.block_k, key_tile, _class),
-        _kpos_tile(st.block_k, key_tile, _class),
+        layout.tile(key_len, d, key_at, _class),
+        layout.tile(key_len, dv, key_at, _class),
+        _key_tile(key_len, key_at, _class),
+        _kpos_tile(key_len, key_at, _class),
         _qpos_tile(st.block_q, _block, _class),
     ]
     if st.has_global:
@@ -752,74 +632,111 @@ def _query_side_specs_streamed(st: _Static, layout: _Layout, q, v, glob):
     return specs
 
 
-def _forward_call_streamed(st: _Static, layout: _Layout, q, k, v, aux, glob):
+def _combine(lse_parts, out_parts):
+    """Online-softmax partials over key splits -> (lse (b, h, 1, g, 1), out (b, h, g, dv))."""
+    top = jnp.max(lse_parts, axis=0)
+    weights = jnp.exp(lse_parts - top)  # (S, b, h, 1, g, 1); a split that saw no key weighs 0
+    total = jnp.sum(weights, axis=0)
+    lse = top + jnp.log(total)
+    out = jnp.sum(weights[:, :, :, 0] * out_parts, axis=0) / total[:, :, 0]
+    return lse, out
+
+
+_FORWARD = (_forward_kernel, _forward_kernel_streamed)
+_DQ = (_dq_kernel, _dq_kernel_streamed)
+_DKV = (_dkv_kernel, _dkv_kernel_streamed)
+
+
+def _forward_call(st: _Static, layout: _Layout, q, k, v, aux, glob):
+    """(out, lse) in the kernel layout; with splits > 1 (no band, no global keys) each program attends
+    its share of the key blocks and XLA combines the partial softmaxes."""
     b, h, dil, length, _ = layout.dims(q)
     dv = v.shape[-1]
-    steps = _steps(st, st.block_k, st.block_q, st.num_k // st.block_k)
+    in_specs = _query_side_specs(st, layout, q, v, glob)
     args = [q, k, v, *aux] + (list(glob) if st.has_global else [])
-    out_specs = [layout.tile(st.block_q, dv, _block, _class), _row_tile(st.block_q, _block, _class)]
-    out_shape = [
-        jax.ShapeDtypeStruct(q.shape[:-1] + (dv,), q.dtype),
-        jax.ShapeDtypeStruct((b, h, dil, length, 1), jnp.float32),
+    grid = (b, h, dil, length // st.block_q, _looped_keys(st)[2])
+    if st.splits == 1:
+        out_specs = [layout.tile(st.block_q, dv, _block, _class), _row_tile(st.block_q, _block, _class)]
+        out_shape = [
+            jax.ShapeDtypeStruct(q.shape[:-1] + (dv,), q.dtype),
+            jax.ShapeDtypeStruct((b, h, dil, length, 1), jnp.float32),
+        ]
+        scratch = [(st.block_q, dv), (st.block_q, 1), (st.block_q, 1)]
+        return _call(_FORWARD, st, grid, in_specs, out_specs, out_shape, args, scratch)
+    assert dil == 1 and not st.has_global and not st.streamed
+    out_specs = [
+        _partial_tile(st.block_q, dv, st.splits, _block, st.streamed),
+        _partial_tile(st.block_q, 1, st.splits, _block, st.streamed),
     ]
-    scratch = [(st.block_q, dv), (st.block_q, 1), (st.block_q, 1)]
-    grid = (b, h, dil, length // st.block_q, steps)
-    specs = _query_side_specs_streamed(st, layout, q, v, glob)
-    return _call_streamed(_forward_kernel_streamed, st, grid, steps, specs, out_specs, out_shape, scratch, *args)
+    out_shape = [
+        jax.ShapeDtypeStruct((st.splits, b, h, length, dv), jnp.float32),
+        jax.ShapeDtypeStruct((st.splits, b, h, length, 1), jnp.float32),
+    ]
+    out_parts, lse_parts = _call(_FORWARD, st, grid, in_specs, out_specs, out_shape, args)
+    lse, out = _combine(lse_parts[:, :, :, None], out_parts)
+    return layout.from_rows(out[:, :, None].astype(q.dtype)), lse
 
 
-def _dq_call_streamed(st, layout, q, k, v, aux, glob, do, lse, delta):
+def _dq_call(st, layout, q, k, v, aux, glob, do, lse, delta):
     b, h, dil, length, d = layout.dims(q)
-    steps = _steps(st, st.block_k, st.block_q, st.num_k // st.block_k)
-    specs = _query_side_specs_streamed(st, layout, q, v, glob) + [
+    in_specs = _query_side_specs(st, layout, q, v, glob)
+    in_specs += [
         layout.tile(st.block_q, do.shape[-1], _block, _class),
         _row_tile(st.block_q, _block, _class),
         _row_tile(st.block_q, _block, _class),
     ]
     args = [q, k, v, *aux] + (list(glob) if st.has_global else []) + [do, lse, delta]
-    grid = (b, h, dil, length // st.block_q, steps)
-    out_spec = layout.tile(st.block_q, d, _block, _class)
-    out_shape = jax.ShapeDtypeStruct(q.shape, q.dtype)
-    return _call_streamed(_dq_kernel_streamed, st, grid, steps, specs, out_spec, out_shape, [(st.block_q, d)], *args)
+    grid = (b, h, dil, length // st.block_q, _looped_keys(st)[2])
+    if st.splits == 1:
+        out_spec, out_shape = layout.tile(st.block_q, d, _block, _class), jax.ShapeDtypeStruct(q.shape, q.dtype)
+        return _call(_DQ, st, grid, in_specs, out_spec, out_shape, args, [(st.block_q, d)])
+    out_spec = _partial_tile(st.block_q, d, st.splits, _block, st.streamed)
+    parts_shape = jax.ShapeDtypeStruct((dil * st.splits, b, h, length, d), jnp.float32)
+    parts = _call(_DQ, st, grid, in_specs, out_spec, parts_shape, args)
+    dq = jnp.sum(parts.reshape(dil, st.splits, b, h, length, d), axis=1)  # (dil, b, h, length, d)
+    return layout.from_rows(jnp.transpose(dq, (1, 2, 0, 3, 4)).astype(q.dtype))
 
 
-def _dkv_call_streamed(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, *, shared_keys: bool):
-    b, h, dil, num_q, _ = layout.dims(q)
+def _dkv_call(st, layout, q, k, v, kval, kpos, qpos, do, lse, delta, *, shared_keys: bool):
+    """dK, dV for one key set against all queries of the program's head and class.
+
+    `shared_keys`: the keys (global keys, stored once with dil = 1) are seen by every dilation class;
+    each (class, split) program then writes its own partial, and XLA sums them.
+    """
+    b, h, dil, _, _ = layout.dims(q)
     d, dv = k.shape[-1], v.shape[-1]
     key_class = _first if shared_keys else _class
-    q_tile = _streamed_query_tile(st)
-    steps = _steps(st, st.block_q, st.block_k, num_q // st.block_q)
+    q_len, q_at, last = _looped_queries(st)
     in_specs = [
-        layout.tile(st.block_q, d, q_tile, _class),
+        layout.tile(q_len, d, q_at, _class),
         layout.tile(st.block_k, d, _block, key_class),
         layout.tile(st.block_k, dv, _block, key_class),
         _key_tile(st.block_k, _block, key_class),
         _kpos_tile(st.block_k, _block, key_class),
-        _qpos_tile(st.block_q, q_tile, _class),
-        layout.tile(st.block_q, do.shape[-1], q_tile, _class),
-        _row_tile(st.block_q, q_tile, _class),
-        _row_tile(st.block_q, q_tile, _class),
+        _qpos_tile(q_len, q_at, _class),
+        layout.tile(q_len, do.shape[-1], q_at, _class),
+        _row_tile(q_len, q_at, _class),
+        _row_tile(q_len, q_at, _class),
     ]
     args = (q, k, v, kval, kpos, qpos, do, lse, delta)
-    grid = (b, h, dil, st.num_k // st.block_k, steps)
+    grid = (b, h, dil, st.num_k // st.block_k, last)
     scratch = [(st.block_k, d), (st.block_k, dv)]
     if not shared_keys:
+        assert st.splits == 1
         out_specs = [layout.tile(st.block_k, d, _block, _class), layout.tile(st.block_k, dv, _block, _class)]
         out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
-        return _call_streamed(_dkv_kernel_streamed, st, grid, steps, in_specs, out_specs, out_shape, scratch, *args)
-    # Global keys: one partial per dilation class (the step axis accumulates in scratch), summed by XLA.
-    out_specs = [_class_partial_tile(st.block_k, d), _class_partial_tile(st.block_k, dv)]
-    out_shape = [
-        jax.ShapeDtypeStruct((dil, b, h, st.num_k, d), jnp.float32),
-        jax.ShapeDtypeStruct((dil, b, h, st.num_k, dv), jnp.float32),
+        return _call(_DKV, st, grid, in_specs, out_specs, out_shape, args, scratch)
+    parts = dil * st.splits
+    out_specs = [
+        _partial_tile(st.block_k, d, st.splits, _block, st.streamed),
+        _partial_tile(st.block_k, dv, st.splits, _block, st.streamed),
     ]
-    dk, dv_ = _call_streamed(_dkv_kernel_streamed, st, grid, steps, in_specs, out_specs, out_shape, scratch, *args)
+    out_shape = [
+        jax.ShapeDtypeStruct((parts, b, h, st.num_k, d), jnp.float32),
+        jax.ShapeDtypeStruct((parts, b, h, st.num_k, dv), jnp.float32),
+    ]
+    dk, dv_ = _call(_DKV, st, grid, in_specs, out_specs, out_shape, args, scratch)
     return tuple(layout.from_rows(jnp.sum(x, axis=0)[:, :, None].astype(y.dtype)) for x, y in ((dk, k), (dv_, v)))
-
-
-def _class_partial_tile(length, width):
-    """(length, width) tile of a (classes, b, h, seq, width) array of per-class partials."""
-    return pl.BlockSpec((None, None, None, length, width), lambda *ids: (ids[2], ids[0], ids[1], ids[_BLOCK_AXIS], 0))
 
 
 def _zero_cotangent(x):

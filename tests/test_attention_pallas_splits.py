@@ -10,20 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_kernel_schedules import pallas_calls as _pallas_calls
 
 import frugal.jaxlib_ext.hybrid_attention as kernel_module
 from frugal.jaxlib_ext.hybrid_attention import hybrid_attention_pallas, hybrid_attention_reference
-
-
-def _pallas_calls(jaxpr):
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "pallas_call":
-            yield eqn
-        for value in eqn.params.values():
-            for item in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(item, "jaxpr", item)
-                if hasattr(inner, "eqns"):
-                    yield from _pallas_calls(inner)
 
 
 def _all_eqns(jaxpr):
