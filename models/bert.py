@@ -140,6 +140,15 @@ class BertEncoder(nnx.Module):
 
         attention_mask is 1 for real tokens and 0 for padding (padding keys get no attention).
         """
+        states, all_probs = self._run(input_ids, attention_mask, token_type_ids)
+        return (states[-1], all_probs) if return_attention else states[-1]
+
+    def layer_outputs(self, input_ids, attention_mask=None, token_type_ids=None) -> tuple:
+        """The hidden states (B, S, hidden) after each layer, first to last (the embeddings excluded):
+        what layer-wise distillation reads (LEAD scores every layer's pooled output)."""
+        return self._run(input_ids, attention_mask, token_type_ids)[0]
+
+    def _run(self, input_ids, attention_mask, token_type_ids):
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must have shape (batch, seq), got {input_ids.shape}")
         if input_ids.shape[1] > self.config.max_position_embeddings:
@@ -153,11 +162,12 @@ class BertEncoder(nnx.Module):
             token_type_ids = jnp.zeros(input_ids.shape, jnp.int32)
         x = self.embeddings(input_ids, token_type_ids)
         mask_bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
-        all_probs = []
+        states, all_probs = [], []
         for layer in self.layers:
             x, probs = layer(x, mask_bias)
+            states.append(x)
             all_probs.append(probs)
-        return (x, tuple(all_probs)) if return_attention else x
+        return tuple(states), tuple(all_probs)
 
 
 def _hf_key_map(config: BertConfig) -> dict[tuple, tuple[str, bool]]:
@@ -223,6 +233,30 @@ def load_bert(model_dir: str | Path, *, activation: str | Callable | None = None
         variable.set_value(jnp.asarray(value))
     nnx.update(model, state)
     return model
+
+
+def keep_layers(model: BertEncoder, indices: Sequence[int]) -> BertEncoder:
+    """A shallower encoder made of `model`'s embeddings and the layers at `indices`, in that order
+    (sentence-transformers' layer-reduction recipe: e.g. layers 0, 2, 4 of a 6-layer model make a
+    3-layer student that starts where the teacher's own layers are). The weights are copies."""
+    depth = model.config.num_hidden_layers
+    indices = [int(i) for i in indices]
+    if not indices or any(not 0 <= i < depth for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"indices={indices} must be distinct layer numbers in [0, {depth})")
+    config = dataclasses.replace(model.config, num_hidden_layers=len(indices))
+    small = nnx.eval_shape(lambda: BertEncoder(config, activation=model.activation, rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(small)
+    state = nnx.state(model)
+    flat = dict(nnx.to_flat_state(state))
+    kept = {}
+    for path, variable in flat.items():
+        if path[0] == "layers":
+            if path[1] not in indices:
+                continue
+            path = ("layers", indices.index(path[1]), *path[2:])
+        kept[path] = variable
+    new_state = nnx.from_flat_state(kept)
+    return nnx.merge(graphdef, jax.tree.map(jnp.array, new_state))
 
 
 def minilm_dir() -> Path:

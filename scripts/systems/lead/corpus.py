@@ -22,6 +22,8 @@ import pkgutil
 import re
 import warnings
 
+from frugal.scripts.systems.lead.retrieval_set import RetrievalSet
+
 # Packages of the default set: the scientific stack this project installs, and the standard library's
 # larger documented packages.
 DEFAULT_PACKAGES = (
@@ -170,3 +172,24 @@ def package_versions(packages=DEFAULT_PACKAGES) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = f"python {sys.version.split()[0]}"
     return versions
+
+
+def docstring_set(
+    packages=DEFAULT_PACKAGES, *, held_out: tuple[str, ...] = ("scipy",), max_words: int = 200
+) -> RetrievalSet:
+    """The documentation retrieval set: every pair's passage is in the corpus; the held-out packages'
+    summaries are the test queries (one relevant passage each), the rest train."""
+    pairs = docstring_pairs(packages, max_words=max_words)
+    train, test = split_by_package(pairs, tuple(held_out))
+    order = {p.name: i for i, p in enumerate(pairs)}
+    return RetrievalSet(
+        name="docstrings",
+        passages=tuple(p.passage for p in pairs),
+        passage_ids=tuple(p.name for p in pairs),
+        train_queries=tuple(p.query for p in train),
+        train_positives=tuple(order[p.name] for p in train),
+        test_queries=tuple(p.query for p in test),
+        test_query_ids=tuple(p.name for p in test),
+        test_relevant=tuple((order[p.name],) for p in test),
+        meta={"held_out": list(held_out), "versions": package_versions(packages)},
+    ).validate()
