@@ -62,11 +62,14 @@ class BM25:
         )  # duplicates add up: a repeated query term counts twice, as in rank_bm25
         return np.asarray((counts @ self.weights).todense())
 
-    def top(self, queries: list[str], depth: int, *, batch_size: int = 512) -> np.ndarray:
-        """(len(queries), depth) passage indices, best first (ties to the lower index)."""
-        depth = min(depth, self.size)
+    def top(self, queries: list[str], depth: int, *, batch_size: int = 512, allowed=None) -> np.ndarray:
+        """(len(queries), depth) passage indices, best first (ties to the lower index); with `allowed`
+        (a boolean mask over the corpus) only those passages are ranked."""
+        depth = min(depth, self.size if allowed is None else int(np.sum(allowed)))
         out = []
         for start in range(0, len(queries), batch_size):
             s = self.scores(queries[start : start + batch_size])
+            if allowed is not None:
+                s = np.where(np.asarray(allowed)[None], s, -np.inf)
             out.append(np.argsort(-s, axis=1, kind="stable")[:, :depth])
         return np.concatenate(out) if out else np.zeros((0, depth), np.int64)

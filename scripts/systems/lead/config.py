@@ -2,9 +2,9 @@
 `frugal.scripts.configs`).
 
 `quick` is the tests' size (seconds; numbers meaningless), `tour` the `frugal tour` section (the
-standard library's documentation, one seed), `full` the command's default: the documentation of
-numpy, scikit-learn, jax and the standard library for training, scipy's held out, three seeds per
-method (the table in this folder's README).
+standard library's documentation, one seed, a small student), `full` the command's default: the
+documentation of numpy, scipy, scikit-learn, jax and the standard library, a random quarter of every
+package's queries held out, three seeds per method (the table in this folder's README).
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ class LeadConfig:
         choices=DATASETS,
     )
     packages: tuple[str, ...] = knob(DEFAULT_PACKAGES, "docstrings: packages whose documentation makes the set")
-    held_out: tuple[str, ...] = knob(("scipy",), "docstrings: packages whose queries are held out for evaluation")
+    split: Literal["package", "random"] = knob(
+        "random",
+        "docstrings: hold out whole packages (--held-out; a domain never trained on) or a random share of every "
+        "package's queries (--test-fraction)",
+        choices=("package", "random"),
+    )
+    held_out: tuple[str, ...] = knob(("scipy",), "docstrings, split package: packages whose queries are held out")
+    test_fraction: float = knob(0.25, "docstrings, split random: share of the queries held out (seeded)")
     dictionary_root: str = knob("/", "reverse_dictionary: root under which usr/share/wordnet and usr/share/dictd lie")
     beir_folder: str | None = knob(None, "user: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
     corpus: str | None = knob(None, "user: corpus file (BEIR corpus.jsonl or MS MARCO collection.tsv)")
@@ -65,7 +72,9 @@ class LeadConfig:
     seeds: tuple[int, ...] = knob((0, 1, 2), "seeds; each re-draws the student's init, batches and layer draws")
     steps: int = knob(400, "student training steps")
     batch_queries: int = knob(16, "queries per batch")
-    lr: float | None = knob(None, "peak learning rate (none: 5e-4 for bpe, 1e-4 for minilm3); warm-up 10%, cosine")
+    lr: float | None = knob(
+        None, "peak learning rate (none: 5e-4 for bpe, 1e-4 for minilm3); warm-up over the first tenth, then cosine"
+    )
     scale: float = knob(20.0, "score = scale x cosine, for teacher and student alike")
     temperature: float = knob(1.0, "divides the teacher's scores in every KL (the reference's 1)")
     layer_temperature: float = knob(10.0, "LEAD re-weighting temperature over -NLL of teacher layers (reference 10)")
@@ -95,6 +104,8 @@ class LeadConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.head_steps < 0:
             raise ValueError(f"head_steps={self.head_steps} must be >= 0")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction={self.test_fraction} must be in (0, 1)")
         if self.hard_negatives > self.negative_depth:
             raise ValueError(f"hard_negatives={self.hard_negatives} must be <= negative_depth={self.negative_depth}")
         if self.width % 4:
@@ -125,7 +136,13 @@ class LeadConfig:
         """{field: why it is unread} for this configuration (their flags are refused)."""
         out = {}
         if self.dataset != "docstrings":
-            out.update(dict.fromkeys(("packages", "held_out"), f"with --dataset {self.dataset}"))
+            out.update(
+                dict.fromkeys(("packages", "split", "held_out", "test_fraction"), f"with --dataset {self.dataset}")
+            )
+        elif self.split == "random":
+            out["held_out"] = "with --split random (it holds out --test-fraction of every package)"
+        else:
+            out["test_fraction"] = "with --split package (it holds out the --held-out packages)"
         if self.dataset != "reverse_dictionary":
             out["dictionary_root"] = f"with --dataset {self.dataset}"
         if self.dataset != "user":
@@ -147,6 +164,7 @@ PRESETS = check_presets(
     {
         "quick": LeadConfig(
             packages=("json", "email", "logging", "http"),
+            split="package",
             held_out=("email",),
             negative_depth=8,
             hard_negatives=2,
@@ -167,13 +185,13 @@ PRESETS = check_presets(
         ),
         "tour": LeadConfig(
             packages=SMALL_PACKAGES,
-            held_out=("asyncio",),
             teacher_max_length=64,
             head_steps=200,
             vocab_size=2000,
-            width=128,
+            width=64,
+            passage_max_length=48,
             seeds=(0,),
-            steps=150,
+            steps=60,
             outdir=None,
             progress=False,
         ),

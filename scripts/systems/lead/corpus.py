@@ -174,13 +174,41 @@ def package_versions(packages=DEFAULT_PACKAGES) -> dict[str, str]:
     return versions
 
 
+def split_at_random(pairs: list[DocPair], test_fraction: float, seed: int = 0) -> tuple[list[DocPair], list[DocPair]]:
+    """(training pairs, held-out pairs): a seeded share of every package's pairs is held out."""
+    import numpy as np
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction={test_fraction} must be in (0, 1)")
+    held = np.random.default_rng(seed).random(len(pairs)) < test_fraction
+    train = [p for p, h in zip(pairs, held) if not h]
+    test = [p for p, h in zip(pairs, held) if h]
+    if not train or not test:
+        raise ValueError(f"test_fraction={test_fraction} leaves no training or no held-out pairs of {len(pairs)}")
+    return train, test
+
+
 def docstring_set(
-    packages=DEFAULT_PACKAGES, *, held_out: tuple[str, ...] = ("scipy",), max_words: int = 200
+    packages=DEFAULT_PACKAGES,
+    *,
+    held_out: tuple[str, ...] = ("scipy",),
+    split: str = "package",
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    max_words: int = 200,
 ) -> RetrievalSet:
-    """The documentation retrieval set: every pair's passage is in the corpus; the held-out packages'
-    summaries are the test queries (one relevant passage each), the rest train."""
+    """The documentation retrieval set: every pair's passage is in the corpus; the held-out queries
+    (one relevant passage each) are the `held_out` packages' summaries (`split="package"`: a domain
+    the training never saw) or a seeded `test_fraction` of every package's (`split="random"`)."""
     pairs = docstring_pairs(packages, max_words=max_words)
-    train, test = split_by_package(pairs, tuple(held_out))
+    if split == "package":
+        train, test = split_by_package(pairs, tuple(held_out))
+        how = {"split": "package", "held_out": list(held_out)}
+    elif split == "random":
+        train, test = split_at_random(pairs, test_fraction, seed)
+        how = {"split": "random", "test_fraction": test_fraction, "seed": seed}
+    else:
+        raise ValueError(f"split={split!r}: use 'package' or 'random'")
     order = {p.name: i for i, p in enumerate(pairs)}
     return RetrievalSet(
         name="docstrings",
@@ -191,5 +219,5 @@ def docstring_set(
         test_queries=tuple(p.query for p in test),
         test_query_ids=tuple(p.name for p in test),
         test_relevant=tuple((order[p.name],) for p in test),
-        meta={"held_out": list(held_out), "versions": package_versions(packages)},
+        meta={**how, "versions": package_versions(packages)},
     ).validate()

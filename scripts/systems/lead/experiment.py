@@ -36,12 +36,15 @@ def load_set(config: LeadConfig, progress=_quiet) -> RetrievalSet:
     if config.dataset == "docstrings":
         from frugal.scripts.systems.lead.corpus import docstring_set, package_versions
 
-        path = cache / f"docstrings_{_digest(config.packages, config.held_out, package_versions(config.packages))}.json"
+        how = (config.split, config.held_out) if config.split == "package" else (config.split, config.test_fraction)
+        path = cache / f"docstrings_{_digest(config.packages, how, package_versions(config.packages))}.json"
         if path.exists():
             rs = RetrievalSet.load(path)
         else:
             progress(f"building the documentation set from {', '.join(config.packages)}")
-            rs = docstring_set(config.packages, held_out=config.held_out)
+            rs = docstring_set(
+                config.packages, held_out=config.held_out, split=config.split, test_fraction=config.test_fraction
+            )
             rs.save(path)
     elif config.dataset == "reverse_dictionary":
         from frugal.scripts.systems.lead.reverse_dictionary import reverse_dictionary_set
@@ -125,8 +128,15 @@ def prepare(config: LeadConfig, progress=_quiet, *, need_training: bool = True, 
     if rs.train_queries:
         positives = np.asarray(rs.train_positives)
         depth = config.negative_depth
-        bm25_train = bm25.top(list(rs.train_queries), depth + 1)
-        teacher_train = search(frozen["train_q"][-1], frozen["passages"][-1], depth=depth + 1)
+        # Negatives never include a held-out query's relevant passage: otherwise training teaches the
+        # student that those passages are never the answer (with a split by package, that every
+        # passage of the held-out package is wrong), a shortcut that ranks them last at test time.
+        pool = np.ones(len(rs.passages), bool)
+        pool[[p for relevant in rs.test_relevant for p in relevant]] = False
+        pool[positives] = True
+        pool_index = np.flatnonzero(pool)
+        bm25_train = bm25.top(list(rs.train_queries), depth + 1, allowed=pool)
+        teacher_train = pool_index[search(frozen["train_q"][-1], frozen["passages"][-1][pool_index], depth=depth + 1)]
         negatives = merge_rankings([bm25_train, teacher_train], positives, depth)
         if config.teacher == "heads" and fit_teacher:
             t = time.perf_counter()
@@ -396,6 +406,11 @@ def distill_markdown(figures: dict) -> str:
     ]
     for name, per_layer in layers.items():
         lines.append(f"| {name} | " + " | ".join(f"{m['mrr@10']:.3f}" for m in per_layer) + " |")
+    if "machine" in figures:
+        from frugal.scripts.report import machine_text
+
+        seconds = sum(r["train_seconds"] + r["eval_seconds"] for r in figures["runs"])
+        lines += ["", f"Machine: {machine_text(figures['machine'])}; students {seconds / 60:.0f} min in all."]
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,14 @@ passage, a split by package with nothing shared, deterministic order, clear erro
 
 import pytest
 
-from frugal.scripts.systems.lead.corpus import docstring_pairs, package_versions, split_by_package, split_docstring
+from frugal.scripts.systems.lead.corpus import (
+    docstring_pairs,
+    docstring_set,
+    package_versions,
+    split_at_random,
+    split_by_package,
+    split_docstring,
+)
 
 PACKAGES = ("json", "email", "logging", "http")
 
@@ -59,8 +66,21 @@ def test_split_docstring():
         (lambda p: docstring_pairs(("json",), max_words=5), "max_words=5"),
         (lambda p: split_by_package(p, ("numpy",)), "have no pairs"),
         (lambda p: split_by_package(p, PACKAGES), "no training pairs"),
+        (lambda p: split_at_random(p, 1.0), "test_fraction=1.0"),
+        (lambda p: docstring_set(("json",), split="by_name"), "split='by_name'"),
     ],
 )
 def test_bad_arguments(pairs, call, message):
     with pytest.raises(ValueError, match=message):
         call(pairs)
+
+
+def test_random_split_holds_out_a_share_of_every_package(pairs):
+    train, test = split_at_random(pairs, 0.25, seed=1)
+    assert (train, test) == split_at_random(pairs, 0.25, seed=1)
+    assert not {p.name for p in train} & {p.name for p in test} and len(train) + len(test) == len(pairs)
+    assert 0.15 < len(test) / len(pairs) < 0.35
+    rs = docstring_set(PACKAGES, split="random", test_fraction=0.25, seed=1).validate()
+    assert rs.test_queries == tuple(p.query for p in test) and rs.meta["split"] == "random"
+    for query, (relevant,) in zip(rs.test_queries, rs.test_relevant):
+        assert next(p for p in test if p.query == query).passage == rs.passages[relevant]

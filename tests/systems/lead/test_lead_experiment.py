@@ -75,6 +75,21 @@ def test_data_and_eval_commands(quick_run, capsys):
     assert "teacher MRR@10 by layer" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_negatives_avoid_positives_and_held_out_passages(quick_run):
+    from frugal.scripts.systems.lead.experiment import prepare
+
+    root, _, _ = quick_run
+    config = dataclasses.replace(PRESETS["quick"], cache_dir=str(root / "cache"))
+    prep = prepare(config, fit_teacher=False)
+    held_out = {p for relevant in prep.rs.test_relevant for p in relevant}
+    negatives = prep.negatives
+    assert negatives.shape == (len(prep.rs.train_queries), config.negative_depth)
+    assert not held_out & set(negatives.ravel().tolist())
+    assert all(pos not in row for pos, row in zip(prep.rs.train_positives, negatives))
+    assert all(len(set(row)) == len(row) for row in negatives.tolist())
+
+
 def test_tour_section_summarizes_the_tour_preset(quick_run, monkeypatch):
     from frugal.scripts.systems.lead import experiment
 
