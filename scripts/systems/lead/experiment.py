@@ -196,25 +196,32 @@ def run_eval(config: LeadConfig, progress=_quiet) -> dict:
     return figures
 
 
-def _student(config: LeadConfig, rs: RetrievalSet, seed: int):
-    """(fresh student model, its tokenizer, name)."""
+def student_tokenizer(config: LeadConfig, rs: RetrievalSet):
+    """The student's tokenizer: its own BPE (trained on the training text, cached) or MiniLM's."""
+    if config.student == "minilm3":
+        from frugal.models.bert import load_tokenizer, minilm_dir
+
+        return load_tokenizer(minilm_dir())
+    return _bpe(config, rs)
+
+
+def student_model(config: LeadConfig, vocab_size: int, seed: int):
+    """A fresh student: random init from `seed` (bpe), or MiniLM's layers 0, 2, 4 (minilm3)."""
     from flax import nnx
 
     from frugal.models.bert import BertConfig, BertEncoder, keep_layers, load_minilm
 
     if config.student == "minilm3":
-        teacher, tokenizer = load_minilm()
-        return keep_layers(teacher, (0, 2, 4)), tokenizer
-    tokenizer = _bpe(config, rs)
+        return keep_layers(load_minilm()[0], (0, 2, 4))
     cfg = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
+        vocab_size=vocab_size,
         hidden_size=config.width,
         num_hidden_layers=config.layers,
         num_attention_heads=4,
         intermediate_size=4 * config.width,
         max_position_embeddings=max(config.query_max_length, config.passage_max_length),
     )
-    return BertEncoder(cfg, rngs=nnx.Rngs(seed)), tokenizer
+    return BertEncoder(cfg, rngs=nnx.Rngs(seed))
 
 
 def _bpe(config: LeadConfig, rs: RetrievalSet):
@@ -281,7 +288,7 @@ def run_distill(config: LeadConfig, progress=_quiet) -> dict:
     load_before = machine_description()
     prep = prepare(config, progress)
     rs = prep.rs
-    _, tokenizer = _student(config, rs, 0)
+    tokenizer = student_tokenizer(config, rs)
     q_ids, q_mask = fixed_tokens(tokenizer, rs.train_queries, config.query_max_length)
     p_ids, p_mask = fixed_tokens(tokenizer, rs.passages, config.passage_max_length)
     t_ids, t_mask = fixed_tokens(tokenizer, rs.test_queries, config.query_max_length)
@@ -319,7 +326,7 @@ def run_distill(config: LeadConfig, progress=_quiet) -> dict:
                 resample_every=config.resample_every,
                 seed=seed,
             )
-            student, _ = _student(config, rs, seed)
+            student = student_model(config, tokenizer.get_vocab_size(), seed)
             workdir = Path(config.outdir) / "students" / f"{method}_seed{seed}_{run_key}" if config.outdir else None
             progress(f"student {config.student}, {method}, seed {seed}: {config.steps} steps")
             t = time.perf_counter()
