@@ -137,3 +137,17 @@ def test_config_defaults_follow_the_reference():
     assert (config.layer_temperature, config.temperature, config.resample_every) == (10.0, 1.0, 10)
     assert config.methods == ("none", "response", "lead") and len(config.seeds) >= 3
     assert config.learning_rate == 5e-4 and dataclasses.replace(config, student="minilm3").learning_rate == 1e-4
+
+
+def test_user_files_with_bad_content_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "corpus.tsv").write_text("")
+    (tmp_path / "queries.tsv").write_text("q1\twhat is a matrix\nq2\thow to sort\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 p1 1\nq2 0 p1 0\n")
+    files = ["--corpus", str(tmp_path / "corpus.tsv"), "--queries", str(tmp_path / "queries.tsv")]
+    argv = ["lead", "eval", "--dataset", "user", *files, "--test-qrels", str(tmp_path / "qrels.txt")]
+    assert cli.main(argv) == 2
+    assert "has no passages" in capsys.readouterr().err
+    (tmp_path / "corpus.tsv").write_text("p1\tA matrix is a grid of numbers.\np2\tSorting puts items in order.\n")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "query id 'q2'" in err and "no relevance judgements" in err and err.count("\n") == 1
