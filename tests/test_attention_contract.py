@@ -33,7 +33,9 @@ def problems(draw):
     return seq, heads, (left, right), dilation, globals_, causal, dtype, seed
 
 
-@settings(max_examples=50, deadline=None)
+# Each example compiles the three implementations (Pallas in interpret mode) for a new shape, about
+# 5 s on a 2-core CPU; 20 random examples per run keep this test near 100 s of the CI budget.
+@settings(max_examples=20, deadline=None)
 @given(problems())
 def test_implementations_agree_and_share_nan_semantics(problem):
     seq, heads, window, dilation, globals_, causal, dtype, seed = problem

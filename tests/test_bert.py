@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from frugal.models.bert import BertConfig, BertEncoder, load_bert, load_minilm, mean_pool, sentence_embeddings, tokenize
+from frugal.models.bert import (
+    BertConfig,
+    BertEncoder,
+    keep_layers,
+    load_bert,
+    load_minilm,
+    mean_pool,
+    sentence_embeddings,
+    tokenize,
+)
 from frugal.scripts.systems.attention.peer_goldens import MINILM_FILE, MINILM_SENTENCES
 
 SENTENCES = [
@@ -165,6 +174,19 @@ def test_random_small_config_pooling_and_shapes():
     np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(hidden[0, :3].mean(0)), atol=1e-6)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model(jnp.zeros((1, 13), jnp.int32))
+    # every layer's output, the last being the model's; a kept subset runs those layers in order
+    states = model.layer_outputs(ids, mask)
+    assert len(states) == 2 and np.array_equal(np.asarray(states[-1]), np.asarray(hidden))
+    bottom = keep_layers(model, [0])
+    np.testing.assert_allclose(np.asarray(bottom(ids, mask)), np.asarray(states[0]), atol=1e-6)
+    swapped = keep_layers(model, [1, 0])
+    assert swapped.config.num_hidden_layers == 2
+    np.testing.assert_array_equal(swapped.layers[0].query.kernel[...], model.layers[1].query.kernel[...])
+    swapped.layers[0].query.kernel[...] += 1.0  # a copy: the source model is untouched
+    assert not np.array_equal(swapped.layers[0].query.kernel[...], model.layers[1].query.kernel[...])
+    for bad in ([], [2], [0, 0]):
+        with pytest.raises(ValueError, match="must be distinct layer numbers in \\[0, 2\\)"):
+            keep_layers(model, bad)
 
 
 def test_bad_input(tmp_path, minilm):
