@@ -3,8 +3,8 @@ several seeds, all evaluated by exact search on held-out queries beside BM25 and
 
 `run_data` builds (or loads) the set and mines hard negatives, `run_eval` scores the reference
 retrievers (BM25; the teacher's every layer, frozen and with heads), `run_distill` trains and scores the
-students and checks the paper's ordering LEAD > response KD > no KD (arXiv 2212.05225, Table 2's
-direction) with seed-paired differences.
+students and checks the ordering the paper reports, LEAD > response KD > no KD (arXiv 2212.05225),
+with seed-paired differences.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def _digest(*parts) -> str:
 def teacher_embeddings(
     texts: tuple[str, ...], *, max_length: int, cache_dir: str | Path | None, batch_size: int = 64, progress=None
 ) -> np.ndarray:
-    """(6, len(texts), 384) float16-cached, float32-returned normalized per-layer MiniLM embeddings."""
+    """(6, len(texts), 384) normalized per-layer MiniLM embeddings (float16 values, returned as float32), cached."""
     from frugal.models.bert import load_minilm, minilm_dir
 
     key = _digest("minilm-layers-v1", str(minilm_dir().name), max_length, texts)
@@ -47,13 +47,14 @@ def teacher_embeddings(
     ids, mask = fixed_tokens(tokenizer, texts, max_length)
     if progress:
         progress(f"teacher: encoding {len(texts)} texts with all-MiniLM-L6-v2 (every layer, {max_length} tokens)")
-    out = encode(model, ids, mask, batch_size=batch_size)
+    # Rounded to float16 whether or not it is cached, so a first run and a cached rerun see the same values.
+    out = encode(model, ids, mask, batch_size=batch_size).astype(np.float16)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, out.astype(np.float16))
+        np.save(tmp, out)
         tmp.replace(path)
-    return out
+    return out.astype(np.float32)
 
 
 class LayerHeads(nnx.Module):

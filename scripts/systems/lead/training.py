@@ -221,7 +221,7 @@ def distill(
     progress: bool = False,
     step_cache: dict | None = None,
 ):
-    """Trains `student` (in place of a copy held by the Trainer) and returns (student, history)."""
+    """Trains a copy of `student` (the Trainer holds its own arrays) and returns (trained student, history)."""
     batch_at, group = batch_fn(
         data,
         batch_queries=batch_queries,
