@@ -18,16 +18,11 @@ import numpy as np
 
 from frugal.scripts.systems.lead.config import LeadConfig
 from frugal.scripts.systems.lead.retrieval_set import RetrievalSet
+from frugal.scripts.systems.lead.teacher import digest
 
 REPORT_METRICS = ("mrr@10", "ndcg@10", "recall@50", "recall@100")
 TEACHER_LAYERS = 6
 _quiet = lambda msg: None
-
-
-def _digest(*parts) -> str:
-    import hashlib
-
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
 
 def load_set(config: LeadConfig, progress=_quiet) -> RetrievalSet:
@@ -37,7 +32,7 @@ def load_set(config: LeadConfig, progress=_quiet) -> RetrievalSet:
         from frugal.scripts.systems.lead.corpus import docstring_set, package_versions
 
         how = (config.split, config.held_out) if config.split == "package" else (config.split, config.test_fraction)
-        path = cache / f"docstrings_{_digest(config.packages, how, package_versions(config.packages))}.json"
+        path = cache / f"docstrings_{digest(config.packages, how, package_versions(config.packages))}.json"
         if path.exists():
             rs = RetrievalSet.load(path)
         else:
@@ -230,7 +225,7 @@ def _bpe(config: LeadConfig, rs: RetrievalSet):
     from frugal.scripts.systems.lead.encoders import train_bpe
 
     texts = rs.train_queries + rs.passages  # never the held-out queries
-    path = Path(config.cache_dir) / f"bpe_{_digest(config.vocab_size, texts)}.json"
+    path = Path(config.cache_dir) / f"bpe_{digest(config.vocab_size, texts)}.json"
     if path.exists():
         return Tokenizer.from_file(str(path))
     tokenizer = train_bpe(texts, config.vocab_size)
@@ -311,7 +306,7 @@ def run_distill(config: LeadConfig, progress=_quiet) -> dict:
     shaping = {
         k: v for k, v in dataclasses.asdict(config).items() if k not in ("methods", "seeds", "outdir", "progress")
     }
-    run_key = _digest(sorted(shaping.items()))
+    run_key = digest(sorted(shaping.items()))
     # Seeds outermost: every method has a finished run of seed 0 before any method starts seed 1.
     for seed in config.seeds:
         for method in config.methods:

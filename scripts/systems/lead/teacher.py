@@ -25,7 +25,8 @@ from frugal.scripts.systems.lead.encoders import encode, fixed_tokens
 from frugal.transforms.retrieval_distill import candidate_scores, contrastive_nll
 
 
-def _digest(*parts) -> str:
+def digest(*parts) -> str:
+    """A short stable hash of the parts' reprs: the cache key of teachers, sets, tokenizers and runs."""
     h = hashlib.sha256()
     for part in parts:
         h.update(repr(part).encode())
@@ -39,7 +40,7 @@ def teacher_embeddings(
     """(6, len(texts), 384) normalized per-layer MiniLM embeddings (float16 values, returned as float32), cached."""
     from frugal.models.bert import load_minilm, minilm_dir
 
-    key = _digest("minilm-layers-v1", str(minilm_dir().name), max_length, texts)
+    key = digest("minilm-layers-v1", str(minilm_dir().name), max_length, texts)
     path = Path(cache_dir) / f"teacher_{key}.npy" if cache_dir is not None else None
     if path is not None and path.exists():
         return np.load(path).astype(np.float32)
