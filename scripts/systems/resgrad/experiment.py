@@ -1,0 +1,545 @@
+"""ResGrad's comparison, end to end: corpus, a frozen FastSpeech 2, three refiners, the quality-RTF curve.
+
+The claims of ResGrad (Chen et al. 2022, arXiv 2212.14518), made measurable on held-out utterances:
+* C3: ResGrad at a few steps improves on FastSpeech 2 alone (lower MCD, global variance closer to
+  the recordings') with FastSpeech 2 frozen;
+* C1: at the same number of denoiser calls (the same real-time factor: all refiners have one size),
+  ResGrad beats full-mel diffusion (the Grad-TTS / DiffSpeech target, same conditioning) and shallow
+  diffusion (DiffSpeech, Liu et al. 2022, arXiv 2105.02446: start from FastSpeech 2's mel noised to
+  step k and denoise with the full-mel model);
+* C2: full-mel diffusion needs >= 10x ResGrad's RTF to reach ResGrad's MCD (or never does within the
+  sweep; the report says which).
+Two test conditions: `aligned` (FastSpeech 2 fed the recording's durations, pitch and energy, so every
+frame lines up and MCD needs no alignment) and `tts` (everything predicted, as a user hears it; MCD and
+F0 error along a DTW path). Audio, F0 and DNSMOS use the vocoder on a subset of utterances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from frugal.scripts.data import user_cache_dir
+from frugal.scripts.report import machine_description, machine_record
+from frugal.scripts.systems.resgrad import corpus as corpus_mod
+from frugal.scripts.systems.resgrad import features, metrics, training
+from frugal.scripts.systems.resgrad.config import ResGradConfig
+from frugal.transforms import diffusion
+
+HOP, SAMPLE_RATE = 256, 22050
+CORPUS_FIELDS = ("corpus_dir", "train_sentences", "test_sentences", "corpus_seed", "noise_scale", "noise_w")
+MODEL_FIELDS = (
+    "fs2_size",
+    "fs2_steps",
+    "fs2_batch",
+    "fs2_lr",
+    "fs2_buckets",
+    "denoiser",
+    "channels",
+    "layers",
+    "diffusion_steps",
+    "schedule",
+    "parameterization",
+    "loss",
+    "denoiser_steps",
+    "denoiser_batch",
+    "segment_frames",
+    "denoiser_lr",
+    "seed",
+)
+
+
+def _digest(config: ResGradConfig, fields) -> str:
+    payload = json.dumps({f: getattr(config, f) for f in fields}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_root(config: ResGradConfig) -> Path:
+    """The cache folder of one (corpus, models) setting: checkpoints, statistics, histories."""
+    return user_cache_dir() / "resgrad" / "runs" / f"{_digest(config, CORPUS_FIELDS)}-{_digest(config, MODEL_FIELDS)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus
+
+
+def load_data(config: ResGradConfig, say: Callable[[str], None]) -> tuple[dict, dict]:
+    """(splits {"train": [...], "test": [...]}, corpus facts) from the user's folder or the built-in corpus."""
+    if config.corpus_dir is not None:
+        path = Path(config.corpus_dir)
+        splits = corpus_mod.load_corpus(path)
+        if not splits.get("train"):
+            raise ValueError(f"corpus_dir {path} has no training utterances (phonemes.tsv split column 'train')")
+        test = splits.get("test") or splits.get("valid") or []
+        if not test:
+            raise ValueError(f"corpus_dir {path} has no held-out utterances (split 'test' or 'valid')")
+        return {"train": splits["train"], "test": test}, {"source": str(path)}
+    from frugal.scripts.systems.resgrad.phonemize import builtin_sentences
+
+    sentences = builtin_sentences()
+    train = [s for s in sentences if s.split == "train"][: config.train_sentences]
+    test = [s for s in sentences if s.split == "test"][: config.test_sentences]
+    say(f"corpus: {len(train)} + {len(test)} sentences spoken by the Piper joe voice (cached after the first run)")
+    path = corpus_mod.ensure_corpus(
+        train + test,
+        seed=config.corpus_seed,
+        noise_scale=config.noise_scale,
+        noise_w=config.noise_w,
+        progress=config.progress,
+    )
+    splits = corpus_mod.load_corpus(path)
+    return {"train": splits["train"], "test": splits["test"]}, {"source": "built-in", "path": str(path)}
+
+
+def corpus_facts(splits: dict) -> dict:
+    out = {}
+    for name, utts in splits.items():
+        frames = np.asarray([u.mel.shape[0] for u in utts])
+        out[name] = {
+            "utterances": len(utts),
+            "hours": float(frames.sum() * HOP / SAMPLE_RATE / 3600),
+            "mean_seconds": float(frames.mean() * HOP / SAMPLE_RATE) if len(frames) else 0.0,
+        }
+    return out
+
+
+def run_corpus(config: ResGradConfig, say=print) -> dict:
+    splits, source = load_data(config, say)
+    return {"corpus": {**source, **corpus_facts(splits)}}
+
+
+# --------------------------------------------------------------------------------------------
+# Training (cached in run_root)
+
+
+@dataclasses.dataclass
+class Models:
+    fs2: object
+    stats: training.FeatureStats
+    refiners: dict  # name -> denoiser
+    histories: dict
+    schedule: diffusion.Schedule
+
+
+def vocab_size(splits) -> int:
+    """Piper's en-us phoneme map (FastSpeech2Config's default, 151) or more when a user's ids need it."""
+    from frugal.models.fastspeech2 import FastSpeech2Config
+
+    largest = max(int(u.phoneme_ids.max()) for u in splits["train"] + splits["test"])
+    return max(largest + 1, FastSpeech2Config().vocab_size)
+
+
+def train_models(config: ResGradConfig, splits: dict, say: Callable[[str], None]) -> Models:
+    root = run_root(config)
+    stats = training.compute_stats(splits["train"])
+    model_cfg = training.fs2_config(config.fs2_size, vocab_size(splits), stats)
+    from flax import nnx
+
+    from frugal.models.fastspeech2 import FastSpeech2
+
+    say(f"FastSpeech 2 ({config.fs2_size}): {config.fs2_steps} steps")
+    fs2, fs2_history = training.train_fs2(
+        FastSpeech2(model_cfg, rngs=nnx.Rngs(config.seed)),
+        training.buckets(splits["train"], stats, config.fs2_buckets),
+        steps=config.fs2_steps,
+        batch=config.fs2_batch,
+        lr=config.fs2_lr,
+        seed=config.seed,
+        workdir=root / "fs2",
+        progress=config.progress,
+    )
+    base = training.fs2_teacher_forced(fs2, splits["train"], stats)
+    gts = [u.mel for u in splits["train"]]
+    residual = np.concatenate([g - b for g, b in zip(gts, base)])
+    stats.residual_std = (residual.std(0) + 1e-3).astype(np.float32)
+    training.save_json(root / "stats.json", stats.to_json())
+    conds = [training.normalize_mel(b, stats) for b in base]
+    refiners, histories = {}, {"fs2": fs2_history}
+    for kind in training.REFINERS:
+        say(f"refiner {kind}: {config.denoiser_steps} steps")
+        targets = [training.refiner_target(kind, g, b, stats) for g, b in zip(gts, base)]
+        refiners[kind], histories[kind] = training.train_refiner(
+            training.make_denoiser(
+                config.denoiser, gts[0].shape[1], channels=config.channels, layers=config.layers, seed=config.seed
+            ),
+            conds,
+            targets,
+            schedule_kind=config.schedule,
+            num_steps=config.diffusion_steps,
+            parameterization=config.parameterization,
+            loss=config.loss,
+            steps=config.denoiser_steps,
+            batch=config.denoiser_batch,
+            segment=config.segment_frames,
+            lr=config.denoiser_lr,
+            seed=config.seed,
+            workdir=root / kind,
+            progress=config.progress,
+            label=f"refiner {kind}",
+        )
+    schedule = diffusion.make_schedule(config.schedule, config.diffusion_steps)
+    return Models(fs2, stats, refiners, histories, schedule)
+
+
+def _curve(history: list[dict]) -> list[list[float]]:
+    return [[int(r["step"]), float(r["loss"])] for r in history if "loss" in r]
+
+
+def run_train(config: ResGradConfig, say=print) -> dict:
+    splits, source = load_data(config, say)
+    models = train_models(config, splits, say)
+    return {
+        "corpus": {**source, **corpus_facts(splits)},
+        "loss_curves": {k: _curve(h) for k, h in models.histories.items()},
+        "run_root": str(run_root(config)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+
+
+def _pad_batch(arrays: list[np.ndarray], frames: int) -> tuple[np.ndarray, np.ndarray]:
+    out = np.zeros((len(arrays), frames, arrays[0].shape[1]), np.float32)
+    mask = np.zeros((len(arrays), frames), bool)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]], mask[i, : a.shape[0]] = a, True
+    return out, mask
+
+
+def refine(
+    models: Models, config: ResGradConfig, method: str, steps: int, bases: list[np.ndarray], seed: int
+) -> list[np.ndarray]:
+    """Log-mels of `method` ("resgrad", "full" or "shallow") at `steps` DDIM steps on FastSpeech 2 mels."""
+    kind = "resgrad" if method == "resgrad" else "full"
+    sampler = _sampler(models, config, kind)
+    out: list[np.ndarray | None] = [None] * len(bases)
+    groups: dict[int, list[int]] = {}
+    factor = 4 if config.denoiser == "unet" else 1
+    for i, b in enumerate(bases):
+        groups.setdefault(training.round_up(b.shape[0], training.FRAME_BUCKET * factor), []).append(i)
+    for frames, index in sorted(groups.items()):
+        for start in range(0, len(index), 8):
+            idx = index[start : start + 8]
+            cond, mask = _pad_batch([training.normalize_mel(bases[i], models.stats) for i in idx], frames)
+            rng = jax.random.key(seed * 1_000_003 + frames * 31 + start)
+            n_key, s_key = jax.random.split(rng)
+            noise = jax.random.normal(n_key, cond.shape)
+            if method == "shallow":
+                k = config.shallow_k
+                t = jnp.full((len(idx),), k, jnp.int32)
+                x_start = diffusion.q_sample(models.schedule, jnp.asarray(cond), t, noise)
+                x0 = sampler(jnp.asarray(cond), jnp.asarray(mask), x_start, s_key, steps, k)
+            else:
+                x0 = sampler(jnp.asarray(cond), jnp.asarray(mask), noise, s_key, steps, None)
+            x0 = np.asarray(x0)
+            for row, i in enumerate(idx):
+                n = bases[i].shape[0]
+                out[i] = training.refiner_output(kind, x0[row, :n], bases[i], models.stats)
+    return out
+
+
+_SAMPLERS: dict = {}
+
+
+def _sampler(models: Models, config: ResGradConfig, kind: str):
+    key = (id(models), kind)
+    if key not in _SAMPLERS:
+        _SAMPLERS[key] = training.make_sampler(
+            models.refiners[kind],
+            models.schedule,
+            parameterization=config.parameterization,
+            eta=config.eta,
+            clip=config.clip,
+        )
+    return _SAMPLERS[key]
+
+
+def method_steps(config: ResGradConfig) -> dict[str, list[int]]:
+    return {
+        "resgrad": list(config.sample_steps),
+        "full": list(config.sample_steps),
+        "shallow": [s for s in config.sample_steps if s <= config.shallow_k + 1],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def quality(refs: list[np.ndarray], outs: list[np.ndarray], *, aligned: bool) -> dict:
+    if aligned:
+        mcd = [metrics.mcd(r, o) for r, o in zip(refs, outs)]
+        l1 = [metrics.log_mel_l1(r, o) for r, o in zip(refs, outs)]
+    else:
+        mcd = [metrics.mcd(r, o, align="dtw") for r, o in zip(refs, outs)]
+        l1 = [float("nan")]
+    ratio = metrics.gv_ratio(refs, outs)
+    return {
+        "mcd": float(np.mean(mcd)),
+        "mcd_se": float(np.std(mcd) / np.sqrt(len(mcd))),
+        "mel_l1": float(np.mean(l1)),
+        "gv_ratio": float(np.mean(ratio)),
+        "gv_db": metrics.gv_ratio_db(ratio),
+    }
+
+
+def _time_best(fn, repeats: int = 2) -> float:
+    jax.block_until_ready(fn())  # warm: compile outside the timing
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_rtf(models: Models, config: ResGradConfig, utts) -> dict:
+    """Warm, jitted, batch 1: (FastSpeech 2 + sampler seconds) / seconds of audio, per method and steps."""
+    fs2_seconds, audio_seconds, bases = 0.0, 0.0, []
+    for u in utts:
+        max_frames = training.round_up(int(u.mel.shape[0] * 1.5), training.FRAME_BUCKET)
+        fs2_seconds += _time_best(lambda u=u, m=max_frames: training.fs2_infer(models.fs2, u.phoneme_ids, max_frames=m))
+        base = training.fs2_infer(models.fs2, u.phoneme_ids, max_frames=max_frames)
+        bases.append(base)
+        audio_seconds += base.shape[0] * HOP / SAMPLE_RATE
+    out = {"fs2": fs2_seconds / audio_seconds, "audio_seconds": audio_seconds}
+    for method, step_list in method_steps(config).items():
+        out[method] = {}
+        for steps in step_list:
+            total = sum(_time_best(lambda b=b: refine(models, config, method, steps, [b], config.seed)) for b in bases)
+            out[method][str(steps)] = (fs2_seconds + total) / audio_seconds
+    return out
+
+
+# Log-mel values outside what speech produces (an untrained model's output) are clipped before
+# vocoding: log(1e-5) is the front end's floor, and exp(4) is far above any real frame.
+MEL_FLOOR, MEL_CEIL = float(np.log(1e-5)), 4.0
+
+
+def _vocoder(name: str):
+    if name == "griffin-lim":
+        return lambda mel: features.griffin_lim(np.clip(mel, MEL_FLOOR, MEL_CEIL))
+    from frugal.models.hifigan import HiFiGAN
+
+    model = HiFiGAN.load("universal" if name == "hifigan-universal" else "LJSpeech")
+    return lambda mel: model.vocode(np.clip(mel, MEL_FLOOR, MEL_CEIL))
+
+
+def run_eval(config: ResGradConfig, say=print) -> dict:
+    before = machine_description()
+    splits, source = load_data(config, say)
+    models = train_models(config, splits, say)
+    test = splits["test"]
+    gts = [u.mel for u in test]
+    say(f"evaluating on {len(test)} held-out utterances")
+    conditions: dict = {}
+    outputs: dict = {}
+    for condition in ("aligned", "tts"):
+        if condition == "aligned":
+            bases = training.fs2_teacher_forced(models.fs2, test, models.stats)
+        else:
+            bases = [
+                training.fs2_infer(
+                    models.fs2, u.phoneme_ids, max_frames=training.round_up(int(u.mel.shape[0] * 1.5), 128)
+                )
+                for u in test
+            ]
+        rows = {"fs2": quality(gts, bases, aligned=condition == "aligned")}
+        outputs[condition] = {"fs2": bases}
+        for method, step_list in method_steps(config).items():
+            for steps in step_list:
+                mels = refine(models, config, method, steps, bases, config.seed)
+                rows[f"{method}@{steps}"] = quality(gts, mels, aligned=condition == "aligned")
+                if steps == config.resgrad_steps:
+                    outputs[condition][method] = mels
+        conditions[condition] = rows
+    say("timing (batch 1, warm)")
+    rtf = measure_rtf(models, config, test[: config.rtf_utterances])
+    figures = {
+        "corpus": {**source, **corpus_facts(splits)},
+        "conditions": conditions,
+        "rtf": rtf,
+        "loss_curves": {k: _curve(h) for k, h in models.histories.items()},
+        "config": dataclasses.asdict(config),
+    }
+    figures["claims"] = claims(figures, config)
+    figures["audio"] = audio_report(config, test, outputs["tts"], say)
+    outdir = Path(config.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    figures["plots"] = plots(figures, config, outdir, test, outputs["aligned"])
+    figures["machine"] = machine_record(before)
+    return figures
+
+
+def claims(figures: dict, config: ResGradConfig) -> list[dict]:
+    """The paper's three claims, checked per test condition."""
+    out = []
+    n = config.resgrad_steps
+    rtf = figures["rtf"]
+    for condition, rows in figures["conditions"].items():
+        res, fs2 = rows[f"resgrad@{n}"], rows["fs2"]
+        out.append(
+            {
+                "claim": "C3",
+                "condition": condition,
+                "text": f"ResGrad@{n} beats FastSpeech 2 on MCD and global variance",
+                "holds": bool(res["mcd"] < fs2["mcd"] and abs(res["gv_db"]) < abs(fs2["gv_db"])),
+                "figures": {"resgrad": res, "fs2": fs2},
+            }
+        )
+        rivals = {m: rows.get(f"{m}@{n}") for m in ("full", "shallow")}
+        out.append(
+            {
+                "claim": "C1",
+                "condition": condition,
+                "text": f"at {n} steps (equal RTF) ResGrad's MCD is below full-mel and shallow diffusion's",
+                "holds": bool(all(r is not None and res["mcd"] < r["mcd"] for r in rivals.values())),
+                "figures": {"resgrad": res["mcd"], **{m: (r or {}).get("mcd") for m, r in rivals.items()}},
+            }
+        )
+        reach = [s for s in config.sample_steps if rows[f"full@{s}"]["mcd"] <= res["mcd"]]
+        if reach:
+            ratio = rtf["full"][str(reach[0])] / rtf["resgrad"][str(n)]
+            text = f"full-mel diffusion reaches ResGrad@{n}'s MCD at {reach[0]} steps, {ratio:.1f}x its RTF"
+        else:
+            ratio = None
+            top = max(config.sample_steps)
+            text = (
+                f"full-mel diffusion never reaches ResGrad@{n}'s MCD within {top} steps "
+                f"({rtf['full'][str(top)] / rtf['resgrad'][str(n)]:.1f}x ResGrad's RTF)"
+            )
+        out.append(
+            {
+                "claim": "C2",
+                "condition": condition,
+                "text": text,
+                "holds": bool(ratio is None or ratio >= 10),
+                "figures": {"steps": reach[0] if reach else None, "rtf_ratio": ratio},
+            }
+        )
+    return out
+
+
+def audio_report(config: ResGradConfig, test, tts_outputs: dict, say) -> dict:
+    """Vocoded audio of the operating points: F0 error and DNSMOS on the held-out set; wav examples."""
+    say(f"vocoding with {config.vocoder}")
+    vocode = _vocoder(config.vocoder)
+    outdir = Path(config.outdir) / "audio"
+    outdir.mkdir(parents=True, exist_ok=True)
+    systems = {"ground truth (vocoded)": [u.mel for u in test], **tts_outputs}
+    report: dict = {"vocoder": config.vocoder, "systems": {}, "wavs": []}
+    start = time.perf_counter()
+    seconds = 0.0
+    for name, mels in systems.items():
+        f0_err, voicing, mos = [], [], []
+        for i, (u, mel) in enumerate(zip(test, mels)):
+            audio = np.asarray(vocode(mel), np.float32)
+            seconds += len(audio) / SAMPLE_RATE
+            f0 = features.pitch(audio)
+            ia, ib = metrics.dtw_path(metrics.mel_cepstrum(u.mel), metrics.mel_cepstrum(mel))
+            rmse, vde = metrics.log_f0_rmse(u.f0, f0, path=(ia, ib))
+            f0_err.append(rmse)
+            voicing.append(vde)
+            if config.dnsmos:
+                mos.append(metrics.dnsmos(audio, SAMPLE_RATE)["ovr"])
+            if i < config.audio_examples:
+                path = outdir / f"{u.id}-{name.split(' ')[0]}.wav"
+                write_wav(path, audio)
+                report["wavs"].append(str(path))
+        report["systems"][name] = {
+            "f0_rmse_cents": float(np.nanmean(f0_err)) if np.isfinite(f0_err).any() else None,
+            "voicing_error": float(np.mean(voicing)),
+            "dnsmos_ovr": float(np.mean(mos)) if mos else None,
+        }
+    report["vocoder_rtf"] = (time.perf_counter() - start) / max(seconds, 1e-9)
+    return report
+
+
+def plots(figures: dict, config: ResGradConfig, outdir: Path, test, aligned_outputs: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    rtf = figures["rtf"]
+    for ax, condition in zip(axes, ("aligned", "tts")):
+        rows = figures["conditions"][condition]
+        for method, step_list in method_steps(config).items():
+            xs = [rtf[method][str(s)] for s in step_list]
+            ys = [rows[f"{method}@{s}"]["mcd"] for s in step_list]
+            ax.plot(xs, ys, "o-", label=method)
+            for s, x, y in zip(step_list, xs, ys):
+                ax.annotate(str(s), (x, y), fontsize=7)
+        ax.scatter([rtf["fs2"]], [rows["fs2"]["mcd"]], color="k", marker="*", s=80, label="FastSpeech 2")
+        ax.set_xscale("log")
+        ax.set_xlabel("real-time factor (FastSpeech 2 + sampler, batch 1, this machine)")
+        ax.set_ylabel("MCD (dB)" + (", DTW" if condition == "tts" else ""))
+        ax.set_title(f"{condition}: quality vs RTF (labels: DDIM steps)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = outdir / "quality_vs_rtf.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(str(path))
+    if test:
+        u = test[0]
+        panels = {"ground truth": u.mel, **{k: v[0] for k, v in aligned_outputs.items()}}
+        fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.9 * len(panels)), sharex=True)
+        for ax, (name, mel) in zip(np.atleast_1d(axes), panels.items()):
+            ax.imshow(mel.T, origin="lower", aspect="auto", vmin=-11, vmax=2, cmap="magma")
+            ax.set_ylabel(name, fontsize=8)
+        fig.suptitle(f"{u.id} (aligned condition, {config.resgrad_steps} steps): {u.text[:70]}", fontsize=9)
+        fig.tight_layout()
+        path = outdir / "spectrograms.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """16-bit PCM mono, written to a temporary name first so a killed run leaves no half file."""
+    import wave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    tmp.replace(path)
+
+
+def run_synthesize(config: ResGradConfig, say=print) -> dict:
+    """TEXT -> phonemes (espeak-ng, child process) -> FastSpeech 2 -> ResGrad -> vocoder -> wav."""
+    from frugal.scripts.systems.resgrad.phonemize import phonemize
+    from frugal.scripts.systems.resgrad.voice import PiperVoice
+
+    if not config.text.strip():
+        raise ValueError("text is empty: pass the words to speak, e.g. --text 'Hello there.'")
+    out = Path(config.out)
+    if out.suffix.lower() != ".wav":
+        raise ValueError(f"out must name a .wav file, got {config.out!r}")
+    phonemes = phonemize([config.text])[0]
+    ids = PiperVoice.load().phoneme_ids(phonemes)
+    splits, _ = load_data(config, say)
+    models = train_models(config, splits, say)
+    max_frames = training.round_up(len(ids) * 10, training.FRAME_BUCKET)
+    base = training.fs2_infer(models.fs2, ids, max_frames=max_frames)
+    mel = refine(models, config, "resgrad", config.resgrad_steps, [base], config.seed)[0]
+    audio = np.asarray(_vocoder(config.vocoder)(mel), np.float32)
+    write_wav(out, audio)
+    return {"out": str(out), "seconds": len(audio) / SAMPLE_RATE, "steps": config.resgrad_steps, "phonemes": phonemes}
