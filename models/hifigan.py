@@ -287,4 +287,10 @@ class HiFiGAN:
             raise ValueError(f"log_mel must have shape [frames >= 1, {self.config.num_mels}], got {m.shape}")
         if not np.all(np.isfinite(m)):
             raise ValueError("log_mel holds non-finite values; all values must be finite")
-        return np.asarray(self(m[None], precision))[0].astype(np.float32)
+        # Pad the frames to a multiple of 32 with the front end's floor (log 1e-5: silence), so that
+        # utterances of similar length share one compiled program; the padding's audio is cut off.
+        frames = m.shape[0]
+        padded = -(-frames // 32) * 32
+        if padded != frames:
+            m = np.concatenate([m, np.full((padded - frames, m.shape[1]), np.log(1e-5), np.float32)])
+        return np.asarray(self(m[None], precision))[0, : frames * self.config.hop_size].astype(np.float32)

@@ -82,7 +82,11 @@ def markdown(figures: dict) -> str:
         lines.append(f"| {c['claim']} | {c['condition']} | {c['text']} | {'yes' if c['holds'] else 'no'} |")
     audio = figures.get("audio")
     if audio:
-        lines += ["", f"Vocoded ({audio['vocoder']}, RTF {audio['vocoder_rtf']:.3f}), tts condition:", ""]
+        lines += [
+            "",
+            f"Vocoded ({audio['vocoder']}, RTF {audio['vocoder_rtf']:.3f}), {audio['condition']} condition:",
+            "",
+        ]
         lines += ["| system | log-F0 RMSE (cents) | voicing error | DNSMOS OVR |", "|---|---|---|---|"]
         for name, row in audio["systems"].items():
             mos = "" if row["dnsmos_ovr"] is None else f"{row['dnsmos_ovr']:.2f}"

@@ -36,7 +36,7 @@ class ResGradConfig:
         "tiny: d32, 1+1 layers (tests); cpu: d128, 3+3, conv 512; paper: ming024's d256, 4+6, conv 1024, postnet",
         choices=("tiny", "cpu", "paper"),
     )
-    fs2_steps: int = knob(1200, "FastSpeech 2 training steps")
+    fs2_steps: int = knob(800, "FastSpeech 2 training steps")
     fs2_batch: int = knob(16, "FastSpeech 2 utterances per batch")
     fs2_lr: float = knob(1e-3, "FastSpeech 2 peak learning rate (warm-up then cosine decay)")
     fs2_buckets: int = knob(4, "FastSpeech 2 trains on utterances grouped into this many length buckets (shapes)")
@@ -54,11 +54,17 @@ class ResGradConfig:
         "eps", "what the denoiser predicts: the noise (DDPM) or the clean target", choices=("eps", "x0")
     )
     loss: Literal["l1", "l2"] = knob("l1", "denoising loss (DiffSpeech uses L1)", choices=("l1", "l2"))
-    denoiser_steps: int = knob(1200, "training steps of each refiner")
+    denoiser_steps: int = knob(1000, "training steps of each refiner")
     denoiser_batch: int = knob(16, "segments per refiner batch")
     segment_frames: int = knob(128, "frames per training segment")
     denoiser_lr: float = knob(5e-4, "refiner peak learning rate")
     # evaluation
+    conditions: tuple[str, ...] = knob(
+        ("aligned", "tts"),
+        "aligned: FastSpeech 2 given the recording's durations/pitch/energy (frame-aligned MCD); "
+        "tts: everything predicted (MCD along a DTW path)",
+        choices=("aligned", "tts"),
+    )
     sample_steps: tuple[int, ...] = knob((1, 2, 4, 8, 16, 32, 64), "DDIM step counts evaluated for every refiner")
     resgrad_steps: int = knob(4, "ResGrad's operating point for the claims (the paper uses a few steps)")
     shallow_k: int = knob(30, "shallow diffusion starts from FastSpeech 2's mel noised to this step")
@@ -68,6 +74,7 @@ class ResGradConfig:
     vocoder: Literal["hifigan-universal", "hifigan-ljspeech", "griffin-lim"] = knob(
         "hifigan-universal", "vocoder for audio, F0 and DNSMOS", choices=VOCODERS
     )
+    vocoded_utterances: int = knob(12, "held-out utterances vocoded for F0 error and DNSMOS")
     dnsmos: bool = knob(True, "score vocoded held-out audio with DNSMOS (a weak proxy of MOS)")
     audio_examples: int = knob(2, "held-out utterances written as wav files and spectrogram panels")
     seed: int = knob(0, "seed of initialization, batches and sampling noise")
@@ -91,6 +98,7 @@ class ResGradConfig:
             "denoiser_batch",
             "resgrad_steps",
             "rtf_utterances",
+            "vocoded_utterances",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -108,6 +116,8 @@ class ResGradConfig:
                 f"sample_steps must be step counts in [1, diffusion_steps={self.diffusion_steps}], "
                 f"got {self.sample_steps}"
             )
+        if not self.conditions or len(set(self.conditions)) != len(self.conditions):
+            raise ValueError(f"conditions must name 'aligned' and/or 'tts' once each, got {self.conditions}")
         if self.resgrad_steps not in self.sample_steps:
             raise ValueError(f"resgrad_steps={self.resgrad_steps} must be one of sample_steps {self.sample_steps}")
         if not 1 <= self.shallow_k < self.diffusion_steps:
@@ -149,21 +159,24 @@ PRESETS = check_presets(
             progress=False,
         ),
         "tour": ResGradConfig(
-            train_sentences=24,
-            test_sentences=4,
+            train_sentences=12,
+            test_sentences=2,
+            fs2_size="tiny",
             fs2_steps=60,
             fs2_batch=8,
-            fs2_buckets=2,
+            fs2_buckets=1,
             channels=32,
             layers=4,
             diffusion_steps=50,
             denoiser_steps=60,
             denoiser_batch=8,
             segment_frames=64,
-            sample_steps=(1, 2, 4, 8),
+            conditions=("aligned",),
+            sample_steps=(1, 2, 4),
             resgrad_steps=2,
             shallow_k=15,
             rtf_utterances=1,
+            vocoder="griffin-lim",
             audio_examples=1,
             dnsmos=False,
         ),

@@ -340,10 +340,13 @@ def run_eval(config: ResGradConfig, say=print) -> dict:
     models = train_models(config, splits, say)
     test = splits["test"]
     gts = [u.mel for u in test]
+    say("timing (batch 1, warm)")
+    rtf = measure_rtf(models, config, test[: config.rtf_utterances])
+    rtf["load_average_after_timing"] = machine_description()["load_average"]
     say(f"evaluating on {len(test)} held-out utterances")
     conditions: dict = {}
     outputs: dict = {}
-    for condition in ("aligned", "tts"):
+    for condition in config.conditions:
         if condition == "aligned":
             bases = training.fs2_teacher_forced(models.fs2, test, models.stats)
         else:
@@ -362,8 +365,6 @@ def run_eval(config: ResGradConfig, say=print) -> dict:
                 if steps == config.resgrad_steps:
                     outputs[condition][method] = mels
         conditions[condition] = rows
-    say("timing (batch 1, warm)")
-    rtf = measure_rtf(models, config, test[: config.rtf_utterances])
     figures = {
         "corpus": {**source, **corpus_facts(splits)},
         "conditions": conditions,
@@ -372,10 +373,12 @@ def run_eval(config: ResGradConfig, say=print) -> dict:
         "config": dataclasses.asdict(config),
     }
     figures["claims"] = claims(figures, config)
-    figures["audio"] = audio_report(config, test, outputs["tts"], say)
+    audio_condition = "tts" if "tts" in outputs else "aligned"
+    figures["audio"] = audio_report(config, test, outputs[audio_condition], say)
+    figures["audio"]["condition"] = audio_condition
     outdir = Path(config.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    figures["plots"] = plots(figures, config, outdir, test, outputs["aligned"])
+    figures["plots"] = plots(figures, config, outdir, test, outputs.get("aligned", outputs[audio_condition]))
     figures["machine"] = machine_record(before)
     return figures
 
@@ -435,7 +438,8 @@ def audio_report(config: ResGradConfig, test, tts_outputs: dict, say) -> dict:
     vocode = _vocoder(config.vocoder)
     outdir = Path(config.outdir) / "audio"
     outdir.mkdir(parents=True, exist_ok=True)
-    systems = {"ground truth (vocoded)": [u.mel for u in test], **tts_outputs}
+    test = test[: config.vocoded_utterances]
+    systems = {"ground truth (vocoded)": [u.mel for u in test], **{k: v[: len(test)] for k, v in tts_outputs.items()}}
     report: dict = {"vocoder": config.vocoder, "systems": {}, "wavs": []}
     start = time.perf_counter()
     seconds = 0.0
@@ -471,9 +475,10 @@ def plots(figures: dict, config: ResGradConfig, outdir: Path, test, aligned_outp
     import matplotlib.pyplot as plt
 
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    conditions = list(figures["conditions"])
+    fig, axes = plt.subplots(1, len(conditions), figsize=(5.5 * len(conditions), 4), squeeze=False)
     rtf = figures["rtf"]
-    for ax, condition in zip(axes, ("aligned", "tts")):
+    for ax, condition in zip(axes[0], conditions):
         rows = figures["conditions"][condition]
         for method, step_list in method_steps(config).items():
             xs = [rtf[method][str(s)] for s in step_list]

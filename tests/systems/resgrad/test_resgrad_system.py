@@ -1,0 +1,213 @@
+"""ResGrad's system layer: config checks, normalization and batching against loops, the refiners'
+targets, a killed FastSpeech 2 run resuming, and `frugal tts eval` / `synthesize` at the quick preset."""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frugal.scripts.systems.resgrad import training
+from frugal.scripts.systems.resgrad.config import PRESETS, ResGradConfig
+from frugal.scripts.systems.resgrad.corpus import Utterance
+
+
+def _utterance(i: int, frames_per_phoneme=(3, 0, 5, 2), voiced=True, seed=0) -> Utterance:
+    rng = np.random.default_rng([seed, i])
+    durations = np.asarray(frames_per_phoneme, np.int32)
+    t = int(durations.sum())
+    f0 = np.where(rng.random(t) < 0.7, rng.uniform(80, 160, t), 0.0) if voiced else np.zeros(t)
+    return Utterance(
+        id=f"u{i}",
+        split="train",
+        text="x",
+        phonemes="x",
+        phoneme_ids=rng.integers(0, 150, len(durations)).astype(np.int32),
+        durations=durations,
+        mel=rng.normal(-5, 2, (t, 80)).astype(np.float32),
+        f0=f0.astype(np.float32),
+        energy=rng.uniform(0.1, 5, t).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"train_sentences": 0}, "train_sentences must be >= 1"),
+        ({"test_sentences": 201}, "test_sentences must be <= 200"),
+        ({"sample_steps": (1, 200)}, "sample_steps"),
+        ({"resgrad_steps": 3}, "resgrad_steps=3 must be one of"),
+        ({"shallow_k": 100}, "shallow_k"),
+        ({"segment_frames": 20}, "segment_frames"),
+        ({"noise_scale": -1.0}, "noise_scale"),
+    ],
+)
+def test_config_refuses_bad_values(change, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(ResGradConfig(), **change)
+
+
+def test_stats_and_phoneme_targets_match_a_loop():
+    utts = [_utterance(i, (3 + i, 0, 5, 2 + 2 * i)) for i in range(4)]
+    stats = training.compute_stats(utts)
+    np.testing.assert_allclose(stats.mel_mean, np.concatenate([u.mel for u in utts]).mean(0), rtol=1e-5)
+    u = utts[1]
+    pitch, energy = training.phoneme_targets(u, stats)
+    # Loop reference: interpolate unvoiced frames, average log F0 per phoneme, z-score.
+    f0 = u.f0.astype(np.float64).copy()
+    voiced = np.flatnonzero(f0 > 0)
+    f0 = np.interp(np.arange(len(f0)), voiced, f0[voiced])
+    start = 0
+    for p, d in enumerate(u.durations):
+        if d == 0:
+            assert pitch[p] == 0.0 and energy[p] == pytest.approx((0 - stats.energy_mean) / stats.energy_std)
+            continue
+        want = (np.log(f0[start : start + d]).mean() - stats.pitch_mean) / stats.pitch_std
+        assert pitch[p] == pytest.approx(want, rel=1e-4, abs=1e-5)
+        e = (u.energy[start : start + d].mean() - stats.energy_mean) / stats.energy_std
+        assert energy[p] == pytest.approx(e, rel=1e-4, abs=1e-5)
+        start += d
+    lo, hi = stats.pitch_range
+    assert lo < 0 < hi
+
+
+def test_buckets_hold_every_utterance_once_with_consistent_masks():
+    utts = [_utterance(i, tuple(range(1, 3 + i))) for i in range(7)]
+    stats = training.compute_stats(utts)
+    sets = training.buckets(utts, stats, count=3)
+    assert len(sets) == 3 and sorted(np.concatenate([s.index for s in sets]).tolist()) == list(range(7))
+    for s in sets:
+        assert s.mel.shape[1] % 16 == 0 and s.phonemes.shape[1] % 16 == 0
+        for row, i in enumerate(s.index):
+            u = utts[i]
+            assert s.frame_mask[row].sum() == u.mel.shape[0] == s.durations[row].sum()
+            np.testing.assert_array_equal(s.mel[row, : u.mel.shape[0]], u.mel)
+            np.testing.assert_array_equal(s.phonemes[row, : len(u.phoneme_ids)], u.phoneme_ids)
+    with pytest.raises(ValueError, match="count"):
+        training.buckets(utts, stats, count=0)
+
+
+def test_refiner_targets_invert_and_segments_are_a_function_of_the_step():
+    utts = [_utterance(i, (40, 30 + 10 * i)) for i in range(3)]
+    stats = training.compute_stats(utts)
+    stats.residual_std = np.full(80, 0.5, np.float32)
+    gt, base = utts[0].mel, utts[0].mel + 0.3
+    for kind in training.REFINERS:
+        target = training.refiner_target(kind, gt, base, stats)
+        np.testing.assert_allclose(training.refiner_output(kind, target, base, stats), gt, atol=1e-4)
+    np.testing.assert_allclose(training.refiner_target("resgrad", gt, base, stats), -0.6, atol=1e-5)
+    with pytest.raises(ValueError, match="refiner must be one of"):
+        training.refiner_target("mel", gt, base, stats)
+    conds = [u.mel for u in utts]
+    targets = [u.mel * 2 for u in utts]
+    batch_at = training.segment_batches(conds, targets, segment=64, batch=4, seed=3)
+    a, b = batch_at(5, slice(None)), batch_at(5, slice(None))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["cond"], batch_at(6, slice(None))["cond"])
+    np.testing.assert_array_equal(a["x0"], a["cond"] * 2)  # windows cut at the same frames
+    assert a["mask"].sum(1).min() >= 64 or a["mask"].sum(1).min() == min(c.shape[0] for c in conds)
+
+
+def test_a_killed_fastspeech2_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+    import jax
+    from flax import nnx
+
+    from frugal.models.fastspeech2 import FastSpeech2
+
+    utts = [_utterance(i, (2, 3, 4, 1 + i)) for i in range(4)]
+    stats = training.compute_stats(utts)
+    cfg = training.fs2_config("tiny", 151, stats)
+    sets = training.buckets(utts, stats, count=1)
+
+    def train(workdir):
+        model, history = training.train_fs2(
+            FastSpeech2(cfg, rngs=nnx.Rngs(0)),
+            sets,
+            steps=4,
+            batch=2,
+            lr=1e-3,
+            seed=0,
+            workdir=workdir,
+            progress=False,
+        )
+        return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))], history
+
+    whole, _ = train(tmp_path / "whole")
+    real = training.bucket_batches
+
+    def dies_at_step_3(*args, **kwargs):
+        batch_at = real(*args, **kwargs)
+
+        def wrapped(step, rows):
+            if step == 3:
+                raise KeyboardInterrupt("killed")
+            return batch_at(step, rows)
+
+        return wrapped
+
+    monkeypatch.setattr(training, "bucket_batches", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed")
+    monkeypatch.setattr(training, "bucket_batches", real)
+    resumed, history = train(tmp_path / "killed")
+    assert min(r["step"] for r in history) >= 3  # only the steps after the checkpoint ran again
+    for x, y in zip(whole, resumed):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from frugal.scripts.systems.resgrad.command import run_eval_command
+
+    home = tmp_path_factory.mktemp("resgrad-cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(home)
+    out = tmp_path_factory.mktemp("resgrad-out")
+    try:
+        config = dataclasses.replace(PRESETS["quick"], outdir=str(out))
+        yield config, run_eval_command(config), out
+    finally:
+        if old is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
+
+
+@pytest.mark.slow
+def test_eval_at_the_quick_preset_reports_every_system_and_claim(quick_run):
+    config, figures, out = quick_run
+    for condition in ("aligned", "tts"):
+        rows = figures["conditions"][condition]
+        want = {"fs2"} | {f"{m}@{s}" for m in ("resgrad", "full", "shallow") for s in config.sample_steps}
+        assert set(rows) == want
+        assert all(np.isfinite(r["mcd"]) and r["mcd"] >= 0 for r in rows.values())
+    # Shallow diffusion starts from FastSpeech 2's own mel: at the same steps it stays much closer to
+    # it than generation from pure noise does with untrained denoisers (the structure, not quality).
+    assert {(c["claim"], c["condition"]) for c in figures["claims"]} == {
+        (k, c) for k in ("C1", "C2", "C3") for c in ("aligned", "tts")
+    }
+    assert all(v > 0 for m in ("resgrad", "full") for v in figures["rtf"][m].values())
+    assert figures["corpus"]["train"]["utterances"] == config.train_sentences
+    for p in figures["plots"] + figures["audio"]["wavs"]:
+        assert Path(p).is_file() and Path(p).stat().st_size > 1000
+    report = (out / "resgrad_eval.md").read_text()
+    assert "| aligned | resgrad@2 |" in report and "| C2 |" in report
+    json.dumps(figures)  # plain figures
+
+
+@pytest.mark.slow
+def test_synthesize_reuses_the_trained_models_and_refuses_empty_text(quick_run, tmp_path):
+    from frugal.scripts.systems.resgrad.experiment import run_synthesize
+
+    config, _, _ = quick_run
+    with pytest.raises(ValueError, match="text is empty"):
+        run_synthesize(dataclasses.replace(config, text="  "), lambda m: None)
+    with pytest.raises(ValueError, match="out must name a .wav"):
+        run_synthesize(dataclasses.replace(config, text="Hi.", out=str(tmp_path / "x.mp3")), lambda m: None)
+    out = tmp_path / "hello.wav"
+    said = []
+    figures = run_synthesize(dataclasses.replace(config, text="Hello there.", out=str(out)), said.append)
+    assert out.is_file() and figures["seconds"] > 0.1 and "h" in figures["phonemes"]
+    assert not list(tmp_path.glob("*.partial"))
