@@ -513,18 +513,12 @@ def plots(figures: dict, config: ResGradConfig, outdir: Path, test, aligned_outp
     return paths
 
 
-def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """16-bit PCM mono, written to a temporary name first so a killed run leaves no half file."""
-    import wave
-
+def write_wav(path: Path, audio: np.ndarray) -> None:
+    """16-bit PCM mono (the corpus's writer), written to a temporary name first so a killed run leaves
+    no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
+    corpus_mod.write_wav(tmp, corpus_mod.pcm16(audio))
     tmp.replace(path)
 
 
