@@ -154,3 +154,26 @@ def test_ddim_sample_jits_with_the_step_count_static():
     np.testing.assert_allclose(
         np.asarray(f(x)), np.asarray(D.ddim_sample(_gaussian_oracle(s, 0.0, 1.0), s, x, 4)), rtol=1e-5
     )
+
+
+def test_ddim_run_compiles_once_for_every_step_count_and_matches_the_static_chain():
+    s = D.linear_schedule(50)
+    oracle = _gaussian_oracle(s, 0.3, 0.5)
+    traces = []
+
+    @jax.jit
+    def run(x, plan):
+        traces.append(1)
+        return D.ddim_run(oracle, s, x, plan, eta=0.5, rng=jax.random.key(1))
+
+    x = jax.random.normal(jax.random.key(0), (4, 3))
+    for steps, start in ((1, None), (4, None), (50, None), (3, 20)):
+        got = run(x, D.ddim_plan(50, steps, start, length=50))
+        want = D.ddim_sample(oracle, s, x, steps, start_step=start, eta=0.5, rng=jax.random.key(1))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    assert len(traces) == 1
+    plan = D.ddim_plan(50, 3, 20, length=6)
+    assert plan.visited.tolist() == [20, 10, 0, 0, 0, 0] and plan.nexts.tolist() == [10, 0, -1, -1, -1, -1]
+    assert int(plan.count) == 3
+    with pytest.raises(ValueError, match="length must be an integer >= num_sample_steps=3"):
+        D.ddim_plan(50, 3, 20, length=2)

@@ -11,7 +11,8 @@ The pieces a diffusion refiner needs, as pure functions of arrays (jit-, grad- a
   (`"eps"`, Ho et al.) or the clean sample (`"x0"`, as ProDiff and shallow-diffusion variants do), L1 or
   L2, averaged over the valid (masked) entries only.
 * `sample_timesteps` and `ddim_sample`: DDIM (Song et al. 2021, arXiv 2010.02502) over any number of
-  steps, one `lax.scan`; `eta = 0` is deterministic given the start, `eta = 1` is DDPM-like ancestral
+  steps, one loop; `ddim_plan` + `ddim_run` take the steps as data, so one compiled sampler serves
+  every step count; `eta = 0` is deterministic given the start, `eta = 1` is DDPM-like ancestral
   sampling. `start_step` begins the chain part-way (DiffSpeech's shallow diffusion, Liu et al. 2022,
   arXiv 2105.02446: start from the base model's output noised to step k instead of pure noise).
 
@@ -157,6 +158,37 @@ def sample_timesteps(num_train_steps: int, num_sample_steps: int, start_step: in
     return np.round(np.linspace(start, 0, num_sample_steps)).astype(np.int32)
 
 
+class DDIMPlan(NamedTuple):
+    """The visited steps of a DDIM chain as arrays, so one compiled sampler serves every step count.
+
+    `visited[i]` is the i-th step index the chain evaluates the network at and `nexts[i]` the step it
+    moves to (-1: the clean end); entries at and after `count` are padding the loop never reads.
+    """
+
+    visited: jax.Array  # [length] int32
+    nexts: jax.Array  # [length] int32
+    count: jax.Array  # [] int32
+
+
+def ddim_plan(
+    num_train_steps: int, num_sample_steps: int, start_step: int | None = None, *, length: int | None = None
+) -> DDIMPlan:
+    """`sample_timesteps` as a `DDIMPlan` padded to `length` entries (default: no padding).
+
+    Pass plans of one `length` (e.g. T) as traced arguments to a jitted `ddim_run` and it compiles
+    once for all step counts and start steps.
+    """
+    steps = sample_timesteps(num_train_steps, num_sample_steps, start_step)
+    length = len(steps) if length is None else length
+    if not isinstance(length, int | np.integer) or length < len(steps):
+        raise ValueError(f"length must be an integer >= num_sample_steps={len(steps)}, got {length!r}")
+    visited = np.zeros(length, np.int32)
+    nexts = np.full(length, -1, np.int32)
+    visited[: len(steps)] = steps
+    nexts[: len(steps) - 1] = steps[1:]
+    return DDIMPlan(jnp.asarray(visited), jnp.asarray(nexts), jnp.asarray(len(steps), jnp.int32))
+
+
 def ddim_sample(
     denoise: Denoiser,
     schedule: Schedule,
@@ -172,25 +204,50 @@ def ddim_sample(
 ) -> jax.Array:
     """Runs DDIM from `x_start` (noise, or a noised base output for shallow diffusion) down to x_0.
 
-    One `lax.scan` over the `num_sample_steps` visited steps (a static count: it fixes the program).
+    The step count is static here (one program per count); `ddim_run` with a `ddim_plan` takes it as
+    data instead. See `ddim_run` for the update.
+    """
+    plan = ddim_plan(schedule.num_steps, num_sample_steps, start_step)
+    return ddim_run(
+        denoise, schedule, x_start, plan, parameterization=parameterization, eta=eta, rng=rng, mask=mask, clip=clip
+    )
+
+
+def ddim_run(
+    denoise: Denoiser,
+    schedule: Schedule,
+    x_start: jax.Array,
+    plan: DDIMPlan,
+    *,
+    parameterization: str = "eps",
+    eta: float = 0.0,
+    rng: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    clip: float | None = None,
+) -> jax.Array:
+    """DDIM (Song et al. 2021, arXiv 2010.02502) over the steps of `plan`, one `lax.fori_loop`.
+
     Each step predicts x_0 and eps from the network output, then moves to the next visited step s:
     x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z, with
     sigma = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s); after the last visited step
     the result is x0_hat itself. `mask` zeroes padded entries after every step; `clip` bounds x0_hat.
+    The loop runs `plan.count` times, which may be traced: under `jit` the plan's arrays are data.
     """
     _check_parameterization(parameterization)
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     if eta > 0 and rng is None:
         raise ValueError("eta > 0 draws fresh noise at every step: pass rng")
-    steps = sample_timesteps(schedule.num_steps, num_sample_steps, start_step)
-    nexts = np.concatenate([steps[1:], [-1]]).astype(np.int32)
+    if plan.visited.shape != plan.nexts.shape or plan.visited.ndim != 1:
+        raise ValueError(
+            f"plan.visited and plan.nexts must be 1-D of one length, got {plan.visited.shape} and {plan.nexts.shape}"
+        )
     ab_all = jnp.concatenate([schedule.alpha_bars, jnp.ones((1,), schedule.alpha_bars.dtype)])
-    keys = jax.random.split(rng if rng is not None else jax.random.key(0), len(steps))
+    key = rng if rng is not None else jax.random.key(0)
     batch = x_start.shape[0]
 
-    def step(x, inputs):
-        t, s, key = inputs
+    def step(i, x):
+        t, s = plan.visited[i], plan.nexts[i]
         ab_t = ab_all[t]
         ab_s = ab_all[s]  # index -1 is the appended 1.0: the clean end of the chain
         out = denoise(x, jnp.full((batch,), t, jnp.int32))
@@ -204,10 +261,10 @@ def ddim_sample(
             x0 = jnp.clip(x0, -clip, clip)
         sigma = eta * jnp.sqrt((1.0 - ab_s) / (1.0 - ab_t)) * jnp.sqrt(jnp.maximum(1.0 - ab_t / ab_s, 0.0))
         direction = jnp.sqrt(jnp.maximum(1.0 - ab_s - sigma**2, 0.0))
-        x_next = jnp.sqrt(ab_s) * x0 + direction * eps + sigma * jax.random.normal(key, x.shape, x.dtype)
+        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+        x_next = jnp.sqrt(ab_s) * x0 + direction * eps + sigma * noise
         if mask is not None:
             x_next = x_next * mask
-        return x_next, None
+        return x_next.astype(x.dtype)
 
-    x, _ = jax.lax.scan(step, x_start, (jnp.asarray(steps), jnp.asarray(nexts), keys))
-    return x
+    return jax.lax.fori_loop(0, plan.count, step, x_start)

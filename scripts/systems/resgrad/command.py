@@ -1,4 +1,4 @@
-"""`frugal tts corpus | train | eval | synthesize` and the ResGrad section of the tour."""
+"""`frugal tts corpus | train | eval | sweep | synthesize` and the ResGrad section of the tour."""
 
 from __future__ import annotations
 
@@ -129,6 +129,56 @@ def run_eval_command(config: ResGradConfig) -> dict:
     return figures
 
 
+def sweep_markdown(figures: dict) -> str:
+    lines = [
+        "# ResGrad: gain over FastSpeech 2 against the voice's noise scale (aligned condition)",
+        "",
+        "| noise scale | residual std | system | MCD (dB) | MCD gain | GV (dB) | GV gain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in figures["points"]:
+        for name, row in p["rows"].items():
+            gain = p["gain"].get(name)
+            mcd_gain = "" if gain is None else f"{gain['mcd']:+.2f}"
+            gv_gain = "" if gain is None else f"{gain['gv_db']:+.2f}"
+            lines.append(
+                f"| {p['noise_scale']:g} | {p['residual_std']:.3f} | {name} | {row['mcd']:.2f} ± {row['mcd_se']:.2f} "
+                f"| {mcd_gain} | {row['gv_db']:+.2f} | {gv_gain} |"
+            )
+    lines += [
+        "",
+        "Gains are FastSpeech 2's value minus the system's (MCD) and how much |GV| shrinks (GV): > 0 is better.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep_command(config: ResGradConfig) -> dict:
+    from frugal.scripts.report import print_table
+    from frugal.scripts.systems.resgrad.experiment import run_sweep
+
+    figures = run_sweep(config, _say(config))
+    print_table(
+        "ResGrad's gain over FastSpeech 2 by voice noise scale (aligned; > 0 better)",
+        ["noise scale", "system", "MCD", "MCD gain", "GV (dB)", "GV gain"],
+        [
+            [
+                f"{p['noise_scale']:g}",
+                name,
+                f"{row['mcd']:.2f}",
+                f"{p['gain'][name]['mcd']:+.2f}" if name in p["gain"] else "",
+                f"{row['gv_db']:+.2f}",
+                f"{p['gain'][name]['gv_db']:+.2f}" if name in p["gain"] else "",
+            ]
+            for p in figures["points"]
+            for name, row in p["rows"].items()
+        ],
+    )
+    out = Path(config.outdir)
+    (out / "resgrad_sweep.md").write_text(sweep_markdown(figures))
+    print(f"report: {out / 'resgrad_sweep.md'}; plot: {figures['plots'][0]}")
+    return figures
+
+
 def run_synthesize_command(config: ResGradConfig) -> dict:
     from frugal.scripts.systems.resgrad.experiment import run_synthesize
 
@@ -178,7 +228,19 @@ def tour_section(quick: bool, outdir: Path):
     )
 
 
-SYNTH_ONLY = ("text", "out")
+SYNTH_ONLY = ("text", "out", "noise_scales")
+SWEEP_UNUSED = (
+    "text",
+    "out",
+    "noise_scale",
+    "conditions",
+    "shallow_k",
+    "rtf_utterances",
+    "vocoder",
+    "vocoded_utterances",
+    "dnsmos",
+    "audio_examples",
+)
 COMMANDS = [
     config_command(
         ("tts", "corpus"),
@@ -205,10 +267,19 @@ COMMANDS = [
         unused_fields=SYNTH_ONLY,
     ),
     config_command(
+        ("tts", "sweep"),
+        "ResGrad's gain over FastSpeech 2 against the voice's noise scale (one corpus and model set per scale)",
+        ResGradConfig,
+        PRESETS,
+        run_sweep_command,
+        unused_fields=SWEEP_UNUSED,
+    ),
+    config_command(
         ("tts", "synthesize"),
         "speak TEXT with FastSpeech 2 + ResGrad + the vocoder into a wav file",
         ResGradConfig,
         PRESETS,
         run_synthesize_command,
+        unused_fields=("noise_scales",),
     ),
 ]

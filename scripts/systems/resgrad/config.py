@@ -30,6 +30,7 @@ class ResGradConfig:
     corpus_seed: int = knob(0, "seed of the voice's noise (the corpus is byte-identical for a seed)")
     noise_scale: float = knob(0.667, "the voice's spectral noise: 0 makes the target deterministic at fixed timing")
     noise_w: float = knob(0.8, "the voice's duration noise")
+    noise_scales: tuple[float, ...] = knob((0.0, 0.667), "sweep: the voice noise scales compared, one corpus each")
     # FastSpeech 2
     fs2_size: Literal["tiny", "cpu", "paper"] = knob(
         "cpu",
@@ -51,10 +52,12 @@ class ResGradConfig:
     diffusion_steps: int = knob(100, "T, the training chain's length")
     schedule: Literal["linear", "cosine"] = knob("linear", "noise schedule", choices=("linear", "cosine"))
     parameterization: Literal["eps", "x0"] = knob(
-        "eps", "what the denoiser predicts: the noise (DDPM) or the clean target", choices=("eps", "x0")
+        "x0",
+        "what the denoiser predicts: the clean target (ProDiff's choice for few steps) or the noise (DDPM)",
+        choices=("eps", "x0"),
     )
     loss: Literal["l1", "l2"] = knob("l1", "denoising loss (DiffSpeech uses L1)", choices=("l1", "l2"))
-    denoiser_steps: int = knob(1000, "training steps of each refiner")
+    denoiser_steps: int = knob(2000, "training steps of each refiner")
     denoiser_batch: int = knob(16, "segments per refiner batch")
     segment_frames: int = knob(128, "frames per training segment")
     denoiser_lr: float = knob(5e-4, "refiner peak learning rate")
@@ -109,6 +112,8 @@ class ResGradConfig:
             raise ValueError(f"test_sentences must be <= 200 (the built-in list), got {self.test_sentences}")
         if self.noise_scale < 0 or self.noise_w < 0:
             raise ValueError(f"noise_scale and noise_w must be >= 0, got {self.noise_scale}, {self.noise_w}")
+        if not self.noise_scales or any(not s >= 0 for s in self.noise_scales):
+            raise ValueError(f"noise_scales must be one or more scales >= 0, got {self.noise_scales}")
         if self.segment_frames < 16 or self.segment_frames % 16:
             raise ValueError(f"segment_frames must be a positive multiple of 16, got {self.segment_frames}")
         if not self.sample_steps or any(not 1 <= s <= self.diffusion_steps for s in self.sample_steps):

@@ -36,12 +36,8 @@ from frugal.transforms import diffusion
 
 HOP, SAMPLE_RATE = 256, 22050
 CORPUS_FIELDS = ("corpus_dir", "train_sentences", "test_sentences", "corpus_seed", "noise_scale", "noise_w")
-MODEL_FIELDS = (
-    "fs2_size",
-    "fs2_steps",
-    "fs2_batch",
-    "fs2_lr",
-    "fs2_buckets",
+FS2_FIELDS = ("fs2_size", "fs2_steps", "fs2_batch", "fs2_lr", "fs2_buckets", "seed")
+REFINER_FIELDS = (
     "denoiser",
     "channels",
     "layers",
@@ -63,8 +59,15 @@ def _digest(config: ResGradConfig, fields) -> str:
 
 
 def run_root(config: ResGradConfig) -> Path:
-    """The cache folder of one (corpus, models) setting: checkpoints, statistics, histories."""
-    return user_cache_dir() / "resgrad" / "runs" / f"{_digest(config, CORPUS_FIELDS)}-{_digest(config, MODEL_FIELDS)}"
+    """The cache folder of one (corpus, FastSpeech 2) setting: its checkpoints and feature statistics.
+    The refiners live in `refiner_root`, below it, so a new refiner setting reuses the trained
+    FastSpeech 2."""
+    return user_cache_dir() / "resgrad" / "runs" / f"{_digest(config, CORPUS_FIELDS)}-{_digest(config, FS2_FIELDS)}"
+
+
+def refiner_root(config: ResGradConfig) -> Path:
+    """The cache folder of one refiner setting on `run_root`'s FastSpeech 2."""
+    return run_root(config) / f"refiners-{_digest(config, REFINER_FIELDS)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +130,18 @@ class Models:
     refiners: dict  # name -> denoiser
     histories: dict
     schedule: diffusion.Schedule
+    samplers: dict = dataclasses.field(default_factory=dict)  # refiner name -> compiled DDIM sampler
+
+    def sampler(self, kind: str, config: ResGradConfig):
+        if kind not in self.samplers:
+            self.samplers[kind] = training.make_sampler(
+                self.refiners[kind],
+                self.schedule,
+                parameterization=config.parameterization,
+                eta=config.eta,
+                clip=config.clip,
+            )
+        return self.samplers[kind]
 
 
 def vocab_size(splits) -> int:
@@ -181,7 +196,7 @@ def train_models(config: ResGradConfig, splits: dict, say: Callable[[str], None]
             segment=config.segment_frames,
             lr=config.denoiser_lr,
             seed=config.seed,
-            workdir=root / kind,
+            workdir=refiner_root(config) / kind,
             progress=config.progress,
             label=f"refiner {kind}",
         )
@@ -199,7 +214,7 @@ def run_train(config: ResGradConfig, say=print) -> dict:
     return {
         "corpus": {**source, **corpus_facts(splits)},
         "loss_curves": {k: _curve(h) for k, h in models.histories.items()},
-        "run_root": str(run_root(config)),
+        "run_root": str(refiner_root(config)),
     }
 
 
@@ -215,52 +230,42 @@ def _pad_batch(arrays: list[np.ndarray], frames: int) -> tuple[np.ndarray, np.nd
     return out, mask
 
 
+SAMPLE_BATCH = 8  # utterances per sampler call in evaluation (the last call is padded to it)
+
+
 def refine(
     models: Models, config: ResGradConfig, method: str, steps: int, bases: list[np.ndarray], seed: int
 ) -> list[np.ndarray]:
-    """Log-mels of `method` ("resgrad", "full" or "shallow") at `steps` DDIM steps on FastSpeech 2 mels."""
+    """Log-mels of `method` ("resgrad", "full" or "shallow") at `steps` DDIM steps on FastSpeech 2 mels.
+
+    Utterances are sorted by length and sampled `SAMPLE_BATCH` at a time, each batch padded to a
+    multiple of `training.FRAME_BUCKET` frames, so an evaluation compiles a handful of shapes."""
     kind = "resgrad" if method == "resgrad" else "full"
-    sampler = _sampler(models, config, kind)
+    sampler = models.sampler(kind, config)
     out: list[np.ndarray | None] = [None] * len(bases)
-    groups: dict[int, list[int]] = {}
-    factor = 4 if config.denoiser == "unet" else 1
-    for i, b in enumerate(bases):
-        groups.setdefault(training.round_up(b.shape[0], training.FRAME_BUCKET * factor), []).append(i)
-    for frames, index in sorted(groups.items()):
-        for start in range(0, len(index), 8):
-            idx = index[start : start + 8]
-            cond, mask = _pad_batch([training.normalize_mel(bases[i], models.stats) for i in idx], frames)
-            rng = jax.random.key(seed * 1_000_003 + frames * 31 + start)
-            n_key, s_key = jax.random.split(rng)
-            noise = jax.random.normal(n_key, cond.shape)
-            if method == "shallow":
-                k = config.shallow_k
-                t = jnp.full((len(idx),), k, jnp.int32)
-                x_start = diffusion.q_sample(models.schedule, jnp.asarray(cond), t, noise)
-                x0 = sampler(jnp.asarray(cond), jnp.asarray(mask), x_start, s_key, steps, k)
-            else:
-                x0 = sampler(jnp.asarray(cond), jnp.asarray(mask), noise, s_key, steps, None)
-            x0 = np.asarray(x0)
-            for row, i in enumerate(idx):
-                n = bases[i].shape[0]
-                out[i] = training.refiner_output(kind, x0[row, :n], bases[i], models.stats)
+    bucket = training.FRAME_BUCKET * (4 if config.denoiser == "unet" else 1)
+    rows = min(SAMPLE_BATCH, len(bases))
+    order = sorted(range(len(bases)), key=lambda i: bases[i].shape[0])
+    for number, start in enumerate(range(0, len(order), rows)):
+        idx = order[start : start + rows]
+        frames = training.round_up(max(bases[i].shape[0] for i in idx), bucket)
+        normalized = [training.normalize_mel(bases[i], models.stats) for i in idx]
+        normalized += [np.zeros((0, bases[0].shape[1]), np.float32)] * (rows - len(idx))  # masked-out rows
+        cond, mask = _pad_batch(normalized, frames)
+        n_key, s_key = jax.random.split(jax.random.key(seed * 1_000_003 + number))
+        noise = jax.random.normal(n_key, cond.shape)
+        if method == "shallow":
+            k = config.shallow_k
+            t = jnp.full((rows,), k, jnp.int32)
+            x_start = diffusion.q_sample(models.schedule, jnp.asarray(cond), t, noise)
+            x0 = sampler(jnp.asarray(cond), jnp.asarray(mask), x_start, s_key, steps, k)
+        else:
+            x0 = sampler(jnp.asarray(cond), jnp.asarray(mask), noise, s_key, steps, None)
+        x0 = np.asarray(x0)
+        for row, i in enumerate(idx):
+            n = bases[i].shape[0]
+            out[i] = training.refiner_output(kind, x0[row, :n], bases[i], models.stats)
     return out
-
-
-_SAMPLERS: dict = {}
-
-
-def _sampler(models: Models, config: ResGradConfig, kind: str):
-    key = (id(models), kind)
-    if key not in _SAMPLERS:
-        _SAMPLERS[key] = training.make_sampler(
-            models.refiners[kind],
-            models.schedule,
-            parameterization=config.parameterization,
-            eta=config.eta,
-            clip=config.clip,
-        )
-    return _SAMPLERS[key]
 
 
 def method_steps(config: ResGradConfig) -> dict[str, list[int]]:
@@ -339,7 +344,6 @@ def run_eval(config: ResGradConfig, say=print) -> dict:
     splits, source = load_data(config, say)
     models = train_models(config, splits, say)
     test = splits["test"]
-    gts = [u.mel for u in test]
     say("timing (batch 1, warm)")
     rtf = measure_rtf(models, config, test[: config.rtf_utterances])
     rtf["load_average_after_timing"] = machine_description()["load_average"]
@@ -347,24 +351,7 @@ def run_eval(config: ResGradConfig, say=print) -> dict:
     conditions: dict = {}
     outputs: dict = {}
     for condition in config.conditions:
-        if condition == "aligned":
-            bases = training.fs2_teacher_forced(models.fs2, test, models.stats)
-        else:
-            bases = [
-                training.fs2_infer(
-                    models.fs2, u.phoneme_ids, max_frames=training.round_up(int(u.mel.shape[0] * 1.5), 128)
-                )
-                for u in test
-            ]
-        rows = {"fs2": quality(gts, bases, aligned=condition == "aligned")}
-        outputs[condition] = {"fs2": bases}
-        for method, step_list in method_steps(config).items():
-            for steps in step_list:
-                mels = refine(models, config, method, steps, bases, config.seed)
-                rows[f"{method}@{steps}"] = quality(gts, mels, aligned=condition == "aligned")
-                if steps == config.resgrad_steps:
-                    outputs[condition][method] = mels
-        conditions[condition] = rows
+        conditions[condition], outputs[condition] = evaluate(models, config, test, condition, method_steps(config))
     figures = {
         "corpus": {**source, **corpus_facts(splits)},
         "conditions": conditions,
@@ -381,6 +368,36 @@ def run_eval(config: ResGradConfig, say=print) -> dict:
     figures["plots"] = plots(figures, config, outdir, test, outputs.get("aligned", outputs[audio_condition]))
     figures["machine"] = machine_record(before)
     return figures
+
+
+def fs2_bases(models: Models, test, condition: str) -> list[np.ndarray]:
+    """FastSpeech 2's mels of the held-out utterances: teacher-forced (`aligned`) or free-running (`tts`)."""
+    if condition == "aligned":
+        return training.fs2_teacher_forced(models.fs2, test, models.stats)
+    return [
+        training.fs2_infer(
+            models.fs2, u.phoneme_ids, max_frames=training.round_up(int(u.mel.shape[0] * 1.5), training.FRAME_BUCKET)
+        )
+        for u in test
+    ]
+
+
+def evaluate(
+    models: Models, config: ResGradConfig, test, condition: str, steps: dict[str, list[int]]
+) -> tuple[dict, dict]:
+    """(quality rows {"fs2": ..., "resgrad@4": ...}, mels at `resgrad_steps` per method) of one condition."""
+    bases = fs2_bases(models, test, condition)
+    gts = [u.mel for u in test]
+    aligned = condition == "aligned"
+    rows = {"fs2": quality(gts, bases, aligned=aligned)}
+    outputs = {"fs2": bases}
+    for method, step_list in steps.items():
+        for n in step_list:
+            mels = refine(models, config, method, n, bases, config.seed)
+            rows[f"{method}@{n}"] = quality(gts, mels, aligned=aligned)
+            if n == config.resgrad_steps:
+                outputs[method] = mels
+    return rows, outputs
 
 
 def claims(figures: dict, config: ResGradConfig) -> list[dict]:
@@ -520,6 +537,68 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".partial")
     corpus_mod.write_wav(tmp, corpus_mod.pcm16(audio))
     tmp.replace(path)
+
+
+def run_sweep(config: ResGradConfig, say=print) -> dict:
+    """ResGrad's gain over FastSpeech 2 against how stochastic the recordings are.
+
+    One corpus per voice noise scale (`noise_scales`; 0 makes the voice deterministic at fixed timing),
+    each with its own FastSpeech 2 and refiners (cached like `eval`'s), scored in the aligned
+    condition. A deterministic regressor trained with L1 lands near the conditional median of the
+    target, so the part of the residual it cannot predict grows with the noise; a sampler draws that
+    part instead of averaging it away: its global variance should gain most where the noise is
+    largest, while a frame-wise distance (MCD) charges a sample for the noise it draws."""
+    points = []
+    for scale in config.noise_scales:
+        point_config = dataclasses.replace(config, noise_scale=scale)
+        say(f"noise scale {scale}")
+        splits, _ = load_data(point_config, say)
+        models = train_models(point_config, splits, say)
+        steps = {m: list(config.sample_steps) for m in training.REFINERS}
+        rows, _ = evaluate(models, point_config, splits["test"], "aligned", steps)
+        fs2 = rows["fs2"]
+        points.append(
+            {
+                "noise_scale": scale,
+                "residual_std": float(np.mean(models.stats.residual_std)),
+                "rows": rows,
+                "gain": {
+                    name: {"mcd": fs2["mcd"] - row["mcd"], "gv_db": abs(fs2["gv_db"]) - abs(row["gv_db"])}
+                    for name, row in rows.items()
+                    if name != "fs2"
+                },
+            }
+        )
+    figures = {"points": points, "config": dataclasses.asdict(config)}
+    outdir = Path(config.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    figures["plots"] = [sweep_plot(points, config, outdir)]
+    return figures
+
+
+def sweep_plot(points: list[dict], config: ResGradConfig, outdir: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    scales = [p["noise_scale"] for p in points]
+    for method in training.REFINERS:
+        for n in config.sample_steps:
+            style = "o-" if method == "resgrad" else "s--"
+            for ax, metric in zip(axes, ("mcd", "gv_db")):
+                ax.plot(scales, [p["gain"][f"{method}@{n}"][metric] for p in points], style, label=f"{method}@{n}")
+    for ax, title in zip(axes, ("MCD gain over FastSpeech 2 (dB, > 0 better)", "GV gain: |GV| shrinks by (dB)")):
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("voice noise scale (0: deterministic at fixed timing)")
+        ax.set_title(title, fontsize=9)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = outdir / "noise_sweep.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def run_synthesize(config: ResGradConfig, say=print) -> dict:

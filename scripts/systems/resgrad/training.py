@@ -415,31 +415,31 @@ def save_json(path: Path, data) -> None:
 
 
 def make_sampler(denoiser, schedule: diffusion.Schedule, *, parameterization: str, eta: float, clip: float):
-    """sample(cond [B,T,M], mask [B,T], start [B,T,M], rng, steps, start_step) -> x0 (jitted per shape/steps)."""
+    """sample(cond [B,T,M], mask [B,T], start [B,T,M], rng, steps, start_step) -> x0.
+
+    Compiled once per input shape: the step count and start step travel as a `diffusion.ddim_plan`
+    (data), so a sweep over step counts does not recompile."""
     graphdef, state = nnx.split(denoiser)
-    cache: dict = {}  # one compiled chain per (steps, start_step); shapes are jit's own cache
+
+    @jax.jit
+    def run(state, cond, mask, start, rng, plan):
+        model = nnx.merge(graphdef, state)
+        m = mask[..., None].astype(cond.dtype)
+        return diffusion.ddim_run(
+            lambda x, t: model(x, t, cond, mask),
+            schedule,
+            start * m,
+            plan,
+            parameterization=parameterization,
+            eta=eta,
+            rng=rng,
+            mask=m,
+            clip=clip,
+        )
 
     def sample(cond, mask, start, rng, steps: int, start_step: int | None = None):
-        key = (steps, start_step)
-        if key not in cache:
+        plan = diffusion.ddim_plan(schedule.num_steps, steps, start_step, length=schedule.num_steps)
+        return run(state, cond, mask, start, rng, plan)
 
-            def run(state, cond, mask, start, rng):
-                model = nnx.merge(graphdef, state)
-                m = mask[..., None].astype(cond.dtype)
-                return diffusion.ddim_sample(
-                    lambda x, t: model(x, t, cond, mask),
-                    schedule,
-                    start * m,
-                    steps,
-                    start_step=start_step,
-                    parameterization=parameterization,
-                    eta=eta,
-                    rng=rng,
-                    mask=m,
-                    clip=clip,
-                )
-
-            cache[key] = jax.jit(run)
-        return cache[key](state, cond, mask, start, rng)
-
+    sample.compiled = run  # the jitted chain (its cache holds one entry per input shape)
     return sample

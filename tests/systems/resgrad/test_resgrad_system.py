@@ -210,3 +210,70 @@ def test_synthesize_reuses_the_trained_models_and_refuses_empty_text(quick_run, 
     figures = run_synthesize(dataclasses.replace(config, text="Hello there.", out=str(out)), said.append)
     assert out.is_file() and figures["seconds"] > 0.1 and "h" in figures["phonemes"]
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_sampler_compiles_once_per_shape_and_matches_the_static_chain():
+    import jax
+    import jax.numpy as jnp
+
+    from frugal.transforms import diffusion
+
+    denoiser = training.make_denoiser("wavenet", 8, channels=8, layers=1, seed=0)
+    schedule = diffusion.make_schedule("linear", 25)
+    sample = training.make_sampler(denoiser, schedule, parameterization="x0", eta=0.0, clip=8.0)
+    cond = jax.random.normal(jax.random.key(0), (2, 16, 8))
+    mask = jnp.arange(16)[None, :] < jnp.asarray([[16], [9]])
+    start = jax.random.normal(jax.random.key(1), cond.shape)
+    m = mask[..., None].astype(cond.dtype)
+    for steps, start_step in ((1, None), (3, None), (25, None), (2, 5)):
+        got = sample(cond, mask, start, jax.random.key(2), steps, start_step)
+        want = diffusion.ddim_sample(
+            lambda x, t: denoiser(x, t, cond, mask),
+            schedule,
+            start * m,
+            steps,
+            start_step=start_step,
+            parameterization="x0",
+            mask=m,
+            clip=8.0,
+        )
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+        assert not np.asarray(got)[1, 9:].any()  # padded frames stay zero
+    assert sample.compiled._cache_size() == 1
+
+
+def test_refiner_cache_sits_below_the_fastspeech2_cache(monkeypatch, tmp_path):
+    from frugal.scripts.systems.resgrad.experiment import refiner_root, run_root
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    base = PRESETS["full"]
+    refiners = dataclasses.replace(base, parameterization="eps", denoiser_steps=10)
+    assert run_root(refiners) == run_root(base) and refiner_root(refiners) != refiner_root(base)
+    assert refiner_root(base).parent == run_root(base)
+    for change in ({"fs2_steps": 10}, {"noise_scale": 0.0}, {"seed": 1}):
+        other = dataclasses.replace(base, **change)
+        assert run_root(other) != run_root(base) and refiner_root(other).parent == run_root(other)
+
+
+@pytest.mark.slow
+def test_sweep_scores_one_corpus_per_noise_scale(quick_run, tmp_path):
+    from frugal.scripts.systems.resgrad.command import run_sweep_command
+
+    config, _, _ = quick_run
+    sweep = dataclasses.replace(config, noise_scales=(0.0, config.noise_scale), outdir=str(tmp_path))
+    figures = run_sweep_command(sweep)
+    assert [p["noise_scale"] for p in figures["points"]] == [0.0, config.noise_scale]
+    for p in figures["points"]:
+        fs2 = p["rows"]["fs2"]
+        assert set(p["gain"]) == {f"{m}@{s}" for m in ("resgrad", "full") for s in config.sample_steps}
+        for name, gain in p["gain"].items():
+            row = p["rows"][name]
+            assert gain["mcd"] == pytest.approx(fs2["mcd"] - row["mcd"])
+            assert gain["gv_db"] == pytest.approx(abs(fs2["gv_db"]) - abs(row["gv_db"]))
+        assert p["residual_std"] > 0
+    # Two corpora: the noiseless voice gives other recordings, so FastSpeech 2 scores differently.
+    assert figures["points"][0]["rows"]["fs2"]["mcd"] != figures["points"][1]["rows"]["fs2"]["mcd"]
+    assert Path(figures["plots"][0]).stat().st_size > 1000
+    assert "| 0 |" in (tmp_path / "resgrad_sweep.md").read_text()
+    with pytest.raises(ValueError, match="noise_scales must be"):
+        dataclasses.replace(config, noise_scales=())
