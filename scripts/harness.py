@@ -178,6 +178,15 @@ class TrainerConfig:
             raise ValueError("checkpoint_every and eval_every must be >= 0, log_every >= 1")
 
 
+def read_metrics(workdir) -> list[dict]:
+    """Every record in a run's `metrics.jsonl`: the whole logged history, also the part logged before a
+    resume (a `TrainResult.history` holds only what its own `run` logged)."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 @dataclasses.dataclass
 class TrainResult:
     state: Any  # the trained NNX object graph

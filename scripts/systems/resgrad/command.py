@@ -205,6 +205,10 @@ def tour_section(quick: bool, outdir: Path):
             f"aligned MCD: FastSpeech 2 / ResGrad@{n} / full-mel@{n} / shallow@{n}",
             " / ".join(f"{aligned[k]['mcd']:.2f}" for k in ("fs2", f"resgrad@{n}", f"full@{n}", f"shallow@{n}")),
         ),
+        (
+            "aligned GV vs the recordings (dB, 0 is theirs), same order",
+            " / ".join(f"{aligned[k]['gv_db']:+.2f}" for k in ("fs2", f"resgrad@{n}", f"full@{n}", f"shallow@{n}")),
+        ),
     ]
     summary += [
         (f"{c['claim']} ({c['condition']})", ("holds: " if c["holds"] else "not met: ") + c["text"])

@@ -493,22 +493,27 @@ def plots(figures: dict, config: ResGradConfig, outdir: Path, test, aligned_outp
 
     paths = []
     conditions = list(figures["conditions"])
-    fig, axes = plt.subplots(1, len(conditions), figsize=(5.5 * len(conditions), 4), squeeze=False)
+    fig, axes = plt.subplots(2, len(conditions), figsize=(5.5 * len(conditions), 7.5), squeeze=False, sharex="col")
     rtf = figures["rtf"]
-    for ax, condition in zip(axes[0], conditions):
+    for column, condition in enumerate(conditions):
         rows = figures["conditions"][condition]
-        for method, step_list in method_steps(config).items():
-            xs = [rtf[method][str(s)] for s in step_list]
-            ys = [rows[f"{method}@{s}"]["mcd"] for s in step_list]
-            ax.plot(xs, ys, "o-", label=method)
-            for s, x, y in zip(step_list, xs, ys):
-                ax.annotate(str(s), (x, y), fontsize=7)
-        ax.scatter([rtf["fs2"]], [rows["fs2"]["mcd"]], color="k", marker="*", s=80, label="FastSpeech 2")
-        ax.set_xscale("log")
-        ax.set_xlabel("real-time factor (FastSpeech 2 + sampler, batch 1, this machine)")
-        ax.set_ylabel("MCD (dB)" + (", DTW" if condition == "tts" else ""))
-        ax.set_title(f"{condition}: quality vs RTF (labels: DDIM steps)")
-        ax.legend(fontsize=8)
+        for ax, metric, label in (
+            (axes[0, column], "mcd", "MCD (dB)" + (", DTW" if condition == "tts" else "")),
+            (axes[1, column], "gv_db", "global variance vs the recordings (dB; 0 = theirs)"),
+        ):
+            for method, step_list in method_steps(config).items():
+                xs = [rtf[method][str(s)] for s in step_list]
+                ys = [rows[f"{method}@{s}"][metric] for s in step_list]
+                ax.plot(xs, ys, "o-", label=method)
+                for s, x, y in zip(step_list, xs, ys):
+                    ax.annotate(str(s), (x, y), fontsize=7)
+            ax.scatter([rtf["fs2"]], [rows["fs2"][metric]], color="k", marker="*", s=80, label="FastSpeech 2")
+            ax.set_xscale("log")
+            ax.set_ylabel(label, fontsize=8)
+            ax.legend(fontsize=8)
+        axes[1, column].axhline(0.0, color="k", lw=0.8)
+        axes[0, column].set_title(f"{condition}: quality vs RTF (labels: DDIM steps)")
+        axes[1, column].set_xlabel("real-time factor (FastSpeech 2 + sampler, batch 1, this machine)")
     fig.tight_layout()
     path = outdir / "quality_vs_rtf.png"
     fig.savefig(path, dpi=110)

@@ -30,7 +30,7 @@ from flax import nnx
 
 from frugal.models import fastspeech2 as fs2
 from frugal.models.diffusion_denoisers import UNet2DDenoiser, WaveNetDenoiser
-from frugal.scripts.harness import Trainer, TrainerConfig, TrainState, loss_step
+from frugal.scripts.harness import Trainer, TrainerConfig, TrainState, loss_step, read_metrics
 from frugal.scripts.systems.resgrad import features
 from frugal.transforms import diffusion
 
@@ -243,7 +243,7 @@ def train_fs2(model, sets: list[PaddedSet], *, steps: int, batch: int, lr: float
     result = trainer.run(bucket_batches(sets, batch, seed), batch)
     trained = result.state.model
     trained.eval()
-    return trained, result.history
+    return trained, read_metrics(workdir)
 
 
 @nnx.jit(static_argnames=("max_frames",))
@@ -400,7 +400,7 @@ def train_refiner(
         workdir=workdir,
     )
     result = trainer.run(segment_batches(conds, targets, segment=segment, batch=batch, seed=seed), batch)
-    return result.state.model, result.history
+    return result.state.model, read_metrics(workdir)
 
 
 def save_json(path: Path, data) -> None:
