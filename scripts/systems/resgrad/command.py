@@ -133,21 +133,26 @@ def sweep_markdown(figures: dict) -> str:
     lines = [
         "# ResGrad: gain over FastSpeech 2 against the voice's noise scale (aligned condition)",
         "",
-        "| noise scale | residual std | system | MCD (dB) | MCD gain | GV (dB) | GV gain |",
-        "|---|---|---|---|---|---|---|",
+        "| noise scale | log-mel RMS vs first scale | residual std | system | MCD (dB) | MCD gain | GV (dB) "
+        "| GV gain |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in figures["points"]:
         for name, row in p["rows"].items():
             gain = p["gain"].get(name)
-            mcd_gain = "" if gain is None else f"{gain['mcd']:+.2f}"
+            mcd_gain = "" if gain is None else f"{gain['mcd']:+.2f} ± {gain['mcd_se']:.2f}"
             gv_gain = "" if gain is None else f"{gain['gv_db']:+.2f}"
             lines.append(
-                f"| {p['noise_scale']:g} | {p['residual_std']:.3f} | {name} | {row['mcd']:.2f} ± {row['mcd_se']:.2f} "
+                f"| {p['noise_scale']:g} | {p['mel_rms_vs_first']:.3f} | {p['residual_std']:.3f} | {name} "
+                f"| {row['mcd']:.2f} ± {row['mcd_se']:.2f} "
                 f"| {mcd_gain} | {row['gv_db']:+.2f} | {gv_gain} |"
             )
     lines += [
         "",
-        "Gains are FastSpeech 2's value minus the system's (MCD) and how much |GV| shrinks (GV): > 0 is better.",
+        "Gains are FastSpeech 2's value minus the system's (MCD) and how much |GV| shrinks (GV): > 0 is better. "
+        "Log-mel RMS vs first scale: how far the voice's noise moves the training recordings from the first "
+        "scale's rendering of the same sentences (natural-log units); residual std: FastSpeech 2's per-bin "
+        "residual deviation on the training set, averaged over bins.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -69,7 +69,9 @@ class ResGradConfig:
         choices=("aligned", "tts"),
     )
     sample_steps: tuple[int, ...] = knob((1, 2, 4, 8, 16, 32, 64), "DDIM step counts evaluated for every refiner")
-    resgrad_steps: int = knob(4, "ResGrad's operating point for the claims (the paper uses a few steps)")
+    resgrad_steps: int = knob(
+        4, "ResGrad's few-step budget: the claims consider ResGrad at up to this many steps; audio uses it"
+    )
     shallow_k: int = knob(30, "shallow diffusion starts from FastSpeech 2's mel noised to this step")
     eta: float = knob(0.0, "DDIM eta: 0 deterministic, 1 DDPM-like")
     clip: float = knob(8.0, "DDIM clips each clean estimate to +-clip (normalized units, ~standard deviations)")

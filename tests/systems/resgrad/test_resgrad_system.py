@@ -272,9 +272,60 @@ def test_sweep_scores_one_corpus_per_noise_scale(quick_run, tmp_path):
             assert gain["mcd"] == pytest.approx(fs2["mcd"] - row["mcd"])
             assert gain["gv_db"] == pytest.approx(abs(fs2["gv_db"]) - abs(row["gv_db"]))
         assert p["residual_std"] > 0
+    assert figures["points"][0]["mel_rms_vs_first"] == 0.0 and figures["points"][1]["mel_rms_vs_first"] > 0.01
     # Two corpora: the noiseless voice gives other recordings, so FastSpeech 2 scores differently.
     assert figures["points"][0]["rows"]["fs2"]["mcd"] != figures["points"][1]["rows"]["fs2"]["mcd"]
     assert Path(figures["plots"][0]).stat().st_size > 1000
     assert "| 0 |" in (tmp_path / "resgrad_sweep.md").read_text()
     with pytest.raises(ValueError, match="noise_scales must be"):
         dataclasses.replace(config, noise_scales=())
+
+
+def _row(values, gv_db):
+    values = [float(v) for v in values]
+    return {"mcd": float(np.mean(values)), "mcd_se": 0.0, "mcd_values": values, "gv_db": gv_db}
+
+
+def test_claims_follow_their_definitions_on_hand_built_rows():
+    from frugal.scripts.systems.resgrad.experiment import claims, paired_mcd
+
+    config = dataclasses.replace(PRESETS["full"], sample_steps=(1, 2, 4, 8), resgrad_steps=4)
+    fs2 = np.asarray([10.0, 10.4, 9.6, 10.2, 9.8])
+    wobble = np.asarray([0.05, -0.05, 0.02, -0.02, 0.0])
+    noisy = np.asarray([1.0, -1.0, 0.8, -0.8, 0.0])
+    rows = {
+        "fs2": _row(fs2, -1.0),
+        "resgrad@1": _row(fs2 - 1.0 + wobble, -1.1),  # best MCD, GV further from the recordings
+        "resgrad@2": _row(fs2 - 0.8 + wobble, -0.5),  # beats FastSpeech 2 on both: C3 holds here
+        "resgrad@4": _row(fs2 + 1.0, -0.2),
+        "resgrad@8": _row(fs2 + 2.0, 0.0),
+        "full@1": _row(fs2 - 0.9 + noisy, -1.0),  # 0.1 worse than ResGrad@1 on average, within noise
+        "full@2": _row(fs2, -1.0),
+        "full@4": _row(fs2, -1.0),
+        "full@8": _row(fs2 - 1.5, -0.5),  # reaches ResGrad@1's MCD at 8 steps
+        "shallow@1": _row(fs2 + 0.5, -0.9),
+        "shallow@2": _row(fs2, -0.9),
+        "shallow@4": _row(fs2, -0.9),
+        "shallow@8": _row(fs2, -0.9),
+    }
+    diff, se = paired_mcd(rows, "resgrad@1", "full@1")
+    d = (fs2 - 1.0 + wobble) - (fs2 - 0.9 + noisy)
+    assert diff == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / np.sqrt(5))
+    clear = {k: dict(v) for k, v in rows.items()}
+    clear["full@1"] = _row(fs2 + 0.5, -1.0)
+    rtf = {"fs2": 0.005, **{m: {"1": 0.01, "2": 0.02, "4": 0.04, "8": 0.1} for m in ("resgrad", "full", "shallow")}}
+    got = claims({"conditions": {"aligned": rows, "tts": clear}, "rtf": rtf}, config)
+    by = {(c["claim"], c["condition"]): c for c in got}
+    assert by["C3", "aligned"]["holds"] and "ResGrad@2 beats" in by["C3", "aligned"]["text"]
+    assert by["C3", "aligned"]["figures"][1] == {"beats_mcd": True, "mcd_diff": "-1.00 ± 0.02", "gv_closer": False}
+    assert not by["C1", "aligned"]["holds"] and by["C1", "aligned"]["figures"]["steps"] == 1
+    assert by["C1", "tts"]["holds"]  # ResGrad@1 beats full@1 (by 1.5) and shallow@1 (by 1.5), both beyond noise
+    assert by["C2", "aligned"]["holds"] and by["C2", "aligned"]["figures"]["rtf_ratio"] == pytest.approx(10.0)
+    assert "at 8 steps, 10.0x its RTF" in by["C2", "aligned"]["text"]
+    rows["full@8"] = _row(fs2 - 0.95, -0.5)  # never reaches ResGrad@1 (mean 9.0 vs 9.05)
+    got = claims({"conditions": {"aligned": rows}, "rtf": rtf}, config)
+    c2 = next(c for c in got if c["claim"] == "C2")
+    assert c2["holds"] and "never reaches" in c2["text"] and "its best is 9.05 at 8 steps" in c2["text"]
+    rows["resgrad@2"] = _row(fs2 - 0.8 + wobble, -1.2)  # now no setting improves both
+    c3 = next(c for c in claims({"conditions": {"aligned": rows}, "rtf": rtf}, config) if c["claim"] == "C3")
+    assert not c3["holds"] and "no ResGrad setting of <= 4 steps" in c3["text"]
