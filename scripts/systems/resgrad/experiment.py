@@ -214,7 +214,8 @@ def run_train(config: ResGradConfig, say=print) -> dict:
     return {
         "corpus": {**source, **corpus_facts(splits)},
         "loss_curves": {k: _curve(h) for k, h in models.histories.items()},
-        "run_root": str(refiner_root(config)),
+        "fs2_cache": str(run_root(config)),
+        "refiner_cache": str(refiner_root(config)),
     }
 
 
@@ -643,10 +644,11 @@ def sweep_plot(points: list[dict], config: ResGradConfig, outdir: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     scales = [p["noise_scale"] for p in points]
     for method in training.REFINERS:
-        for n in config.sample_steps:
-            style = "o-" if method == "resgrad" else "s--"
+        for i, n in enumerate(config.sample_steps):
+            style = "o-" if method == "resgrad" else "s--"  # one colour per step count, one style per refiner
             for ax, metric in zip(axes, ("mcd", "gv_db")):
-                ax.plot(scales, [p["gain"][f"{method}@{n}"][metric] for p in points], style, label=f"{method}@{n}")
+                ys = [p["gain"][f"{method}@{n}"][metric] for p in points]
+                ax.plot(scales, ys, style, color=f"C{i % 10}", label=f"{method}@{n}")
     for ax, title in zip(axes, ("MCD gain over FastSpeech 2 (dB, > 0 better)", "GV gain: |GV| shrinks by (dB)")):
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("voice noise scale (0: deterministic at fixed timing)")

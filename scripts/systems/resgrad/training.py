@@ -441,5 +441,4 @@ def make_sampler(denoiser, schedule: diffusion.Schedule, *, parameterization: st
         plan = diffusion.ddim_plan(schedule.num_steps, steps, start_step, length=schedule.num_steps)
         return run(state, cond, mask, start, rng, plan)
 
-    sample.compiled = run  # the jitted chain (its cache holds one entry per input shape)
     return sample
