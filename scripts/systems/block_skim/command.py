@@ -19,8 +19,9 @@ DESCRIPTION = (
     "the FLOPs speedup counted from the tokens each layer processes, and wall-clock speedup at batch 1 on "
     "this CPU (timed under the benchmark lock), next to the paper's BERT-base SQuAD figures. "
     "Every training step runs through the shared Trainer, whose workdirs under --cache-dir are the cache: "
-    "a rerun restores them and only evaluates. Writes OUTDIR/skim[_LABEL].{json,md,png}. Presets: "
-    + preset_help(PRESETS)
+    "a rerun restores them and only evaluates. --predictor-features diagonal is the paper's method and training "
+    "(joint loss only, more steps, no refit). Writes OUTDIR/skim[_LABEL].{json,md,png} and the joint "
+    "fine-tune's skim-loss curve OUTDIR/skim[_LABEL]_loss.png. Presets: " + preset_help(PRESETS)
 )
 
 # The tour's headline: a pruned setting at least this much cheaper, within this many F1 points of unpruned.
@@ -58,7 +59,7 @@ def cached_tour_config(outdir) -> SkimConfig | None:
         timing_examples=4,
         timing_repeats=1,
         eval_batch_size=8,
-        train_vanilla=finished(fine_tune_workdir(full, skim=False), full.train_steps),
+        train_vanilla=finished(fine_tune_workdir(full, skim=False), full.steps),
         diagnostics=False,
         outdir=str(outdir),
         label="tour_cached",
@@ -129,7 +130,7 @@ def tour_section(quick: bool, outdir: Path):
     )
     if "threshold0_answers_identical" in figures:
         summary.append(("threshold 0 answers identical to unpruned", str(figures["threshold0_answers_identical"])))
-    plots = [str(Path(figures["plot"]).relative_to(outdir))] if figures.get("plot") else []
+    plots = [str(Path(figures[k]).relative_to(outdir)) for k in ("plot", "loss_plot") if figures.get(k)]
     kind = "cached full-size fine-tune, 8 dev examples" if cached else f"the {figures['label']} preset"
     return TourSection(
         title=f"Block-Skim on MiniLM (skim, {kind})",

@@ -2,7 +2,9 @@
 
 `quick` is the tests' size (seconds, numbers meaningless), `tour` the `frugal tour` section (a real
 fine-tune on short windows, about a minute on a 2-core CPU), `full` the command's default (the
-measured table in this folder's README).
+measured table in this folder's README). `train_steps` and `refine_epochs` are None (auto) in `full`:
+read the resolved `config.steps` / `config.refine` (the extended predictors: 100 and 20; the paper's
+`diagonal`: PAPER_TRAIN_STEPS and 0).
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ from pathlib import Path
 from frugal.scripts.configs import check_presets, knob
 from frugal.scripts.data import user_cache_dir
 from frugal.transforms.block_skim import LABEL_RULES, PREDICTOR_FEATURES
+
+# Joint fine-tuning steps of the paper's training (`--predictor-features diagonal`, train_steps auto): the
+# paper trains its predictor through the joint loss alone, so the run is long enough for the skim loss to
+# settle (see `evaluation.skim_loss_curve`); the extended predictors keep EXTENDED_TRAIN_STEPS and a refit.
+PAPER_TRAIN_STEPS = 600
+EXTENDED_TRAIN_STEPS = 100
+EXTENDED_REFINE_EPOCHS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +42,11 @@ class SkimConfig:
     doc_stride: int = knob(128, "context tokens between the starts of consecutive windows of one passage")
     context_tokens: tuple[int, ...] = knob((440, 490), "built-in passage length range LO HI in WordPiece tokens")
     # Joint fine-tune (a Trainer run; its workdir in cache_dir is the weight cache).
-    train_steps: int = knob(100, "fine-tuning steps per model")
+    train_steps: int | None = knob(
+        None,
+        f"fine-tuning steps per model (none: auto, {EXTENDED_TRAIN_STEPS} with the extended predictors, "
+        f"{PAPER_TRAIN_STEPS} with --predictor-features diagonal, the paper's joint-only training)",
+    )
     batch_size: int = knob(8, "fine-tuning batch")
     learning_rate: float = knob(1.5e-4, "peak learning rate of the encoder and span head (AdamW)")
     predictor_learning_rate: float = knob(1e-3, "peak learning rate of the skim predictors in the joint fine-tune")
@@ -50,7 +63,12 @@ class SkimConfig:
     train_vanilla: bool = knob(True, "also fine-tune a vanilla model (plain QA loss) for comparison", flag="vanilla")
     diagnostics: bool = knob(True, "report per-layer predictor kept fraction and answer-block recall")
     # Predictor-only refinement on cached attention (encoder frozen) after the joint fine-tune.
-    refine_epochs: int = knob(20, "predictor-only epochs on cached attention after the joint fine-tune (0: none)")
+    refine_epochs: int | None = knob(
+        None,
+        "predictor-only epochs on cached attention after the joint fine-tune (0: none; none: auto, "
+        f"{EXTENDED_REFINE_EPOCHS} with the extended predictors, 0 with --predictor-features diagonal, whose "
+        "predictor the paper trains through the joint loss alone)",
+    )
     refine_windows: int = knob(600, "training windows whose attention the refinement caches")
     refine_learning_rate: float = knob(2e-3, "peak learning rate of the refinement")
     refine_layers: tuple[int, ...] = knob((0, 1), "predictors the refinement retrains (among predictor_layers)")
@@ -102,22 +120,52 @@ class SkimConfig:
     label: str = knob("full", "report name and title (files are skim_LABEL.*, plain skim.* for full)", cli=False)
     progress: bool = knob(True, "show progress bars")
 
+    @property
+    def paper_training(self) -> bool:
+        """Whether the paper's predictor alone prunes, trained the paper's way (joint loss only, no refit)."""
+        return self.predictor_features == "diagonal"
+
+    @property
+    def steps(self) -> int:
+        """The joint fine-tune's steps: `train_steps`, or when auto (None) PAPER_TRAIN_STEPS with
+        `diagonal` and EXTENDED_TRAIN_STEPS with the extended predictors. Read this, not `train_steps`."""
+        if self.train_steps is not None:
+            return self.train_steps
+        return PAPER_TRAIN_STEPS if self.paper_training else EXTENDED_TRAIN_STEPS
+
+    @property
+    def refine(self) -> int:
+        """The refinement's epochs: `refine_epochs`, or when auto (None) 0 with `diagonal` and
+        EXTENDED_REFINE_EPOCHS with the extended predictors. Read this, not `refine_epochs`."""
+        if self.refine_epochs is not None:
+            return self.refine_epochs
+        return 0 if self.paper_training else EXTENDED_REFINE_EPOCHS
+
+    def resolved(self) -> dict:
+        """The fields as a dict with `train_steps` and `refine_epochs` resolved (the JSON's `config`)."""
+        return {**dataclasses.asdict(self), "train_steps": self.steps, "refine_epochs": self.refine}
+
     def inactive_fields(self) -> dict[str, str]:
         """Fields these settings never read (`frugal.scripts.configs.check_inactive_flags`)."""
         inactive = {}
-        if self.refine_epochs == 0:
+        if self.refine == 0:
+            why = (
+                "with --refine-epochs 0 (no refinement)"
+                if self.refine_epochs == 0
+                else "with --predictor-features diagonal (the paper's training: no refinement unless --refine-epochs N)"
+            )
             for name in ("refine_windows", "refine_learning_rate", "refine_layers"):
-                inactive[name] = "with --refine-epochs 0 (no refinement)"
+                inactive[name] = why
         if self.timing_examples == 0:
             inactive["timing_repeats"] = "with --timing-examples 0 (no timing)"
         return inactive
 
     def __post_init__(self):
         for name in ("n_train", "n_dev", "train_steps", "batch_size", "eval_batch_size", "doc_stride"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("distractors", "timing_examples", "refine_epochs", "question_fit_steps", "match_fit_steps"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.eval_bucket_blocks < 1:
             raise ValueError(f"eval_bucket_blocks={self.eval_bucket_blocks} must be >= 1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -28,6 +29,16 @@ PAPER = {
     "block_skim_f1": 88.52,
     "block_skim_flops_speedup": 3.01,
 }
+
+# The issue's targets: this FLOPs speedup with F1 within MAX_F1_DROP points of the unpruned model.
+TARGET_FLOPS_SPEEDUP = 2.5
+MAX_F1_DROP = 1.0
+
+# The skim-loss curve of the joint fine-tune: the mean of the last CURVE_WINDOW_FRACTION of the logged points
+# against the same share just before; "converged" when they differ by less than CONVERGENCE_TOLERANCE
+# (relative). Our criterion for "the skim loss has converged", not the paper's (it states none).
+CURVE_WINDOW_FRACTION = 0.2
+CONVERGENCE_TOLERANCE = 0.05
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +198,39 @@ def predictor_diagnostics(model, features: QAFeatures, thresholds, batch_size: i
     return out
 
 
+def skim_loss_curve(history: list[dict]) -> dict:
+    """The joint fine-tune's skim and QA losses per logged step (raw, nothing smoothed) and whether the skim
+    loss has converged: `window` = max(1, CURVE_WINDOW_FRACTION of the logged points); last_mean / previous_mean
+    are the skim loss's means over the last `window` points and the `window` before them (previous_mean None
+    when there are too few points), relative_change = (last - previous) / |previous|, and converged =
+    |relative_change| < CONVERGENCE_TOLERANCE (False when it cannot be computed)."""
+    points = [r for r in history if "skim_loss" in r]
+    skim = [float(r["skim_loss"]) for r in points]
+    n = len(skim)
+    window = max(1, math.floor(n * CURVE_WINDOW_FRACTION + 1e-9))
+    last = skim[n - window :] if n else []
+    previous = skim[max(0, n - 2 * window) : n - window] if n > window else []
+    last_mean = float(np.mean(last)) if last else None
+    previous_mean = float(np.mean(previous)) if previous else None
+    change = None
+    if last_mean is not None and previous_mean is not None:
+        if previous_mean != 0:
+            change = (last_mean - previous_mean) / abs(previous_mean)
+        else:
+            change = 0.0 if last_mean == 0 else math.inf
+    return {
+        "step": [int(r["step"]) for r in points],
+        "skim_loss": skim,
+        "qa_loss": [float(r["qa_loss"]) for r in points],
+        "window": window,
+        "last_mean": last_mean,
+        "previous_mean": previous_mean,
+        "relative_change": change,
+        "converged": change is not None and abs(change) < CONVERGENCE_TOLERANCE,
+        "tolerance": CONVERGENCE_TOLERANCE,
+    }
+
+
 def bench_lock_path() -> Path:
     """The benchmark lock every frugal timing takes: `frugal-bench.lock` in the user's cache directory."""
     from frugal.scripts.data import user_cache_dir
@@ -315,8 +359,30 @@ def prunes(threshold) -> bool:
 def _best_operating_point(figures: dict) -> dict | None:
     """The largest-FLOPs-speedup threshold whose F1 is within 1 point of the unpruned model."""
     ref = figures["block_skim_unpruned"]["f1"]
-    ok = [r for r in figures["sweep"] if prunes(r["threshold"]) and r["f1"] >= ref - 1.0]
+    ok = [r for r in figures["sweep"] if prunes(r["threshold"]) and r["f1"] >= ref - MAX_F1_DROP]
     return max(ok, key=lambda r: r["flops_speedup"]) if ok else None
+
+
+def _short_of_target(figures: dict, best: dict | None) -> dict:
+    """How far the sweep is from the FLOPs target: the best speedup within 1 F1 point (None: no pruning
+    threshold stays within it) and what it misses by, and the F1 lost at the sweep point with the highest
+    speedup >= the target (None: no sweep point reaches it)."""
+    ref = figures["block_skim_unpruned"]["f1"]
+    fast = [r for r in figures["sweep"] if r["flops_speedup"] >= TARGET_FLOPS_SPEEDUP]
+    top = max(fast, key=lambda r: r["flops_speedup"]) if fast else None
+    return {
+        "target_flops_speedup": TARGET_FLOPS_SPEEDUP,
+        "best_flops_speedup_within_1_f1": None if best is None else best["flops_speedup"],
+        "flops_speedup_missing": None if best is None else TARGET_FLOPS_SPEEDUP - best["flops_speedup"],
+        "fastest_at_or_above_target": None
+        if top is None
+        else {
+            "threshold": top["threshold"],
+            "flops_speedup": top["flops_speedup"],
+            "f1": top["f1"],
+            "f1_loss": ref - top["f1"],
+        },
+    }
 
 
 def checks(figures: dict) -> dict:
@@ -337,12 +403,38 @@ def checks(figures: dict) -> dict:
             f1=best["f1"],
             f1_unpruned=figures["block_skim_unpruned"]["f1"],
             flops_speedup=best["flops_speedup"],
-            flops_speedup_at_least_2_5=best["flops_speedup"] >= 2.5,
+            flops_speedup_at_least_2_5=best["flops_speedup"] >= TARGET_FLOPS_SPEEDUP,
         )
         if "timing" in figures:
             wall = figures["timing"]["speedup"].get(f"skim@{best['threshold']}")
             out.update(wall_clock_speedup=wall, wall_clock_at_least_2=wall is not None and wall >= 2.0)
+    if not out["flops_speedup_at_least_2_5"]:
+        out["short_of_target"] = _short_of_target(figures, best)
     return out
+
+
+def shortfall_sentence(short: dict) -> str:
+    """One sentence saying how far a run is from the FLOPs target (`checks(...)["short_of_target"]`)."""
+    target = short["target_flops_speedup"]
+    best = short["best_flops_speedup_within_1_f1"]
+    text = f"Short of the {target:g}x FLOPs target: "
+    if best is None:
+        text += f"no pruning threshold keeps F1 within {MAX_F1_DROP:g} point of the unpruned model"
+    else:
+        text += (
+            f"the best FLOPs speedup within {MAX_F1_DROP:g} F1 point of the unpruned model is {best:.2f}x "
+            f"({short['flops_speedup_missing']:.2f}x short)"
+        )
+    top = short["fastest_at_or_above_target"]
+    if top is None:
+        text += f", and no threshold swept reaches {target:g}x."
+    else:
+        t = top["threshold"]
+        text += (
+            f"; the fastest threshold swept ({list(t) if isinstance(t, (tuple, list)) else t}, "
+            f"{top['flops_speedup']:.2f}x) loses {top['f1_loss']:.2f} F1."
+        )
+    return text
 
 
 def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
@@ -417,7 +509,7 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     if diag:
         out.append(
             (
-                "skim predictors on the unpruned forward",
+                "skim predictors on the unpruned forward: per-layer answer-block recall and kept fraction",
                 ["layer", "threshold", "kept fraction", "answer-block recall"],
                 diag,
             )
@@ -456,6 +548,18 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
             "encoder frozen. This deviates from the paper's purely joint training: our joint run is short "
             "(CPU budget) and left the predictors undertrained, and with the encoder fixed the predictors "
             "see exactly the attention they see at inference.",
+            "",
+        ]
+    if c["predictor_features"] == "diagonal":
+        lines += [
+            "Predictor features 'diagonal': the paper's predictor alone prunes (its CNN on the diagonal "
+            "attention blocks), "
+            + (
+                f"trained the paper's way, through the joint loss alone for {c['train_steps']} steps, never "
+                "refit afterwards."
+                if not c["refine_epochs"]
+                else "refit after the joint fine-tune as below (not the paper's training)."
+            ),
             "",
         ]
     if c["predictor_features"] == "diagonal+question+match":
@@ -507,6 +611,14 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
         "```",
         "",
     ]
+    if "short_of_target" in ch:
+        why = " Why: the per-layer answer-block recall and kept fraction above." if figures["predictors"] else ""
+        lines += [shortfall_sentence(ch["short_of_target"]) + why, ""]
+    curve = figures.get("skim_loss_curve")
+    if curve and curve["step"]:
+        lines += ["## Skim loss of the joint fine-tune", "", curve_sentence(curve), ""]
+        if include_plot and figures.get("loss_plot"):
+            lines += [f"![skim and QA loss vs step]({Path(figures['loss_plot']).name})", ""]
     if "timing" in figures:
         t = figures["timing"]
         lines += [
@@ -526,6 +638,52 @@ def markdown(figures: dict, *, include_plot: bool = True) -> str:
     if include_plot and figures.get("plot"):
         lines += [f"![accuracy vs speedup]({Path(figures['plot']).name})", ""]
     return "\n".join(lines)
+
+
+def curve_sentence(curve: dict) -> str:
+    """Whether the skim loss converged, with the numbers behind it (`skim_loss_curve`)."""
+    n, w = len(curve["step"]), curve["window"]
+    text = (
+        f"The skim loss (the sum over predictor layers of the class-weighted CE) was logged at {n} "
+        f"point{'s' if n != 1 else ''} up to step {curve['step'][-1]}. "
+    )
+    if curve["relative_change"] is None:
+        return text + (
+            "Too few logged points to compare the last one with the one before: convergence not established "
+            f"(last value {curve['last_mean']:.4g})."
+        )
+    verdict = "converged" if curve["converged"] else "not converged"
+    points = "point" if w == 1 else f"{w} points"
+    return text + (
+        f"Mean over the last logged {points} {curve['last_mean']:.4g} against {curve['previous_mean']:.4g} over "
+        f"the {points} before: relative change {curve['relative_change']:+.1%}, so {verdict} by our criterion "
+        f"(|relative change| < {curve['tolerance']:.0%} between the means of the last {CURVE_WINDOW_FRACTION:.0%} "
+        f"of the logged points and the {CURVE_WINDOW_FRACTION:.0%} before, at least one point each; the paper "
+        "states none)."
+    )
+
+
+def _loss_plot(curve: dict, label: str, path: Path) -> Path:
+    """Skim loss and QA loss vs step (raw points, log y) with a running mean of each beside them."""
+    from frugal.scripts import report
+
+    fig, ax = report.new_figure(figsize=(5.5, 4))
+    steps = np.asarray(curve["step"])
+    k = max(1, curve["window"])
+    for name, colour in (("skim_loss", "C0"), ("qa_loss", "C1")):
+        ys = np.asarray(curve[name])
+        ax.plot(steps, ys, ".", color=colour, alpha=0.4, label=f"{name.replace('_', ' ')} (logged)")
+        if len(ys) > k > 1:
+            mean = np.convolve(ys, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1 :], mean, "-", color=colour, label=f"running mean of {k}")
+    if np.all(np.asarray(curve["skim_loss"] + curve["qa_loss"]) > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel("loss")
+    verdict = "n/a" if curve["relative_change"] is None else f"{curve['relative_change']:+.1%}"
+    ax.set_title(f"Block-Skim joint fine-tune ({label}): skim loss, last fifth vs the one before {verdict}", fontsize=9)
+    ax.legend(fontsize=8)
+    return report.save_figure(fig, path)
 
 
 def write_reports(figures: dict, config) -> None:
@@ -554,5 +712,8 @@ def write_reports(figures: dict, config) -> None:
     ax.legend(fontsize=8)
     name = "skim" if figures["label"] == "full" else f"skim_{figures['label']}"
     figures["plot"] = str(report.save_figure(fig, outdir / f"{name}.png"))
+    curve = figures.get("skim_loss_curve")
+    if curve and curve["step"]:
+        figures["loss_plot"] = str(_loss_plot(curve, figures["label"], outdir / f"{name}_loss.png"))
     report.write_json(outdir / f"{name}.json", figures)
     (outdir / f"{name}.md").write_text(markdown(figures))

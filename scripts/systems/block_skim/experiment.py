@@ -10,7 +10,6 @@ extended predictors' fit in `predictor_fit`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import time
 
@@ -25,6 +24,7 @@ from frugal.scripts.systems.block_skim.evaluation import (
     evaluate_full,
     evaluate_skim,
     predictor_diagnostics,
+    skim_loss_curve,
     time_batch1,
     write_reports,
 )
@@ -67,7 +67,7 @@ def run(config: SkimConfig) -> dict:
     dev_features = featurize(dev_examples, tokenizer, **feats)
     figures: dict = {
         "label": config.label,
-        "config": dataclasses.asdict(config),
+        "config": config.resolved(),  # train_steps and refine_epochs as run, never None (auto)
         "paper": PAPER,
         "data": {
             "train_examples": config.n_train,
@@ -97,6 +97,7 @@ def run(config: SkimConfig) -> dict:
         _lower_priority()
     skim_model, skim_log, skim_seconds = trained_models(config, train_features, skim=True)
     figures["train"] = {"block_skim": {"seconds": skim_seconds, "log": skim_log, "from_cache": skim_cached}}
+    figures["skim_loss_curve"] = skim_loss_curve(skim_log["joint"])
     lap("train block-skim")
     vanilla = None
     if config.train_vanilla:

@@ -12,7 +12,6 @@ A finished run in its workdir is restored (zero steps), so `frugal skim` run twi
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -69,7 +68,7 @@ def recipe_key(config: SkimConfig, skim: bool) -> str:
         "freeze_embeddings",
         "seed",
     )
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k in names}
+    fields = {k: v for k, v in config.resolved().items() if k in names}  # train_steps resolved, never None
     if skim:
         fields.update(
             predictor_layers=config.predictor_layers, alpha=config.alpha, beta=config.beta, label_rule=config.label_rule
@@ -90,7 +89,7 @@ def refine_key(config: SkimConfig) -> str:
     return _key(
         {
             "joint": recipe_key(config, True),
-            "epochs": config.refine_epochs,
+            "epochs": config.refine,
             "windows": config.refine_windows,
             "lr": config.refine_learning_rate,
             "layers": refine_layers(config),
@@ -131,7 +130,7 @@ def question_workdir(config: SkimConfig) -> Path | None:
 
 
 def refine_steps(config: SkimConfig) -> int:
-    return config.refine_epochs * -(-config.refine_windows // REFINE_BATCH)
+    return config.refine * -(-config.refine_windows // REFINE_BATCH)
 
 
 def _fit_steps(config: SkimConfig) -> int:
@@ -140,11 +139,11 @@ def _fit_steps(config: SkimConfig) -> int:
 
 def fully_cached(config: SkimConfig, *, vanilla: bool) -> bool:
     """Whether every trained piece `run(config)` needs (and the vanilla model, if asked) is cached."""
-    if config.cache_root() is None or not finished(fine_tune_workdir(config, skim=True), config.train_steps):
+    if config.cache_root() is None or not finished(fine_tune_workdir(config, skim=True), config.steps):
         return False
-    if vanilla and not finished(fine_tune_workdir(config, skim=False), config.train_steps):
+    if vanilla and not finished(fine_tune_workdir(config, skim=False), config.steps):
         return False
-    if config.refine_epochs and not finished(refine_workdir(config), refine_steps(config)):
+    if config.refine and not finished(refine_workdir(config), refine_steps(config)):
         return False
     if config.predictor_features == "diagonal":
         return True
@@ -181,8 +180,8 @@ def make_optimizer(config: SkimConfig) -> optax.GradientTransformation:
     """AdamW with linear warm-up and cosine decay; the predictors get their own peak rate."""
 
     def schedule(peak):
-        warmup = max(1, int(config.warmup_fraction * config.train_steps))
-        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, config.train_steps, peak * 0.05)
+        warmup = max(1, int(config.warmup_fraction * config.steps))
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, config.steps, peak * 0.05)
 
     transforms = {
         "encoder": optax.adamw(schedule(config.learning_rate), weight_decay=0.01),
@@ -239,7 +238,7 @@ def fine_tune(model: nnx.Module, train_features, config: SkimConfig, *, skim: bo
         state,
         loss_step(_skim_loss if skim else _vanilla_loss, has_aux=True),
         config=TrainerConfig(
-            num_steps=config.train_steps,
+            num_steps=config.steps,
             seed=config.seed,
             log_every=10,
             progress=config.progress,
@@ -428,9 +427,9 @@ def trained_models(config: SkimConfig, train_features, *, skim: bool):
     t0 = time.perf_counter()
     workdir = fine_tune_workdir(config, skim=skim)
     model, result = fine_tune(fresh_model(config, skim=skim), train_features, config, skim=skim, workdir=workdir)
-    from_cache = result.start_step == config.train_steps and config.train_steps > 0
+    from_cache = result.start_step == config.steps and config.steps > 0
     log = {"joint": result.history or _history(workdir), "from_cache": from_cache}
-    if skim and config.refine_epochs:
+    if skim and config.refine:
         log["refine"] = refine_predictors(model, train_features, config, refine_workdir(config))
     if skim and config.predictor_features != "diagonal":
         model, log["question_predictors"] = add_question_predictors(
