@@ -12,12 +12,14 @@ from frugal.models.resnet import ResNet
 from frugal.transforms.quant.aquant import BORDER_MARGIN, fake_quant_activation, grid_spec
 from frugal.transforms.quant.block_recon import (
     ReconConfig,
+    compiled_programs,
     float_network,
     init_weight_rounding,
     nearest_weight,
     quantize_resnet,
     rectified_sigmoid,
 )
+from frugal.transforms.quant.recon_cache import ReconCache
 
 IMAGES = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (40, 12, 12, 3)), np.float32)
 TINY = dict(
@@ -203,3 +205,63 @@ def test_clear_errors(model):
         ReconConfig(method="adaquant")
     with pytest.raises(ValueError, match="rank 4"):
         quantize_resnet(model, IMAGES[0], ReconConfig(progress=False))
+
+
+def _same_network(a, b):
+    np.testing.assert_array_equal(np.asarray(a(IMAGES)), np.asarray(b(IMAGES)))
+
+
+def test_qdrop_on_aquants_program_equals_its_own_border_free_program(model, runs):
+    # Frozen borders sit at exactly 0.5 and pass no gradient on, so sharing AQuant's compiled program
+    # must not change a single weight; the returned network carries no borders.
+    own, own_log = quantize_resnet(model, IMAGES, ReconConfig(method="qdrop", shared_program=False, **TINY))
+    shared, shared_log = runs["qdrop"]
+    _same_network(own, shared)
+    assert [b["loss_final"] for b in own_log["blocks"]] == [b["loss_final"] for b in shared_log["blocks"]]
+    assert all(a.granularity is None for block in shared.spec.blocks for a in block.acts)
+    assert all("border" not in a for block in shared.acts["blocks"] for a in block.values())
+
+
+def test_one_program_per_block_shape_across_methods_and_seeds(model):
+    # A setting none of the other tests use, so nothing is compiled for it yet: 2 block shapes in `model`.
+    config = ReconConfig(method="aquant", border_granularity="level", **{**TINY, "weight_bits": 3, "act_bits": 3})
+    before = compiled_programs()
+    quantize_resnet(model, IMAGES, config)
+    assert compiled_programs() - before == 2
+    quantize_resnet(model, IMAGES, dataclasses.replace(config, method="qdrop", seed=5))
+    quantize_resnet(model, IMAGES, dataclasses.replace(config, seed=7))
+    assert compiled_programs() - before == 2
+    # A border-free QDrop program is a program of its own.
+    quantize_resnet(model, IMAGES, dataclasses.replace(config, method="qdrop", shared_program=False))
+    assert compiled_programs() - before == 4
+
+
+def test_block_cache_restores_every_block_and_resumes_a_partial_run(model, runs, tmp_path):
+    config = ReconConfig(method="aquant", **TINY)
+    cache = ReconCache(tmp_path / "blocks")
+    first, first_log = quantize_resnet(model, IMAGES, config, block_cache=cache)
+    _same_network(first, runs["aquant"][0])  # caching changes nothing
+    assert len(cache) == 2 and not any(b.get("from_cache") for b in first_log["blocks"])
+    again, log = quantize_resnet(model, IMAGES, config, block_cache=cache)
+    assert all(b["from_cache"] for b in log["blocks"])
+    _same_network(again, first)
+    # A run killed after its first block: the second run restores block 1 and reconstructs block 2.
+    (json_path,) = [p for p in (tmp_path / "blocks").glob("*.json") if p.name.endswith("block1.json")]
+    json_path.unlink()
+    resumed, log = quantize_resnet(model, IMAGES, config, block_cache=cache)
+    assert [bool(b.get("from_cache")) for b in log["blocks"]] == [True, False]
+    _same_network(resumed, first)
+    # Another seed or another image set is another entry, never a stale hit.
+    other, log = quantize_resnet(model, IMAGES, dataclasses.replace(config, seed=1), block_cache=cache)
+    assert not any(b.get("from_cache") for b in log["blocks"]) and len(cache) == 4
+    _, log = quantize_resnet(model, IMAGES[::-1].copy(), config, block_cache=cache)
+    assert not any(b.get("from_cache") for b in log["blocks"])
+
+
+def test_undecided_fraction_is_logged_per_chunk_and_matches_the_end(runs):
+    for method in ("qdrop", "aquant"):
+        for block in runs[method][1]["blocks"]:
+            fractions = [h["undecided_weights"] for h in block["history"]]
+            assert len(fractions) == TINY["iterations"] // TINY["chunk"]
+            assert all(0.0 <= f <= 1.0 for f in fractions)
+            assert fractions[-1] == pytest.approx(block["undecided_weights"])

@@ -29,10 +29,14 @@ The QDrop-style baseline and AQuant share every setting except the learned borde
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import hashlib
+import json
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +161,21 @@ def _block_loss(trainable, fixed, xq, xfp, target, key, beta, regularize, spec: 
     return recon + s.round_weight * regularize * rounding, (recon, rounding)
 
 
+# How many times the training chunk was traced (one trace = one compiled program), by the Python
+# side effect in its body; `compiled_programs()` reads it.
+_TRACES = collections.Counter()
+
+
+def compiled_programs() -> int:
+    """How many reconstruction training programs this process has traced and compiled so far.
+
+    Blocks of one shape (same convolutions and activation grids), every seed and both learned
+    methods (QDrop-style runs AQuant's program with its borders frozen at 0.5) share one program,
+    so this grows with the distinct block shapes x settings x border granularities, not with runs.
+    """
+    return _TRACES["train_chunk"]
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "activation", "schedule"))
 def _train_chunk(
     trainable,
@@ -168,11 +187,13 @@ def _train_chunk(
     batch_index,
     steps,
     key,
+    learn_border,
     *,
     spec,
     activation,
     schedule: _Schedule,
 ):
+    _TRACES["train_chunk"] += 1
     tx = _optimizer(schedule)
     total = schedule.iterations
     warm = schedule.warmup * total
@@ -197,6 +218,9 @@ def _train_chunk(
             schedule,
         )
         updates, new_opt = tx.update(grads, opt_state, trainable)
+        # QDrop-style runs this same program with learn_border = 0: the borders stay at exactly 0.5, which
+        # is round-to-nearest, and they hand no gradient to anything else (see aquant.fake_quant_activation).
+        updates = {**updates, "border": jax.tree.map(lambda u: u * learn_border, updates["border"])}
         new_trainable = optax.apply_updates(trainable, updates)
         # Steps past the last iteration (padding of the final chunk) change nothing.
         valid = t < total
@@ -243,7 +267,8 @@ def _calibrate_block(spec: BlockSpec, weights: dict, xq, activation: Callable, c
         for name in weights
     }
     acts, act_specs = {}, []
-    aquant = config.method == "aquant"
+    # QDrop-style shares AQuant's program (borders frozen at 0.5) unless config.shared_program is off.
+    aquant = config.method == "aquant" or (config.method == "qdrop" and config.shared_program)
 
     def calibrate(name, v):
         grid = _low_grid(config, config.act_bits, v)
@@ -268,6 +293,8 @@ def reconstruct_block(
     *,
     block_index: int = 0,
     label: str = "",
+    cache: BlockCache | None = None,
+    cache_key: str | None = None,
 ) -> tuple[BlockSpec, dict, dict, dict]:
     """Quantizes one block. `weights` are its float (folded) convolutions, `xq`/`xfp` its inputs in
     the quantized and in the float model over the calibration set.
@@ -276,12 +303,30 @@ def reconstruct_block(
     params, log)``. The log has the block's error over the calibration set with round-to-nearest
     (``loss_rtn``), after reconstruction (``loss_reconstructed``) and of what is returned
     (``loss_final``), whether the reconstruction was kept (``kept``), the share of AdaRound
-    variables still undecided at the end, the mean border shift ``|b - 0.5|`` and the training
-    loss history.
+    variables still undecided at the end (and after every logged chunk in ``history``), the mean
+    border shift ``|b - 0.5|`` and the training loss history.
+
+    With a `cache` (any object with ``get(key)`` -> ``(arrays, log)`` or None and
+    ``put(key, arrays, log)``, e.g. :class:`frugal.transforms.quant.recon_cache.ReconCache`) and a
+    `cache_key` naming everything the result depends on, a block found there is restored instead of
+    reconstructed, and a reconstructed one is stored: a killed run resumes at its last finished block.
     """
     t0 = time.perf_counter()
     target = _batched(lambda x: _float_block(weights, x, spec=spec, activation=activation), xfp)
     spec, wstate, rtn_weights, acts = _calibrate_block(spec, weights, xq, activation, config)
+    # QDrop-style trains with AQuant's program (borders frozen at 0.5) and returns without borders.
+    frozen_borders = config.method == "qdrop" and config.shared_program
+    out_spec = _without_borders(spec) if frozen_borders else spec
+    if frozen_borders:
+        acts_out = {n: {k: v for k, v in a.items() if k != "border"} for n, a in acts.items()}
+    else:
+        acts_out = acts
+    if cache is not None and cache_key is not None and config.method != "rtn":
+        found = cache.get(cache_key)
+        if found is not None:
+            arrays, log = found
+            restored_weights, restored_acts = _restore((rtn_weights, acts_out), arrays)
+            return out_spec, restored_weights, restored_acts, {**log, "from_cache": True}
     block_error = lambda w, a: _recon_error(
         lambda x: _quantized_block(w, a, x, spec=spec, activation=activation), xq, target
     )
@@ -316,6 +361,7 @@ def reconstruct_block(
     chunks = -(-config.iterations // chunk)
     batch_index = rng.integers(0, len(xq), size=(chunks * chunk, config.batch_size))
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), block_index)
+    learn_border = jnp.float32(0.0 if frozen_borders else 1.0)
     from tqdm.auto import tqdm
 
     with tqdm(
@@ -333,6 +379,7 @@ def reconstruct_block(
                 jnp.asarray(batch_index[steps]),
                 jnp.asarray(steps, jnp.float32),
                 key,
+                learn_border,
                 spec=spec,
                 activation=activation,
                 schedule=schedule,
@@ -344,6 +391,9 @@ def reconstruct_block(
                     "iteration": int(steps[n_valid - 1]) + 1,
                     "recon_loss": mean_recon,
                     "rounding_loss": float(jnp.mean(rounding[:n_valid])),
+                    "undecided_weights": undecided_fraction(
+                        jnp.concatenate([v.ravel() for v in trainable["v"].values()])
+                    ),
                 }
             )
             bar.update(n_valid)
@@ -354,22 +404,64 @@ def reconstruct_block(
         n: {
             "scale": jnp.maximum(trainable["scale"][n], 1e-8),
             "offset": a["offset"],
-            **({"border": trainable["border"][n]} if n in trainable["border"] else {}),
+            **({"border": trainable["border"][n]} if n in trainable["border"] and not frozen_borders else {}),
         }
         for n, a in acts.items()
     }
-    log["loss_reconstructed"] = block_error(hard_weights, final_acts)
+    log["loss_reconstructed"] = _recon_error(
+        lambda x: _quantized_block(hard_weights, final_acts, x, spec=out_spec, activation=activation), xq, target
+    )
     all_v = jnp.concatenate([v.ravel() for v in trainable["v"].values()])
     log["undecided_weights"] = undecided_fraction(all_v)
-    if trainable["border"]:
+    if trainable["border"] and not frozen_borders:
         borders = jnp.concatenate([border_from_logits(b).ravel() for b in trainable["border"].values()])
         log["border_shift"] = float(jnp.mean(jnp.abs(borders - 0.5)))
     log["kept"] = log["loss_reconstructed"] < loss_rtn or not config.fallback_to_nearest
+    if log["kept"]:
+        log["loss_final"] = log["loss_reconstructed"]
+        result = (hard_weights, final_acts)
+    else:
+        result = (rtn_weights, acts_out)
     log["seconds"] = time.perf_counter() - t0
-    if not log["kept"]:
-        return spec, rtn_weights, acts, log
-    log["loss_final"] = log["loss_reconstructed"]
-    return spec, hard_weights, final_acts, log
+    if cache is not None and cache_key is not None:
+        cache.put(cache_key, _leaves(result), log)
+    return out_spec, *result, log
+
+
+def _without_borders(spec: BlockSpec) -> BlockSpec:
+    return dataclasses.replace(spec, acts=tuple(dataclasses.replace(a, granularity=None) for a in spec.acts))
+
+
+def _leaves(tree) -> dict[str, np.ndarray]:
+    """A pytree of arrays as {path string: array}, for a cache file."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): np.asarray(v) for path, v in flat}
+
+
+def _restore(template, arrays: dict[str, np.ndarray]):
+    """`template`'s pytree with every leaf taken from `arrays` (as written by `_leaves`)."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    missing = [jax.tree_util.keystr(p) for p, _ in flat if jax.tree_util.keystr(p) not in arrays]
+    if missing:
+        raise ValueError(f"a cached block lacks {missing[:3]}: the cache entry does not match this block; delete it")
+    values = []
+    for path, leaf in flat:
+        value = jnp.asarray(arrays[jax.tree_util.keystr(path)])
+        if value.shape != jnp.shape(leaf):
+            raise ValueError(
+                f"a cached block's {jax.tree_util.keystr(path)} has shape {value.shape}, not {jnp.shape(leaf)}: "
+                "the cache entry does not match this block; delete it"
+            )
+        values.append(value)
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+class BlockCache(Protocol):
+    """Where reconstructed blocks are kept between runs (see `reconstruct_block`)."""
+
+    def get(self, key: str) -> tuple[dict[str, np.ndarray], dict] | None: ...
+
+    def put(self, key: str, arrays: dict[str, np.ndarray], log: dict) -> None: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,15 +480,29 @@ def _round_layer(p: dict, grid: GridSpec) -> dict:
     return {"w": nearest_weight(p["w"], state, grid), "b": p["b"]}
 
 
+def run_digest(params, images, config: ReconConfig) -> str:
+    """A name for everything a reconstruction depends on: the folded float weights, the calibration
+    images and every setting that changes numbers (not `progress`)."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(images, np.float32)).tobytes())
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
 def quantize_resnet(
-    model: nnx.Module, calibration_images, config: ReconConfig | None = None
+    model: nnx.Module, calibration_images, config: ReconConfig | None = None, *, block_cache: BlockCache | None = None
 ) -> tuple[QuantizedResNet, dict]:
     """Post-training quantization of a frugal ResNet by `config.method` ("rtn", "qdrop", "aquant").
 
     `calibration_images` (NHWC) supply the first ``config.calibration_size`` images. The input
     model is not modified. Returns the quantized network and a log (per-block reconstruction
     errors and loss histories, and ``fallbacks``: how many blocks kept round-to-nearest because
-    their reconstruction did not beat it).
+    their reconstruction did not beat it). With a `block_cache` every reconstructed block is stored
+    under ``run_digest(...)-block<i>`` and restored on the next run with the same inputs.
     """
     config = config or ReconConfig()
     spec, params = fold_resnet(model)
@@ -410,6 +516,7 @@ def quantize_resnet(
             f"{len(images)} given), fewer than one batch of batch_size={config.batch_size}"
         )
     images = jnp.asarray(images[:n])
+    digest = run_digest(params, images, config) if block_cache is not None else None
     t0 = time.perf_counter()
     edge_w = config.first_last_bits or config.weight_bits
     edge_a = config.first_last_bits or config.act_bits
@@ -434,7 +541,16 @@ def quantize_resnet(
     for i, block in enumerate(spec.blocks):
         label = f"{config.method} W{config.weight_bits}A{config.act_bits} block {i + 1}/{len(spec.blocks)}"
         bspec, bweights, bacts, log = reconstruct_block(
-            block, params["blocks"][i], xq, xfp, spec.activation, config, block_index=i, label=label
+            block,
+            params["blocks"][i],
+            xq,
+            xfp,
+            spec.activation,
+            config,
+            block_index=i,
+            label=label,
+            cache=block_cache,
+            cache_key=None if digest is None else f"{digest}-block{i}",
         )
         block_specs.append(bspec)
         weights["blocks"].append(bweights)

@@ -43,6 +43,9 @@ class ReconConfig:
     # Keep a block's reconstruction only if it lowers the block's error on the calibration set
     # below round-to-nearest's; otherwise that block stays at round-to-nearest.
     fallback_to_nearest: bool = True
+    # QDrop-style runs AQuant's compiled program with the borders frozen at 0.5 (identical numbers, one
+    # program for both methods); False gives it a border-free program of its own.
+    shared_program: bool = True
     seed: int = 0
     progress: bool = True
 

@@ -36,10 +36,13 @@ def setting_name(weight_bits: int, act_bits: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class AQuantConfig:
-    """The float model and data of the experiment, the W/A settings and methods, and the
+    """The float models and data of the experiment, the W/A settings, methods and seeds, and the
     reconstruction recipe shared by every method (QDrop's, with the iteration count and learning
     rates a CPU budget forces: QDrop runs 20,000 iterations per block at weight lr 1e-3, scale lr
-    4e-5; with 40x fewer iterations the AdaRound variables and LSQ scales need larger steps to move)."""
+    4e-5; with 10x fewer iterations the AdaRound variables and LSQ scales need larger steps to move).
+
+    Every (model, setting, method) runs once per seed in `seeds`: a new calibration subset and a new
+    reconstruction batch order and dropping pattern; the float model and the test images stay."""
 
     dataset: Literal["shapes", "digits", "cifar10", "imagefolder"] = knob(
         "shapes", "built-in shapes or digits, or your cifar10 / imagefolder with --data-path"
@@ -49,18 +52,22 @@ class AQuantConfig:
     n_test: int = knob(10000, "shapes test images: many, so a point of accuracy is resolvable")
     validation_size: int = knob(2000, "training images held out (never trained or calibrated on) to pick knobs")
     image_size: int | None = knob(None, "image side (none: the dataset's own)")
-    model: str = knob("cifar_resnet8", "ResNet from frugal.models.resnet", choices=MODELS)
+    models: tuple[str, ...] = knob(
+        ("cifar_resnet8", "cifar_resnet20"),
+        "ResNets from frugal.models.resnet, each trained in float and quantized every way",
+        choices=MODELS,
+    )
     width: int = knob(16, "width of the cifar_* ResNets")
     fp_steps: int = knob(3000, "float training steps")
     fp_batch_size: int = knob(64, "float training batch size")
     fp_learning_rate: float = knob(3e-3, "float training peak learning rate")
     max_shift: int = knob(2, "random-translation augmentation of the float training (pixels)")
-    settings: tuple[str, ...] = knob(("W2A2", "W2A4", "W3A3", "W4A4"), "W/A bit settings, e.g. W2A2 W3A3")
+    settings: tuple[str, ...] = knob(("W2A2", "W3A3"), "W/A bit settings, e.g. W2A2 W2A4 W3A3 W4A4")
     methods: tuple[str, ...] = knob(METHODS, "PTQ methods", choices=METHODS)
     granularity: str = knob(
         "auto",
-        "AQuant border granularity; auto runs every --candidates granularity at every setting and "
-        "reports the best on the validation images",
+        "AQuant border granularity; auto runs every --candidates granularity at every setting with the first "
+        "of --seeds and keeps the best on the validation images for every seed",
         choices=("auto", *GRANULARITIES),
     )
     candidates: tuple[str, ...] = knob(
@@ -75,18 +82,22 @@ class AQuantConfig:
     ablation_setting: str = knob("W2A2", "the W/A setting of the ablation")
     first_last_bits: int | None = knob(8, "bits of the first and last layers (none: the setting's bits)")
     calibration_size: int = knob(1024, "calibration images, one seeded subset shared by every method")
-    iterations: int = knob(500, "reconstruction iterations per block (QDrop: 20,000)")
+    iterations: int = knob(2000, "reconstruction iterations per block (QDrop: 20,000)")
     recon_batch_size: int = knob(32, "reconstruction batch size")
     drop_prob: float = knob(0.5, "QDrop's activation dropping probability")
     weight_lr: float = knob(1e-2, "AdaRound variables' learning rate (QDrop: 1e-3 at 20,000 iterations)")
     scale_lr: float = knob(1e-3, "LSQ activation scales' learning rate (QDrop: 4e-5)")
     border_lr: float = knob(1e-2, "AQuant border logits' learning rate")
     fallback: bool = knob(True, "a block whose reconstruction does not beat round-to-nearest keeps round-to-nearest")
-    seed: int = knob(0, "seed of the data, float model, calibration subset and reconstruction")
-    fp_cache: str | None = knob(
-        None,
-        "a .npz holding the trained float model: reused when it was trained with the same recipe "
-        "(dataset, sizes, model, width, steps, seed), written otherwise",
+    seed: int = knob(0, "seed of the data and the float models")
+    seeds: tuple[int, ...] = knob(
+        (0, 1, 2), "seeds of the calibration subset and the reconstruction (batch order, dropping); one run each"
+    )
+    cache_dir: str | None = knob(
+        "auto",
+        "where trained float models and reconstructed blocks are kept, named by everything they depend on, "
+        "so a rerun or a killed run resumes (auto: $XDG_CACHE_HOME/frugal/aquant or ~/.cache/frugal/aquant; "
+        "none: nothing is kept)",
     )
     outdir: str = knob("reports/quant", "where aquant.{json,md,png} go")
     progress: bool = knob(True, "progress bars")
@@ -113,8 +124,13 @@ class AQuantConfig:
                 f"data_path={self.data_path!r} is given but dataset={self.dataset!r} is built in and reads no path; "
                 "use --dataset cifar10 or imagefolder for your own data, or drop --data-path"
             )
-        if self.model not in MODELS:
-            raise ValueError(f"model={self.model!r}; choose a ResNet of frugal.models.resnet: {MODELS}")
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown or not self.models:
+            raise ValueError(f"models={self.models!r}; choose one or more ResNets of frugal.models.resnet: {MODELS}")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models={self.models!r} names a model twice")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds={self.seeds!r} must be one or more distinct integers >= 0")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods={self.methods!r}; choose one or more of {METHODS}")
@@ -177,14 +193,26 @@ class AQuantConfig:
             scale_lr=self.scale_lr,
             border_lr=self.border_lr,
             fallback_to_nearest=self.fallback,
-            seed=self.seed,
+            seed=self.seeds[0],
             progress=self.progress,
         )
 
+    def cache_root(self):
+        """The folder of cached float models and blocks (None: nothing is cached)."""
+        from pathlib import Path
 
-# The tour's section (about half a minute): a width-8 ResNet-8 on the 8x8 digits, W2A2, 30 iterations.
+        from frugal.scripts.data import user_cache_dir
+
+        if self.cache_dir is None:
+            return None
+        return user_cache_dir() / "aquant" if self.cache_dir == "auto" else Path(self.cache_dir)
+
+
+# The tour's section (about half a minute): a width-8 ResNet-8 on the 8x8 digits, W2A2, 30 iterations, one seed.
 _TOUR = AQuantConfig(
     dataset="digits",
+    models=("cifar_resnet8",),
+    seeds=(0,),
     width=8,
     fp_steps=120,
     max_shift=0,
@@ -201,7 +229,15 @@ PRESETS = check_presets(
     {
         # the tests' run (seconds): width 4, 30 float steps, 5 iterations per block
         "quick": dataclasses.replace(
-            _TOUR, width=4, fp_steps=30, validation_size=200, calibration_size=32, iterations=5, recon_batch_size=8
+            _TOUR,
+            width=4,
+            fp_steps=30,
+            validation_size=200,
+            calibration_size=32,
+            iterations=5,
+            recon_batch_size=8,
+            seeds=(0, 1),
+            cache_dir=None,
         ),
         "tour": _TOUR,
         "full": AQuantConfig(),

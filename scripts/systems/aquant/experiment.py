@@ -11,7 +11,9 @@ ours as context (different model and data: compare the ordering, not the values)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -40,7 +42,6 @@ FP_TRAINING_FIELDS = (
     "n_test",
     "validation_size",
     "image_size",
-    "model",
     "width",
     "fp_steps",
     "fp_batch_size",
@@ -50,29 +51,40 @@ FP_TRAINING_FIELDS = (
 )
 
 
-def _fp_key(config: AQuantConfig) -> str:
-    return json.dumps({f: getattr(config, f) for f in FP_TRAINING_FIELDS}, sort_keys=True)
+def _fp_recipe(config: AQuantConfig, model_name: str) -> str:
+    return json.dumps({"model": model_name, **{f: getattr(config, f) for f in FP_TRAINING_FIELDS}}, sort_keys=True)
 
 
-def train_or_load_float_model(config: AQuantConfig, data, model):
+def fp_cache_path(config: AQuantConfig, model_name: str) -> Path | None:
+    """Where the float model of this recipe is kept (None without a cache folder)."""
+    root = config.cache_root()
+    if root is None:
+        return None
+    digest = hashlib.sha256(_fp_recipe(config, model_name).encode()).hexdigest()[:16]
+    return root / "float" / f"{model_name}-{digest}.npz"
+
+
+def train_or_load_float_model(config: AQuantConfig, model_name: str, data, model):
     """Trains `model` with the config's float recipe, or loads the arrays a previous run with the
-    same recipe stored in `config.fp_cache` (.npz, no pickle). Returns (model, train seconds)."""
+    same recipe stored in the cache folder (.npz, no pickle; written atomically). Returns (model,
+    train seconds, whether it came from the cache)."""
     from flax import nnx
 
     from frugal.scripts.harness import fit_classifier
 
-    cache = Path(config.fp_cache) if config.fp_cache else None
+    cache = fp_cache_path(config, model_name)
     if cache is not None and cache.exists():
-        stored = np.load(cache, allow_pickle=False)
-        if str(stored["__recipe__"]) != _fp_key(config):
-            raise ValueError(
-                f"fp_cache={str(cache)!r} holds a model trained with {stored['__recipe__']}, not this "
-                f"config's {_fp_key(config)}; pass another --fp-cache path or delete the file"
-            )
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))
-        values = [np.asarray(stored[jax.tree_util.keystr(path)]) for path, _ in leaves]
+        with np.load(cache, allow_pickle=False) as stored:
+            if str(stored["__recipe__"]) != _fp_recipe(config, model_name):
+                raise ValueError(
+                    f"{cache} holds a model trained with {stored['__recipe__']}, not this config's "
+                    f"{_fp_recipe(config, model_name)}; delete the file or pass another --cache-dir"
+                )
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))
+            values = [np.asarray(stored[jax.tree_util.keystr(path)]) for path, _ in leaves]
+            seconds = float(stored["__seconds__"])
         nnx.update(model, jax.tree_util.tree_unflatten(treedef, values))
-        return model, float(stored["__seconds__"])
+        return model, seconds, True
     fit = fit_classifier(
         model,
         data,
@@ -87,8 +99,13 @@ def train_or_load_float_model(config: AQuantConfig, data, model):
         leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(fit.model)))
         arrays = {jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, __recipe__=np.asarray(_fp_key(config)), __seconds__=np.asarray(fit.seconds), **arrays)
-    return fit.model, fit.seconds
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(
+                f, __recipe__=np.asarray(_fp_recipe(config, model_name)), __seconds__=np.asarray(fit.seconds), **arrays
+            )
+        os.replace(tmp, cache)
+    return fit.model, fit.seconds, False
 
 
 def load_data(config: AQuantConfig):
@@ -135,9 +152,25 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
-def recon_config_for(config: AQuantConfig, w: int, a: int, method: str, granularity: str) -> ReconConfig:
+def recon_config_for(
+    config: AQuantConfig, w: int, a: int, method: str, granularity: str, seed: int | None = None
+) -> ReconConfig:
     # Only the per-run fields change; everything else is config.recon, shared by every method.
-    return dataclasses.replace(config.recon, weight_bits=w, act_bits=a, method=method, border_granularity=granularity)
+    return dataclasses.replace(
+        config.recon,
+        weight_bits=w,
+        act_bits=a,
+        method=method,
+        border_granularity=granularity,
+        seed=config.seeds[0] if seed is None else seed,
+    )
+
+
+def calibration_subset(config: AQuantConfig, train_x: np.ndarray, seed: int) -> np.ndarray:
+    """The calibration images of one seed: a seeded subset of the training images (shared by every
+    method and setting of that seed)."""
+    order = np.random.default_rng([config.seed, 1, seed]).permutation(len(train_x))
+    return train_x[order[: config.recon.calibration_size]]
 
 
 def _block_summary(log: dict) -> list[dict]:
@@ -154,80 +187,24 @@ def _block_summary(log: dict) -> list[dict]:
             "train_loss_last": b["history"][-1]["recon_loss"] if b["history"] else None,
             "history": b["history"],
             "seconds": b["seconds"],
+            "from_cache": bool(b.get("from_cache", False)),
         }
         for b in log["blocks"]
     ]
 
 
 def run(config: AQuantConfig) -> dict:
-    """Trains the float model, quantizes it every way, and returns (and writes) the figures."""
-    from frugal.models.registry import create_image_model
+    """Trains (or restores) every float model, quantizes it every way with every seed, and returns
+    (and writes) the figures."""
     from frugal.scripts import report
-    from frugal.transforms.quant.block_recon import float_network, quantize_resnet
+    from frugal.transforms.quant import block_recon
 
     t0 = time.perf_counter()
     before = report.machine_description()
-    data, (val_x, val_y) = load_data(config)
-    kwargs = {"width": config.width} if config.model.startswith("cifar_") else {}
-    model = create_image_model(
-        config.model, num_classes=data.num_classes, in_channels=data.image_shape[-1], seed=config.seed, **kwargs
-    )
-    from_cache = bool(config.fp_cache) and Path(config.fp_cache).exists()
-    trained, fp_seconds = train_or_load_float_model(config, data, model)
-    trained.eval()
-    # One seeded calibration subset of the training images, shared by every method and setting.
-    order = np.random.default_rng([config.seed, 1]).permutation(len(data.train_x))
-    calibration = data.train_x[order[: config.recon.calibration_size]]
-
-    correct = {}  # run name -> per-test-image correctness, for paired differences
-
-    def evaluate(name: str, net) -> dict:
-        correct[name] = correct_predictions(net, data.test_x, data.test_y)
-        acc = float(correct[name].mean())
-        out = {"test": acc, "test_std_error": std_error(acc, len(data.test_x))}
-        if len(val_x):
-            out["validation"] = accuracy(net, val_x, val_y)
-        return out
-
-    fp = evaluate("FP", float_network(trained))
-    results, blocks, fallbacks, selection = {}, {}, {}, {}
-
-    def quantize(run_name: str, w: int, a: int, method: str, granularity: str) -> dict:
-        net, log = quantize_resnet(trained, calibration, recon_config_for(config, w, a, method, granularity))
-        blocks[run_name] = _block_summary(log)
-        fallbacks[run_name] = log["fallbacks"]
-        return evaluate(run_name, net)
-
-    fixed = config.recon.border_granularity  # AQuant's border when not picked on validation
-    for w, a in config.setting_pairs:
-        name = setting_name(w, a)
-        results[name] = {}
-        for method in config.methods:
-            if method != "aquant" or not config.granularity_candidates:
-                results[name][method] = quantize(f"{name}/{method}", w, a, method, fixed)
-                continue
-            tried = {g: quantize(f"{name}/aquant-{g}", w, a, method, g) for g in config.granularity_candidates}
-            best = max(config.granularity_candidates, key=lambda g: tried[g]["validation"])  # first of equals
-            results[name]["aquant"] = {**tried[best], "granularity": best}
-            correct[f"{name}/aquant"] = correct[f"{name}/aquant-{best}"]
-            selection[name] = {"selected": best, "results": tried}
-    ablation = {}
-    if config.ablation and "aquant" in config.methods:
-        w, a = parse_setting(config.ablation_setting)
-        name = setting_name(w, a)
-        for granularity in dict.fromkeys((fixed, *config.ablation)):  # each once
-            if granularity == fixed and name in results:
-                ablation[granularity] = results[name]["aquant"]
-                continue
-            ablation[granularity] = quantize(f"{name}/aquant-{granularity}", w, a, "aquant", granularity)
-
-    differences = {}
-    for name in results:
-        for other in ("qdrop", "rtn"):
-            if f"{name}/aquant" in correct and f"{name}/{other}" in correct:
-                diff, se = paired_difference(correct[f"{name}/aquant"], correct[f"{name}/{other}"])
-                differences[f"{name}: AQuant - {METHOD_LABELS[other]}"] = {"points": 100 * diff, "std_error": 100 * se}
-
+    programs_before = block_recon.compiled_programs()
+    data, validation = load_data(config)
+    models = {name: _run_model(config, name, data, validation) for name in config.models}
+    checks = {f"{name}: {claim}": v for name, m in models.items() for claim, v in m["checks"].items()}
     figures = {
         "config": dataclasses.asdict(config),
         "recon": dataclasses.asdict(config.recon),
@@ -235,27 +212,16 @@ def run(config: AQuantConfig) -> dict:
         "dataset": {
             "name": data.name,
             "train": len(data.train_x),
-            "validation": int(len(val_x)),
+            "validation": int(len(validation[0])),
             "test": len(data.test_x),
             "image_shape": list(data.image_shape),
             "classes": data.num_classes,
         },
-        "fp_accuracy": fp["test"],
-        "fp": fp,
-        "fp_train_seconds": fp_seconds,
-        "fp_from_cache": from_cache,
-        "accuracy": {n: {m: r["test"] for m, r in accs.items()} for n, accs in results.items()},
-        "results": results,
-        "differences": differences,
-        "fallbacks": fallbacks,
-        "ablation": {
-            "setting": config.ablation_setting,
-            "accuracy": {g: r["test"] for g, r in ablation.items()},
-            "results": ablation,
-        },
-        "granularity_selection": selection,
-        "blocks": blocks,
-        "checks": _checks(results, blocks, differences, fallback=config.fallback),
+        "seeds": list(config.seeds),
+        "models": models,
+        "checks": checks,
+        "compiled_programs": block_recon.compiled_programs() - programs_before,
+        "block_reconstructions": sum(m["block_reconstructions"] for m in models.values()),
         "paper_resnet18_imagenet": PAPER_RESNET18,
         "machine": report.machine_record(before),
         "seconds": time.perf_counter() - t0,
@@ -267,12 +233,215 @@ def run(config: AQuantConfig) -> dict:
     return figures
 
 
+def _run_model(config: AQuantConfig, model_name: str, data, validation) -> dict:
+    """One float model quantized at every setting with every method and seed."""
+    from frugal.models.registry import create_image_model
+    from frugal.transforms.quant import block_recon
+    from frugal.transforms.quant.recon_cache import ReconCache
+
+    val_x, val_y = validation
+    kwargs = {"width": config.width} if model_name.startswith("cifar_") else {}
+    model = create_image_model(
+        model_name, num_classes=data.num_classes, in_channels=data.image_shape[-1], seed=config.seed, **kwargs
+    )
+    trained, fp_seconds, from_cache = train_or_load_float_model(config, model_name, data, model)
+    trained.eval()
+    root = config.cache_root()
+    cache = None if root is None else ReconCache(root / "blocks")
+
+    correct = {}  # (seed, run name) -> per-test-image correctness, for paired differences
+
+    def evaluate(seed, name: str, net) -> dict:
+        correct[seed, name] = correct_predictions(net, data.test_x, data.test_y)
+        acc = float(correct[seed, name].mean())
+        out = {"test": acc, "test_std_error": std_error(acc, len(data.test_x))}
+        if len(val_x):
+            out["validation"] = accuracy(net, val_x, val_y)
+        return out
+
+    fp = evaluate(None, "FP", block_recon.float_network(trained))
+    seeds, selection, ablation = {}, {}, {}
+    counts = {"reconstructed": 0}
+    fixed = config.recon.border_granularity  # AQuant's border when not picked on validation
+    for index, seed in enumerate(config.seeds):
+        calibration = calibration_subset(config, data.train_x, seed)
+        results, blocks, fallbacks = {}, {}, {}
+
+        def quantize(run_name: str, w: int, a: int, method: str, granularity: str) -> dict:
+            recon = recon_config_for(config, w, a, method, granularity, seed)
+            net, log = block_recon.quantize_resnet(trained, calibration, recon, block_cache=cache)
+            blocks[run_name] = _block_summary(log)
+            if method != "rtn":
+                counts["reconstructed"] += sum(1 for b in blocks[run_name] if not b["from_cache"])
+            fallbacks[run_name] = log["fallbacks"]
+            return evaluate(seed, run_name, net)
+
+        for w, a in config.setting_pairs:
+            name = setting_name(w, a)
+            results[name] = {}
+            for method in config.methods:
+                if method != "aquant" or not config.granularity_candidates:
+                    results[name][method] = quantize(f"{name}/{method}", w, a, method, fixed)
+                    continue
+                if index == 0:  # the granularity is picked with the first seed and kept for the others
+                    tried = {g: quantize(f"{name}/aquant-{g}", w, a, method, g) for g in config.granularity_candidates}
+                    best = max(config.granularity_candidates, key=lambda g: tried[g]["validation"])  # first of equals
+                    selection[name] = {"selected": best, "seed": seed, "results": tried}
+                    result = tried[best]
+                    blocks[f"{name}/aquant"] = blocks[f"{name}/aquant-{best}"]
+                    fallbacks[f"{name}/aquant"] = fallbacks[f"{name}/aquant-{best}"]
+                    correct[seed, f"{name}/aquant"] = correct[seed, f"{name}/aquant-{best}"]
+                else:
+                    best = selection[name]["selected"]
+                    result = quantize(f"{name}/aquant", w, a, method, best)
+                results[name]["aquant"] = {**result, "granularity": best}
+        if index == 0 and config.ablation and "aquant" in config.methods:
+            w, a = parse_setting(config.ablation_setting)
+            name = setting_name(w, a)
+            for granularity in dict.fromkeys((fixed, *config.ablation)):  # each once
+                if granularity == fixed and name in results:
+                    ablation[granularity] = results[name]["aquant"]
+                    continue
+                ablation[granularity] = quantize(f"{name}/aquant-{granularity}", w, a, "aquant", granularity)
+        differences = {}
+        for name in results:
+            for other in ("qdrop", "rtn"):
+                if (seed, f"{name}/aquant") in correct and (seed, f"{name}/{other}") in correct:
+                    diff, se = paired_difference(correct[seed, f"{name}/aquant"], correct[seed, f"{name}/{other}"])
+                    differences[f"{name}: AQuant - {METHOD_LABELS[other]}"] = {
+                        "points": 100 * diff,
+                        "std_error": 100 * se,
+                    }
+        seeds[str(seed)] = {
+            "accuracy": {n: {m: r["test"] for m, r in accs.items()} for n, accs in results.items()},
+            "results": results,
+            "differences": differences,
+            "fallbacks": fallbacks,
+            "blocks": blocks,
+        }
+    summary = _seed_summary(config, seeds)
+    seed_differences = _seed_differences(config, correct, seeds)
+    undecided = _undecided(seeds)
+    return {
+        "model": model_name,
+        "width": config.width if model_name.startswith("cifar_") else None,
+        "fp_accuracy": fp["test"],
+        "fp": fp,
+        "fp_train_seconds": fp_seconds,
+        "fp_from_cache": from_cache,
+        "seeds": seeds,
+        "summary": summary,
+        "seed_differences": seed_differences,
+        "granularity_selection": selection,
+        "ablation": {
+            "setting": config.ablation_setting,
+            "accuracy": {g: r["test"] for g, r in ablation.items()},
+            "results": ablation,
+        },
+        "undecided_weights": undecided,
+        "checks": _checks(seed_differences, seeds, undecided, fallback=config.fallback),
+        "block_reconstructions": counts["reconstructed"],
+    }
+
+
+def _mean_sd(values) -> tuple[float, float]:
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def _seed_summary(config: AQuantConfig, seeds: dict) -> dict:
+    """Per setting and method: test top-1 (%) per seed, their mean and standard deviation."""
+    out = {}
+    for name in next(iter(seeds.values()))["accuracy"]:
+        out[name] = {}
+        for method in config.methods:
+            per_seed = [100 * s["accuracy"][name][method] for s in seeds.values()]
+            mean, sd = _mean_sd(per_seed)
+            out[name][method] = {"per_seed": per_seed, "mean": mean, "sd": sd}
+    return out
+
+
+def seed_statistics(per_seed: list[float], per_image: np.ndarray | None = None) -> dict:
+    """Mean and spread of a difference measured once per seed (points), and the noise it is judged by.
+
+    ``sd``: the standard deviation over seeds (the run-to-run spread: calibration sample and
+    reconstruction). ``se_seeds = sd / sqrt(n)``. ``se_test``: the standard error over test images of
+    the seed-averaged per-image difference (`per_image`, one row per seed), the sampling noise of the
+    fixed test set, which the seeds cannot show. ``threshold = max(sd, 2 * sqrt(se_seeds^2 +
+    se_test^2))``: a difference "holds" only beyond it, i.e. beyond both its seed spread and two
+    standard errors of everything that varies.
+    """
+    n = len(per_seed)
+    mean, sd = _mean_sd(per_seed)
+    se_seeds = sd / np.sqrt(n)
+    se_test = 0.0
+    if per_image is not None and per_image.shape[-1] > 1:
+        d = np.asarray(per_image, np.float64).reshape(n, -1).mean(axis=0)
+        se_test = 100 * float(d.std(ddof=1) / np.sqrt(len(d)))
+    noise = float(np.hypot(se_seeds, se_test))
+    return {
+        "per_seed": [float(v) for v in per_seed],
+        "mean": mean,
+        "sd": sd,
+        "se_seeds": float(se_seeds),
+        "se_test": se_test,
+        "threshold": max(sd, NOISE_SE * noise),
+        "seeds": n,
+    }
+
+
+def seed_verdict(stats: dict, *, at_least: bool = False) -> str:
+    """ "holds" when the seed-mean difference exceeds its threshold (`seed_statistics`), "within
+    noise" when |mean| <= threshold, else "NO"; with one seed there is no spread to judge by, so a
+    positive difference is "one seed: no verdict". With `at_least` (a ">=" claim) within noise holds."""
+    mean, threshold = stats["mean"], stats["threshold"]
+    if mean > threshold:
+        return "holds" if stats["seeds"] >= 2 else "one seed: no verdict"
+    if mean >= -threshold:
+        return "holds" if at_least else "within noise"
+    return "NO"
+
+
+def _seed_differences(config: AQuantConfig, correct: dict, seeds: dict) -> dict:
+    out = {}
+    for name in next(iter(seeds.values()))["accuracy"]:
+        for other in ("qdrop", "rtn"):
+            label = f"{name}: AQuant - {METHOD_LABELS[other]}"
+            if not all(label in s["differences"] for s in seeds.values()):
+                continue
+            per_image = np.stack(
+                [
+                    correct[seed, f"{name}/aquant"].astype(np.float64) - correct[seed, f"{name}/{other}"]
+                    for seed in config.seeds
+                ]
+            )
+            out[label] = seed_statistics([s["differences"][label]["points"] for s in seeds.values()], per_image)
+    return out
+
+
+def _undecided(seeds: dict) -> dict:
+    """Per learned run (setting/method): the undecided AdaRound fraction per block, mean and max over seeds."""
+    out = {}
+    first = next(iter(seeds.values()))["blocks"]
+    for key in first:
+        if key.endswith("/rtn") or "/aquant-" in key:
+            continue
+        per_seed = [[b["undecided_weights"] for b in s["blocks"][key]] for s in seeds.values() if key in s["blocks"]]
+        if not per_seed or any(v is None for row in per_seed for v in row):
+            continue
+        arr = np.asarray(per_seed, np.float64)
+        out[key] = {"mean": arr.mean(axis=0).tolist(), "max": arr.max(axis=0).tolist()}
+    return out
+
+
 # A paired difference "holds" only beyond this many standard errors (about 95% two-sided).
 NOISE_SE = 2.0
+# The undecided share of AdaRound variables a settled reconstruction stays below, per block.
+SETTLED_UNDECIDED = 0.05
 
 
 def verdict(points: float, std_error: float, *, at_least: bool = False) -> str:
-    """ "holds" when the difference clears its noise, "within noise" when |diff| <= NOISE_SE x SE,
+    """ "holds" when one run's difference clears its noise, "within noise" when |diff| <= NOISE_SE x SE,
     else "NO". With `at_least` (a ">=" claim), a difference within noise also holds."""
     if points > NOISE_SE * std_error:
         return "holds"
@@ -281,20 +450,19 @@ def verdict(points: float, std_error: float, *, at_least: bool = False) -> str:
     return "NO"
 
 
-def _checks(results: dict, blocks: dict, differences: dict, *, fallback: bool) -> dict:
-    """The claims, judged on paired test-image differences against their standard errors."""
+def _checks(seed_differences: dict, seeds: dict, undecided: dict, *, fallback: bool) -> dict:
+    """The claims, judged at the seed level (see `seed_statistics`)."""
     checks = {}
-    for name in results:
-        for other, at_least, claim in (
-            ("qdrop", False, "AQuant > QDrop-style"),
-            ("rtn", True, "AQuant >= round-to-nearest"),
-        ):
-            d = differences.get(f"{name}: AQuant - {METHOD_LABELS[other]}")
-            if d is not None:
-                checks[f"{name}: {claim} ({d['points']:+.2f} ± {d['std_error']:.2f})"] = verdict(
-                    d["points"], d["std_error"], at_least=at_least
-                )
-    reconstructed = [b for key, bs in blocks.items() if not key.endswith("/rtn") for b in bs]
+    for label, stats in seed_differences.items():
+        name, other = label.split(": AQuant - ")
+        at_least = other == METHOD_LABELS["rtn"]
+        claim = "AQuant >= round-to-nearest" if at_least else "AQuant > QDrop-style"
+        text = f"{name}: {claim} over {stats['seeds']} seeds ({stats['mean']:+.2f}, spread {stats['sd']:.2f}, "
+        text += f"threshold {stats['threshold']:.2f})"
+        checks[text] = seed_verdict(stats, at_least=at_least)
+    reconstructed = [
+        b for s in seeds.values() for key, bs in s["blocks"].items() if not key.endswith("/rtn") for b in bs
+    ]
     # With the fallback on, a block that ends worse than round-to-nearest is replaced by it, so
     # "final error <= round-to-nearest's" would hold by construction: only the optimization itself
     # (the hard-rounded error before any fallback) is checked.
@@ -305,116 +473,142 @@ def _checks(results: dict, blocks: dict, differences: dict, *, fallback: bool) -
         checks["every block: final calibration error <= round-to-nearest's"] = (
             "holds" if all(b["loss_final"] <= b["loss_rtn"] for b in reconstructed) else "NO"
         )
-    # Informational: the relaxed objective (soft rounding, random dropping) per logged chunk. As the
-    # rounding regularizer anneals it pushes the soft weights to hard ones, which can raise this
-    # loss late in short runs even though the hard-rounded error above keeps falling.
-    trend = [b for b in reconstructed if len(b["history"]) > 1]
-    checks["(info) every block: relaxed training loss lower in the last logged chunk than the first"] = (
-        "yes" if all(b["train_loss_last"] < b["train_loss_first"] for b in trend) else "no"
-    )
+    worst = max((v for u in undecided.values() for v in u["max"]), default=None)
+    if worst is not None:
+        checks[f"every block: AdaRound variables settled (undecided < {SETTLED_UNDECIDED:.0%}; worst {worst:.1%})"] = (
+            "holds" if worst < SETTLED_UNDECIDED else "NO"
+        )
     return checks
-
-
-def _diff_cell(figures: dict, name: str, other: str) -> str:
-    d = figures["differences"].get(f"{name}: AQuant - {METHOD_LABELS[other]}")
-    return "-" if d is None else f"{d['points']:+.2f} ± {d['std_error']:.2f}"
 
 
 def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, headers, rows) for the console and the Markdown report."""
     methods = [m for m in METHODS if m in figures["config"]["methods"]]
     n_test = figures["dataset"]["test"]
-    headers = (
-        ["setting", "FP"]
-        + [METHOD_LABELS[m] for m in methods]
-        + ["AQuant - QDrop (paired)", "AQuant - RTN (paired)", "paper R18 QDrop", "paper R18 AQuant"]
-    )
+    seeds = figures["seeds"]
+    out = []
     rows = []
-    for name, accs in figures["accuracy"].items():
-        paper = PAPER_RESNET18.get(name, {})
-        rows.append(
-            [name, f"{100 * figures['fp_accuracy']:.2f}"]
-            + [f"{100 * accs[m]:.2f}" for m in methods]
-            + [_diff_cell(figures, name, "qdrop"), _diff_cell(figures, name, "rtn")]
-            + [_paper(paper.get("qdrop")), _paper(paper.get("aquant"))]
-        )
+    for model_name, m in figures["models"].items():
+        for name, per_method in m["summary"].items():
+            paper = PAPER_RESNET18.get(name, {})
+            rows.append(
+                [model_name, name, f"{100 * m['fp_accuracy']:.2f}"]
+                + [_mean_sd_cell(per_method[method]) for method in methods]
+                + [_seed_diff_cell(m, name, "qdrop"), _seed_diff_cell(m, name, "rtn")]
+                + [_paper(paper.get("qdrop")), _paper(paper.get("aquant"))]
+            )
     se = 100 * std_error(0.5, n_test)
-    out = [
+    out.append(
         (
-            f"Top-1 % on {figures['dataset']['name']} test ({n_test} images, binomial std error <= {se:.2f}; "
-            f"{figures['config']['model']}, first/last {figures['recon']['first_last_bits']}-bit); "
-            "paper columns: ResNet-18 ImageNet",
-            headers,
+            f"Top-1 % on {figures['dataset']['name']} test ({n_test} images, binomial std error <= {se:.2f}), "
+            f"mean ± standard deviation over {len(seeds)} seeds (calibration subset and reconstruction); first/last "
+            f"{figures['recon']['first_last_bits']}-bit; AQuant - X: seed-mean paired difference, ± its threshold "
+            "(max of the seed spread and 2 standard errors); paper columns: ResNet-18 ImageNet",
+            ["model", "setting", "FP"]
+            + [METHOD_LABELS[m] for m in methods]
+            + ["AQuant - QDrop", "AQuant - RTN", "paper R18 QDrop", "paper R18 AQuant"],
             rows,
         )
-    ]
-    if figures["dataset"].get("validation"):
+    )
+    seed_rows = []
+    for model_name, m in figures["models"].items():
+        for seed, s in m["seeds"].items():
+            for name, accs in s["accuracy"].items():
+                d = s["differences"].get(f"{name}: AQuant - QDrop-style")
+                seed_rows.append(
+                    [model_name, seed, name]
+                    + [f"{100 * accs[method]:.2f}" for method in methods]
+                    + ["-" if d is None else f"{d['points']:+.2f} ± {d['std_error']:.2f}"]
+                )
+    out.append(
+        (
+            "Per seed: test top-1 % and AQuant - QDrop-style paired over the test images (± one standard error)",
+            ["model", "seed", "setting"] + [METHOD_LABELS[m] for m in methods] + ["AQuant - QDrop"],
+            seed_rows,
+        )
+    )
+    selection_rows = []
+    candidates = figures["granularity_candidates"]
+    for model_name, m in figures["models"].items():
+        for name, sel in m["granularity_selection"].items():
+            selection_rows.append(
+                [model_name, name]
+                + [
+                    ("* " if g == sel["selected"] else "")
+                    + f"{100 * sel['results'][g]['validation']:.2f} / {100 * sel['results'][g]['test']:.2f}"
+                    for g in candidates
+                ]
+            )
+    if selection_rows:
         out.append(
             (
-                f"Top-1 % on the {figures['dataset']['validation']} held-out training images (knob selection)",
-                ["setting", "FP"] + [METHOD_LABELS[m] for m in methods],
-                [
-                    [name, f"{100 * figures['fp']['validation']:.2f}"]
-                    + [f"{100 * figures['results'][name][m]['validation']:.2f}" for m in methods]
-                    for name in figures["results"]
-                ],
+                f"AQuant border granularity per setting, picked on the validation images with seed {seeds[0]} and "
+                "kept for the other seeds (validation / test top-1 %; * = picked)",
+                ["model", "setting"] + list(candidates),
+                selection_rows,
             )
         )
-    selection = figures.get("granularity_selection") or {}
-    if selection:
-        candidates = figures["granularity_candidates"]
-        out.append(
-            (
-                "AQuant border granularity per setting, picked on the validation images "
-                "(validation / test top-1 %; * = picked)",
-                ["setting"] + list(candidates),
-                [
-                    [name]
-                    + [
-                        ("* " if g == sel["selected"] else "")
-                        + f"{100 * sel['results'][g]['validation']:.2f} / {100 * sel['results'][g]['test']:.2f}"
-                        for g in candidates
-                    ]
-                    for name, sel in selection.items()
-                ],
+    for model_name, m in figures["models"].items():
+        if m["ablation"]["accuracy"]:
+            out.append(
+                (
+                    f"{model_name}: AQuant border granularity ablation at {m['ablation']['setting']} "
+                    f"(seed {seeds[0]}, test top-1 %)",
+                    ["granularity", "top-1 %", "std error"],
+                    [
+                        [g, f"{100 * r['test']:.2f}", f"{100 * r['test_std_error']:.2f}"]
+                        for g, r in m["ablation"]["results"].items()
+                    ],
+                )
             )
-        )
-    if figures["ablation"]["accuracy"]:
+    undecided_rows = []
+    nblocks = 0
+    for model_name, m in figures["models"].items():
+        for key, u in m["undecided_weights"].items():
+            nblocks = max(nblocks, len(u["mean"]))
+            undecided_rows.append(
+                [model_name, key] + [f"{100 * a:.1f} / {100 * b:.1f}" for a, b in zip(u["mean"], u["max"])]
+            )
+    if undecided_rows:
         out.append(
             (
-                f"AQuant border granularity ablation at {figures['ablation']['setting']} (test top-1 %)",
-                ["granularity", "top-1 %", "std error"],
-                [
-                    [g, f"{100 * r['test']:.2f}", f"{100 * r['test_std_error']:.2f}"]
-                    for g, r in figures["ablation"]["results"].items()
-                ],
+                f"Undecided AdaRound variables per block after {figures['recon']['iterations']} iterations "
+                f"(% with h(v) in (0.05, 0.95), mean / max over seeds; settled: < {SETTLED_UNDECIDED:.0%})",
+                ["model", "run"] + [f"block {i + 1}" for i in range(nblocks)],
+                [row + [""] * (nblocks + 2 - len(row)) for row in undecided_rows],
             )
         )
     block_rows = []
-    for key, bs in figures["blocks"].items():
-        if key.endswith("/rtn"):
-            continue
-        block_rows.append(
-            [key]
-            + [
-                f"{b['loss_rtn']:.4g} -> {b['loss_reconstructed']:.4g}" + ("" if b["kept"] else " (kept RTN)")
-                for b in bs
-            ]
-        )
-    nblocks = max((len(bs) for bs in figures["blocks"].values()), default=0)
-    n_fallback = sum(figures["fallbacks"].values())
-    n_blocks = sum(len(bs) for key, bs in figures["blocks"].items() if not key.endswith("/rtn"))
+    for model_name, m in figures["models"].items():
+        first = m["seeds"][str(seeds[0])]
+        for key, bs in first["blocks"].items():
+            if key.endswith("/rtn") or "/aquant-" in key:
+                continue
+            block_rows.append(
+                [model_name, key]
+                + [
+                    f"{b['loss_rtn']:.4g} -> {b['loss_reconstructed']:.4g}" + ("" if b["kept"] else " (kept RTN)")
+                    for b in bs
+                ]
+            )
+    n_fallback = sum(
+        v
+        for m in figures["models"].values()
+        for s in m["seeds"].values()
+        for key, v in s["fallbacks"].items()
+        if "/aquant-" not in key  # the granularities not picked (the picked one is under its setting/aquant)
+    )
     out.append(
         (
-            f"Block reconstruction error over the calibration images (round-to-nearest -> reconstructed); "
-            f"{n_fallback} of {n_blocks} blocks kept round-to-nearest",
-            ["run"] + [f"block {i + 1}" for i in range(nblocks)],
-            block_rows,
+            f"Block reconstruction error over the calibration images, seed {seeds[0]} (round-to-nearest -> "
+            f"reconstructed); over all seeds {n_fallback} blocks kept round-to-nearest",
+            ["model", "run"] + [f"block {i + 1}" for i in range(nblocks)],
+            [row + [""] * (nblocks + 2 - len(row)) for row in block_rows],
         )
     )
     out.append(
         (
-            "Checks (paired differences: holds beyond 2 standard errors)",
+            "Checks (seed level: holds beyond max(seed spread, 2 standard errors))",
             ["claim", "verdict"],
             [[k, v] for k, v in figures["checks"].items()],
         )
@@ -422,11 +616,22 @@ def tables(figures: dict) -> list[tuple[str, list[str], list[list]]]:
     return out
 
 
+def _mean_sd_cell(entry: dict) -> str:
+    return f"{entry['mean']:.2f} ± {entry['sd']:.2f}" if len(entry["per_seed"]) > 1 else f"{entry['mean']:.2f}"
+
+
+def _seed_diff_cell(model_figures: dict, name: str, other: str) -> str:
+    d = model_figures["seed_differences"].get(f"{name}: AQuant - {METHOD_LABELS[other]}")
+    return "-" if d is None else f"{d['mean']:+.2f} ± {d['threshold']:.2f}"
+
+
 def _granularity_text(figures: dict) -> str:
     candidates = figures.get("granularity_candidates") or ()
     if candidates:
-        return "border granularity picked per setting on the held-out validation images among " + ", ".join(
-            f"`{g}`" for g in candidates
+        return (
+            "border granularity picked per model and setting on the held-out validation images among "
+            + ", ".join(f"`{g}`" for g in candidates)
+            + f" with seed {figures['seeds'][0]}, then kept for every seed"
         )
     return f"granularity `{figures['recon']['border_granularity']}`"
 
@@ -441,20 +646,25 @@ def markdown(figures: dict, include_plot: bool = True) -> str:
 
     c = figures["config"]
     r = figures["recon"]
+    fp = ", ".join(
+        name + ("" if m["width"] is None else f" (width {m['width']})") + f" {100 * m['fp_accuracy']:.2f} %"
+        for name, m in figures["models"].items()
+    )
     lines = [
         "# AQuant: learned activation rounding borders (block-reconstruction PTQ)",
         "",
-        f"Model {c['model']} (width {c['width']}) trained {c['fp_steps']} steps on {figures['dataset']['name']} "
+        f"Float models trained {c['fp_steps']} steps on {figures['dataset']['name']} "
         f"({figures['dataset']['train']} train / {figures['dataset'].get('validation', 0)} held-out validation / "
-        f"{figures['dataset']['test']} test images); FP top-1 {100 * figures['fp_accuracy']:.2f} %. Every method "
-        f"quantizes the same model from the same {r['calibration_size']} calibration images; QDrop-style and "
-        f"AQuant run {r['iterations']} iterations per block (batch {r['batch_size']}, drop p={r['drop_prob']}, "
-        f"weight lr {r['weight_lr']}, scale lr {r['scale_lr']}) and differ only in AQuant's learned border "
-        f"({_granularity_text(figures)}, border lr {r['border_lr']}). A block whose reconstruction "
-        f"does not lower its calibration error below round-to-nearest keeps round-to-nearest "
-        f"(fallback {'on' if r['fallback_to_nearest'] else 'off'}). Differences are paired over the same test "
-        f"images (± one standard error). Run took {figures['seconds']:.0f} s; machine: "
-        f"{machine_text(figures['machine'])}.",
+        f"{figures['dataset']['test']} test images): FP top-1 {fp}. Each of {len(figures['seeds'])} seeds draws "
+        f"its own {r['calibration_size']} calibration images and reconstruction randomness; within a seed every "
+        f"method quantizes the same model from the same images. QDrop-style and AQuant run {r['iterations']} "
+        f"iterations per block (batch {r['batch_size']}, drop p={r['drop_prob']}, weight lr {r['weight_lr']}, "
+        f"scale lr {r['scale_lr']}) and differ only in AQuant's learned border ({_granularity_text(figures)}, "
+        f"border lr {r['border_lr']}). A block whose reconstruction does not lower its calibration error below "
+        f"round-to-nearest keeps round-to-nearest (fallback {'on' if r['fallback_to_nearest'] else 'off'}). "
+        f"{figures['block_reconstructions']} blocks were reconstructed in this run "
+        f"({figures['compiled_programs']} compiled training programs; the rest came from the block cache). "
+        f"Run took {figures['seconds']:.0f} s; machine: {machine_text(figures['machine'])}.",
         "",
         "The paper columns are ResNet-18 on ImageNet (QDrop repository README, arXiv 2203.05740; AQuant "
         "abstract, arXiv 2208.11945: only W2A2 is public to us): context for the ordering, not comparable values.",
@@ -470,23 +680,30 @@ def markdown(figures: dict, include_plot: bool = True) -> str:
 def _plot(figures: dict, path: Path) -> Path:
     from frugal.scripts import report
 
-    fig, ax = report.new_figure(figsize=(7, 3.5))
-    names = list(figures["accuracy"])
+    models = list(figures["models"])
+    fig, axes = report.new_figure(1, len(models), figsize=(4.5 * len(models), 3.5), squeeze=False)
     methods = [m for m in METHODS if m in figures["config"]["methods"]]
     width = 0.8 / max(len(methods), 1)
-    for i, m in enumerate(methods):
-        xs = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(
-            xs,
-            [100 * figures["accuracy"][n][m] for n in names],
-            width,
-            label=METHOD_LABELS[m],
-            yerr=[100 * figures["results"][n][m]["test_std_error"] for n in names],
-            capsize=2,
-        )
-    ax.axhline(100 * figures["fp_accuracy"], color="black", linestyle="--", linewidth=1, label="FP")
-    ax.set_xticks(np.arange(len(names)), names)
-    ax.set_ylabel("top-1 %")
-    ax.set_title(f"{figures['config']['model']} on {figures['dataset']['name']}")
-    ax.legend(fontsize=8)
+    for ax, model_name in zip(axes[0], models):
+        m = figures["models"][model_name]
+        names = list(m["summary"])
+        for i, method in enumerate(methods):
+            xs = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
+            entries = [m["summary"][n][method] for n in names]
+            ax.bar(
+                xs,
+                [e["mean"] for e in entries],
+                width,
+                label=METHOD_LABELS[method],
+                yerr=[e["sd"] for e in entries],
+                capsize=2,
+                alpha=0.8,
+            )
+            for x, e in zip(xs, entries):  # every seed as a dot
+                ax.plot([x] * len(e["per_seed"]), e["per_seed"], "k.", markersize=3)
+        ax.axhline(100 * m["fp_accuracy"], color="black", linestyle="--", linewidth=1, label="FP")
+        ax.set_xticks(np.arange(len(names)), names)
+        ax.set_ylabel("top-1 % (bars: seed mean ± sd; dots: seeds)")
+        ax.set_title(f"{model_name} on {figures['dataset']['name']}")
+    axes[0][0].legend(fontsize=8)
     return report.save_figure(fig, path)

@@ -28,6 +28,13 @@ def test_experiment_config_and_cli_settings_errors():
         AQuantConfig(granularity="channel_level", ablation=("row",))
     with pytest.raises(ValueError, match="granularity"):
         AQuantConfig(granularity="pixel")
+    with pytest.raises(ValueError, match="models"):
+        AQuantConfig(models=("cifar_resnet8", "cifar_resnet8"))
+    with pytest.raises(ValueError, match="models"):
+        AQuantConfig(models=("vgg16",))
+    for bad in ((), (0, 0), (-1,)):
+        with pytest.raises(ValueError, match="seeds"):
+            AQuantConfig(seeds=bad)
 
 
 def test_experiment_reuses_the_reconstruction_config_and_methods_differ_only_in_the_border():
@@ -112,28 +119,42 @@ def test_experiment_reports_the_granularity_that_wins_on_validation(monkeypatch,
     monkeypatch.setattr(
         frugal.models.registry, "create_image_model", lambda *a, **k: types.SimpleNamespace(eval=lambda: None)
     )
-    monkeypatch.setattr(exp, "train_or_load_float_model", lambda config, data, model: (model, 0.0))
+    monkeypatch.setattr(exp, "train_or_load_float_model", lambda config, name, data, model: (model, 0.0, False))
     monkeypatch.setattr(block_recon, "float_network", lambda model: net_for("rtn"))
 
-    def fake_quantize(model, calibration, recon):
+    calls = []
+
+    def fake_quantize(model, calibration, recon, block_cache=None):
+        calls.append((recon.method, recon.border_granularity, recon.seed))
         key = recon.border_granularity if recon.method == "aquant" else recon.method
         return net_for(key), {"blocks": [], "fallbacks": 0}
 
     monkeypatch.setattr(block_recon, "quantize_resnet", fake_quantize)
     config = AQuantConfig(
+        models=("cifar_resnet8",),
         settings=("W2A2",),
+        seeds=(4, 9),
         outdir=str(tmp_path),
         progress=False,
         granularity="auto",
         candidates=("channel_level", "tensor", "level"),
+        cache_dir=None,
     )
     figures = exp.run(config)
-    chosen = figures["granularity_selection"]["W2A2"]
-    assert chosen["selected"] == "tensor"  # 80 on validation; ties with "level", which comes later
-    assert figures["results"]["W2A2"]["aquant"]["granularity"] == "tensor"
-    assert figures["accuracy"]["W2A2"]["aquant"] == pytest.approx(0.70)  # not channel_level's better 0.90 test
-    assert figures["differences"]["W2A2: AQuant - QDrop-style"]["points"] == pytest.approx(20.0)
-    assert "picked on the validation images" in (tmp_path / "aquant.md").read_text()
+    m = figures["models"]["cifar_resnet8"]
+    chosen = m["granularity_selection"]["W2A2"]
+    assert chosen["selected"] == "tensor" and chosen["seed"] == 4  # 80 on validation; "level" ties, comes later
+    # every candidate with the first seed, then only the picked one
+    aquant_calls = [(g, seed) for method, g, seed in calls if method == "aquant"]
+    assert aquant_calls == [("channel_level", 4), ("tensor", 4), ("level", 4), ("tensor", 9)]
+    for seed in ("4", "9"):
+        assert m["seeds"][seed]["results"]["W2A2"]["aquant"]["granularity"] == "tensor"
+        assert m["seeds"][seed]["accuracy"]["W2A2"]["aquant"] == pytest.approx(0.70)  # not channel_level's 0.90
+        assert m["seeds"][seed]["differences"]["W2A2: AQuant - QDrop-style"]["points"] == pytest.approx(20.0)
+    stats = m["seed_differences"]["W2A2: AQuant - QDrop-style"]
+    assert stats["mean"] == pytest.approx(20.0) and stats["sd"] == 0.0 and stats["per_seed"] == [20.0, 20.0]
+    assert m["summary"]["W2A2"]["aquant"]["mean"] == pytest.approx(70.0)
+    assert "on the held-out validation images among" in (tmp_path / "aquant.md").read_text()
     assert figures["machine"]["cores"] >= 1 and "load_average_before" in figures["machine"]
     with pytest.raises(ValueError, match="ablation"):
         AQuantConfig(granularity="auto", ablation=("tensor",))
@@ -176,8 +197,11 @@ def test_flags_come_from_the_config_fields():
             "w3a3",
             "--iterations",
             "3",
-            "--fp-cache",
-            "fp.npz",
+            "--cache-dir",
+            "none",
+            "--seeds",
+            "3",
+            "5",
             "--no-fallback",
             "--first-last-bits",
             "none",
@@ -188,7 +212,8 @@ def test_flags_come_from_the_config_fields():
     )
     assert config.setting_pairs == ((2, 4), (3, 3))
     assert config.iterations == 3 and config.recon.iterations == 3
-    assert config.fp_cache == "fp.npz" and config.recon.fallback_to_nearest is False
+    assert config.cache_dir is None and config.cache_root() is None and config.recon.fallback_to_nearest is False
+    assert config.seeds == (3, 5) and config.recon.seed == 3
     assert config.first_last_bits is None and config.methods == ("rtn", "aquant")
     assert config.width == PRESETS["quick"].width  # the rest is the preset's
     # the fixed-granularity ablation: off with no value
@@ -220,16 +245,32 @@ def quick_run(tmp_path_factory):
 def test_quick_preset_runs_end_to_end_and_writes_reports(quick_run):
     outdir, figures = quick_run
     assert figures["config"] == json.loads(json.dumps(dataclasses.asdict(PRESETS["quick"]) | {"outdir": str(outdir)}))
-    assert set(figures["accuracy"]["W2A2"]) == {"rtn", "qdrop", "aquant"}
-    for acc in (figures["fp_accuracy"], *figures["accuracy"]["W2A2"].values()):
-        assert 0.0 <= acc <= 1.0
-    assert figures["fp_accuracy"] > 0.3  # the float model learned something (chance 0.1)
+    (m,) = figures["models"].values()
+    assert list(m["seeds"]) == ["0", "1"]
+    for s in m["seeds"].values():
+        assert set(s["accuracy"]["W2A2"]) == {"rtn", "qdrop", "aquant"}
+        for acc in s["accuracy"]["W2A2"].values():
+            assert 0.0 <= acc <= 1.0
+        # every block was reconstructed from the seed's calibration set, with its error logged
+        blocks = s["blocks"]["W2A2/aquant"]
+        assert blocks and all(b["loss_final"] <= b["loss_rtn"] for b in blocks)  # fallback keeps RTN otherwise
+        assert all(0.0 <= b["undecided_weights"] <= 1.0 for b in blocks)
+    assert m["fp_accuracy"] > 0.3  # the float model learned something (chance 0.1)
     assert figures["dataset"]["validation"] == PRESETS["quick"].validation_size
-    # every block was reconstructed from the same calibration set, with its error logged
-    blocks = figures["blocks"]["W2A2/aquant"]
-    assert blocks and all(b["loss_final"] <= b["loss_rtn"] for b in blocks)  # fallback keeps RTN otherwise
+    # the seed-level figures are the per-seed ones summarized
+    per_seed = [100 * s["accuracy"]["W2A2"]["aquant"] for s in m["seeds"].values()]
+    assert m["summary"]["W2A2"]["aquant"]["per_seed"] == pytest.approx(per_seed)
+    assert m["summary"]["W2A2"]["aquant"]["sd"] == pytest.approx(np.std(per_seed, ddof=1))
+    diffs = [s["differences"]["W2A2: AQuant - QDrop-style"]["points"] for s in m["seeds"].values()]
+    assert m["seed_differences"]["W2A2: AQuant - QDrop-style"]["mean"] == pytest.approx(np.mean(diffs))
+    assert len(m["undecided_weights"]["W2A2/qdrop"]["mean"]) == len(m["seeds"]["0"]["blocks"]["W2A2/qdrop"])
+    # the two seeds drew different calibration images, so their reconstructions differ
+    losses = [[b["loss_final"] for b in s["blocks"]["W2A2/qdrop"]] for s in m["seeds"].values()]
+    assert losses[0] != losses[1]
+    assert figures["block_reconstructions"] == 2 * 2 * len(losses[0])  # qdrop + aquant, 2 seeds, nothing cached
     assert {"aquant.md", "aquant.png", "aquant.json"} <= {p.name for p in outdir.iterdir()}
-    assert "cores" in (outdir / "aquant.md").read_text()
+    text = (outdir / "aquant.md").read_text()
+    assert "cores" in text and "Undecided AdaRound variables" in text and "Per seed" in text
 
 
 @pytest.mark.slow
@@ -250,11 +291,11 @@ def test_tour_section_runs_the_tour_preset(tmp_path, monkeypatch, quick_run):
     monkeypatch.setattr(experiment, "run", fake_run)
     section = command.tour_section(True, tmp_path)
     assert seen == [dataclasses.replace(PRESETS["tour"], outdir=str(tmp_path / "aquant"))]
-    assert section.summary[0][0] == "W2A2 top-1 % FP / RTN / QDrop-style / AQuant"
+    assert section.summary[0][0] == "cifar_resnet8 W2A2 top-1 % FP / RTN / QDrop-style / AQuant (mean of 2 seeds)"
     shown = [float(v) for v in section.summary[0][1].split(" / ")]
-    accs = figures["accuracy"]["W2A2"]
-    expected = [figures["fp_accuracy"], accs["rtn"], accs["qdrop"], accs["aquant"]]
-    assert shown == pytest.approx([100 * v for v in expected], abs=0.06)
+    (m,) = figures["models"].values()
+    means = [m["summary"]["W2A2"][k]["mean"] for k in ("rtn", "qdrop", "aquant")]
+    assert shown == pytest.approx([100 * m["fp_accuracy"], *means], abs=0.06)
     assert section.plots == ["aquant/aquant.png"]
     assert "W2A2" in section.markdown and "machine:" in section.markdown
 
@@ -273,3 +314,39 @@ def test_a_check_holds_only_beyond_its_noise(points, se, at_least, expected):
     from frugal.scripts.systems.aquant.experiment import verdict
 
     assert verdict(points, se, at_least=at_least) == expected
+
+
+@pytest.mark.parametrize(
+    "per_seed, se_test, expected",
+    [
+        ([2.4, 2.6, 2.5], 0.3, "holds"),  # clear of its spread and of 2 standard errors
+        ([0.3, -0.2, 0.5], 0.2, "within noise"),  # the single runs of issue 21 disagreed like this
+        ([1.0, 1.1, 0.9], 1.0, "within noise"),  # tight over seeds but the test set is noisy
+        ([5.0, -1.0, 2.0], 0.1, "within noise"),  # large mean, larger spread
+        ([-2.0, -2.2, -1.9], 0.2, "NO"),
+        ([3.0], 0.2, "one seed: no verdict"),
+    ],
+)
+def test_a_seed_level_check_holds_only_beyond_its_spread(per_seed, se_test, expected):
+    from frugal.scripts.systems.aquant.experiment import seed_statistics, seed_verdict
+
+    stats = seed_statistics(per_seed)
+    stats = {**stats, "se_test": se_test}
+    noise = np.hypot(np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else 0.0, se_test)
+    stats["threshold"] = max(stats["sd"], 2 * noise)
+    assert seed_verdict(stats) == expected
+
+
+def test_seed_statistics_match_their_formulas():
+    from frugal.scripts.systems.aquant.experiment import seed_statistics
+
+    rng = np.random.default_rng(1)
+    per_image = (rng.random((3, 500)) < 0.55).astype(float) - (rng.random((3, 500)) < 0.5)
+    per_seed = list(100 * per_image.mean(axis=1))
+    stats = seed_statistics(per_seed, per_image)
+    d = per_image.mean(axis=0)
+    se_test = 100 * np.sqrt(np.sum((d - d.mean()) ** 2) / (len(d) - 1) / len(d))
+    sd = np.sqrt(np.sum((np.array(per_seed) - np.mean(per_seed)) ** 2) / 2)
+    assert stats["mean"] == pytest.approx(np.mean(per_seed)) and stats["sd"] == pytest.approx(sd)
+    assert stats["se_test"] == pytest.approx(se_test) and stats["se_seeds"] == pytest.approx(sd / np.sqrt(3))
+    assert stats["threshold"] == pytest.approx(max(sd, 2 * np.hypot(sd / np.sqrt(3), se_test)))
