@@ -39,7 +39,7 @@ class ReconConfig:
     scale_lr: float = 4e-5
     border_lr: float = 1e-2
     border_temperature: float = 0.1
-    chunk: int = 50  # iterations per compiled scan (and per progress-bar update)
+    chunk: int = 50  # iterations per logged history entry (and per progress-bar update)
     # Keep a block's reconstruction only if it lowers the block's error on the calibration set
     # below round-to-nearest's; otherwise that block stays at round-to-nearest.
     fallback_to_nearest: bool = True
