@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from frugal.scripts.systems.aquant.config import AUTO_CANDIDATES, PRESETS, AQuantConfig, parse_setting
+from frugal.scripts.systems.aquant.config import DEFAULT_CANDIDATES, PRESETS, AQuantConfig, parse_setting
 
 
 def test_experiment_config_and_cli_settings_errors():
@@ -174,7 +174,7 @@ def _config_for(argv):
 def test_cli_picks_granularity_on_validation_by_default_but_not_in_the_quick_run():
     full = _config_for([])
     assert full == PRESETS["full"] == AQuantConfig()
-    assert full.granularity_candidates == AUTO_CANDIDATES and full.ablation == ()
+    assert full.granularity_candidates == DEFAULT_CANDIDATES and full.ablation == ()
     assert _config_for(["--preset", "tour"]).granularity_candidates == ()
     assert _config_for(["--preset", "quick"]).granularity_candidates == ()
     fixed = _config_for(["--granularity", "tensor"])
