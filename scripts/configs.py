@@ -146,7 +146,8 @@ def add_config_flags(
         if any(".".join(path) == e or ".".join(path).startswith(e + ".") for e in exclude):
             continue
         dest = "cfg__" + "__".join(path)
-        help_text = field.metadata.get("help") or field.name.replace("_", " ")
+        # argparse %-formats help strings: a literal "%" in a knob's help ("< 5% undecided") must be doubled.
+        help_text = (field.metadata.get("help") or field.name.replace("_", " ")).replace("%", "%%")
         default = _get(base, path)
         inner, optional = _unwrap_optional(tp)
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
@@ -176,7 +177,7 @@ def add_config_flags(
         if choices is not None:
             kwargs["choices"] = list(choices) + ([None] if optional else [])
         kwargs["metavar"] = field.name.upper() if choices is None else "{" + ",".join(map(str, choices)) + "}"
-        parser.add_argument(f"--{flag}", help=f"{help_text} (default: {shown})", **kwargs)
+        parser.add_argument(f"--{flag}", help=f"{help_text} (default: {shown.replace('%', '%%')})", **kwargs)
         flags.append(_Flag(path, f"--{flag}"))
     parser.set_defaults(_config_flags=flags)
     return flags

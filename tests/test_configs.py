@@ -214,3 +214,17 @@ def test_attention_runs_read_what_their_tasks_need():
         "workdir",
         "checkpoint_every",
     }
+
+
+def test_a_percent_sign_in_help_or_default_prints_as_is():
+    # argparse %-formats help strings; "< 5% undecided" once crashed `--help` with "%u format".
+    @dataclasses.dataclass(frozen=True)
+    class Percent:
+        share: float = knob(0.05, "keeps < 5% undecided")
+        label: str = knob("50%", "a label")
+
+    presets = check_presets(Percent, {"quick": Percent(), "tour": Percent(), "full": Percent()})
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Percent, presets)
+    text = parser.format_help()
+    assert "keeps < 5% undecided" in text and "(default: 50%)" in text
