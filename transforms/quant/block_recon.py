@@ -24,7 +24,10 @@
 4. The result is a :class:`QuantizedResNet` (a pytree; call it on NHWC images).
 
 ``method="rtn"`` skips step 3: round-to-nearest everywhere with the same MSE-calibrated scales.
-The QDrop-style baseline and AQuant share every setting except the learned border.
+The QDrop-style baseline and AQuant share every setting except the learned border, and by default
+one compiled training step: QDrop-style runs AQuant's with the borders frozen at 0.5
+(``ReconConfig.shared_program``). With a ``block_cache`` (:mod:`frugal.transforms.quant.recon_cache`)
+every reconstructed block is kept and restored, so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -178,8 +181,8 @@ def compiled_programs() -> int:
 
 # One optimization step is its own compiled program, driven from Python. Not a lax.scan over steps:
 # XLA:CPU runs this step inside a while loop about 10x slower than as a program of its own (measured
-# on a ResNet-8 block at batch 32 with JAX 0.10.2: 0.46 s vs 0.046 s per step; the convolutions in a
-# loop body lose their fast path), and the per-step dispatch costs well under a millisecond.
+# on a ResNet-8 block at batch 32 with JAX 0.10.2: 0.46 s vs 0.046 s per step, for a scan of length
+# 1 as well as 50), and the per-step dispatch costs well under a millisecond.
 @functools.partial(jax.jit, static_argnames=("spec", "activation", "schedule"))
 def _train_step(
     trainable,
