@@ -91,7 +91,7 @@ class AQuantConfig:
     first_last_bits: int | None = knob(8, "bits of the first and last layers (none: the setting's bits)")
     calibration_size: int = knob(1024, "calibration images, one seeded subset shared by every method")
     iterations: int = knob(
-        1000, "reconstruction iterations per block (QDrop: 20,000; 1,000 at weight lr 5e-2 leaves under 5 percent undecided)"
+        1000, "reconstruction iterations per block (QDrop: 20,000; 1,000 at weight lr 5e-2 settle: < 5% undecided)"
     )
     recon_batch_size: int = knob(32, "reconstruction batch size")
     drop_prob: float = knob(0.5, "QDrop's activation dropping probability")
