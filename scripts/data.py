@@ -359,6 +359,14 @@ def user_cache_dir() -> Path:
     return Path(base) / "frugal"
 
 
+def cache_folder(cache_dir, system: str) -> Path | None:
+    """A system's `--cache-dir` value resolved: None (nothing is cached), "auto" (its folder under
+    `user_cache_dir()`), or the user's path."""
+    if cache_dir is None:
+        return None
+    return user_cache_dir() / system if cache_dir == "auto" else Path(cache_dir)
+
+
 def check_data_path(dataset: str, data_path) -> None:
     """Refuses `data_path` for a built-in dataset (it would be ignored) and requires it for the user's."""
     if data_path is not None and dataset not in USER_DATASETS:

@@ -209,13 +209,9 @@ class AQuantConfig:
 
     def cache_root(self):
         """The folder of cached float models and blocks (None: nothing is cached)."""
-        from pathlib import Path
+        from frugal.scripts.data import cache_folder
 
-        from frugal.scripts.data import user_cache_dir
-
-        if self.cache_dir is None:
-            return None
-        return user_cache_dir() / "aquant" if self.cache_dir == "auto" else Path(self.cache_dir)
+        return cache_folder(self.cache_dir, "aquant")
 
 
 # The tour's section (about half a minute): a width-8 ResNet-8 on the 8x8 digits, W2A2, 30 iterations, one seed.

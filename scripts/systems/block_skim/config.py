@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from frugal.scripts.configs import check_presets, knob
-from frugal.scripts.data import user_cache_dir
+from frugal.scripts.data import cache_folder
 from frugal.transforms.block_skim import LABEL_RULES, PREDICTOR_FEATURES
 
 # Joint fine-tuning steps of the paper's training (`--predictor-features diagonal`, train_steps auto): the
@@ -212,9 +212,7 @@ class SkimConfig:
 
     def cache_root(self) -> Path | None:
         """The folder of this run's Trainer workdirs (None: nothing is cached)."""
-        if self.cache_dir is None:
-            return None
-        return user_cache_dir() / "skim" if self.cache_dir == "auto" else Path(self.cache_dir)
+        return cache_folder(self.cache_dir, "skim")
 
 
 PRESETS = check_presets(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from frugal.scripts.configs import check_presets, knob
-from frugal.scripts.data import user_cache_dir
+from frugal.scripts.data import cache_folder
 from frugal.scripts.systems.ctt_net.simulator import SimulatorConfig
 from frugal.scripts.systems.ctt_net.training import BASELINES, MODELS, BackboneSettings, HeadSettings
 
@@ -170,9 +170,7 @@ class CttConfig:
         return self.sim
 
     def cache_root(self) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        return user_cache_dir() / "ctt_net" if self.cache_dir == "auto" else Path(self.cache_dir)
+        return cache_folder(self.cache_dir, "ctt_net")
 
 
 _TOUR_SIM = SimulatorConfig(eyes=480, height=32, width=64)
