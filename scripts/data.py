@@ -188,7 +188,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 _CIFAR_RECORD = 1 + 32 * 32 * 3
 
 
-def _read_cifar_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 binary batch file as (images float32 NHWC in [0, 1], labels int32), unstandardized."""
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
         raise ValueError(
@@ -220,12 +221,12 @@ def load_cifar10(path: str | Path, *, max_train: int | None = None) -> ImageData
             f"CIFAR-10 folder {root} lacks {missing}; expected the binary version "
             "(data_batch_1.bin .. data_batch_5.bin, test_batch.bin)"
         )
-    parts = [_read_cifar_file(f) for f in train_files]
+    parts = [read_cifar10_batch(f) for f in train_files]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     if max_train is not None:
         train_x, train_y = train_x[:max_train], train_y[:max_train]
-    test_x, test_y = _read_cifar_file(root / "test_batch.bin")
+    test_x, test_y = read_cifar10_batch(root / "test_batch.bin")
     train_x, test_x = _standardize(train_x, test_x)
     return ImageDataset("cifar10", train_x, train_y, test_x, test_y, 10, CIFAR10_CLASSES)
 
