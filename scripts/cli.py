@@ -94,6 +94,7 @@ GROUP_HELP = {
     "accel": "accelerator cost model: ANT and SALO designs, sweeps, design search",
     "gnn": "GNN workload characterization: per-stage profiler and comparisons",
     "ctt": "CTT-Net: post-operative visual acuity from two OCT views (data, train, cross-validation)",
+    "ganfp": "GAN-fingerprint augmentation: detectors of unseen generators (zoo, train, eval)",
     "lead": "LEAD: layer-wise score-distribution distillation for dense retrieval (data, eval, distill)",
 }
 

@@ -237,7 +237,7 @@ def _forward(model, x):
     return model(x)
 
 
-def _map_batches(model: nnx.Module, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+def map_batches(model: nnx.Module, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     """model(inputs) in eval mode, in fixed-size chunks (the last one padded: one compiled shape)."""
     model = nnx.clone(model)
     model.eval()
@@ -263,21 +263,21 @@ def sample_family(
         raise ValueError(f"n={n!r} must be a positive integer")
     if isinstance(model, Generator):
         z = np.random.default_rng(seed).standard_normal((n, model.latent_dim), np.float32)
-        return _map_batches(model, z, batch_size)
+        return map_batches(model, z, batch_size)
     if isinstance(model, Resynthesizer):
         if real_images is None:
             raise ValueError("real_images is required to sample from a Resynthesizer (it re-synthesizes them)")
         real_images = _check_patches(real_images)
         rng = np.random.default_rng(seed)
         idx = rng.choice(len(real_images), n, replace=n > len(real_images))
-        return _map_batches(model, real_images[idx], batch_size)
+        return map_batches(model, real_images[idx], batch_size)
     raise ValueError(f"model must be a Generator or a Resynthesizer, got {type(model).__name__}")
 
 
 def fingerprints(ae: FingerprintAE, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     """F = x - AE(x) for every image (N, H, W, 3), with the AE in eval mode."""
     images = np.asarray(images, np.float32)
-    return images - _map_batches(ae, images, batch_size)
+    return images - map_batches(ae, images, batch_size)
 
 
 class RandomFeatureNet(nnx.Module):
@@ -310,6 +310,6 @@ def feature_network(
         images = np.asarray(images, np.float32)
         if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
             raise ValueError(f"images must be a non-empty (N, H, W, 3) array, got shape {images.shape}")
-        return _map_batches(net, images, batch_size)
+        return map_batches(net, images, batch_size)
 
     return features
