@@ -148,12 +148,12 @@ def detector_step(augment: str, prob: float, perturb: PerturbConfig | None) -> C
 class DetectorSettings:
     depth: int = 8
     width: int = 16
-    steps: int = 800
+    steps: int = 400
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    eval_every: int = 100
+    eval_every: int = 50
     aug_prob: float = 0.5
     perturb: PerturbConfig = PerturbConfig(mode=("mut", "mix", "noise"))
 
