@@ -105,7 +105,7 @@ def run_eval_command(config: GanfpConfig) -> dict:
 
 def tour_section(quick: bool, outdir: Path):
     """`--full`: the whole comparison (`full` preset). Quick: one line on why it cannot fit and which
-    command runs it (the zoo alone trains for about 40 minutes on 2 cores, the tour's budget is 5)."""
+    command runs it (the zoo alone trains for about 50 minutes on 2 cores, the tour's budget is 5)."""
     from frugal.scripts.systems.gan_fingerprint.experiment import eval_markdown, run_eval
     from frugal.scripts.tour import TourSection
 
@@ -118,7 +118,7 @@ def tour_section(quick: bool, outdir: Path):
             summary=[
                 (
                     "why the tour cannot show it",
-                    "the 8-family generator zoo trains for about 40 min on 2 cores and 21 detectors for about 30 more; "
+                    "the 8-family generator zoo trains for about 50 min on 2 cores and 21 detectors for about 30 more; "
                     "`frugal ganfp eval` runs it (cached, resumable), its table in "
                     "scripts/systems/gan_fingerprint/README.md",
                 )
