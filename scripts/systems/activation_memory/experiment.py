@@ -20,6 +20,7 @@ residual bytes are reported separately. `run(config)` serves `frugal bench memor
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -153,9 +154,30 @@ def _activation_residuals(loss, params, rest, inputs, labels) -> tuple[int, int]
     return len(computed), _bytes(computed)
 
 
+_DEBUG_TABLES = ("FileNames", "FunctionNames", "FileLocations", "StackFrames")
+_METADATA = re.compile(r",?\s*metadata=\{[^{}]*\}")
+
+
 def _program_text(compiled) -> str:
-    """A compiled program's HLO without its module name line (which names the traced lambda)."""
-    return "\n".join(line for line in compiled.as_text().splitlines() if not line.startswith("HloModule"))
+    """A compiled program's HLO instructions, without what names or locates the source.
+
+    Dropped: the module name line (it names the traced lambda), the debug tables of source files,
+    functions and stack frames, and each instruction's `metadata={...}`. Two policies that lower to
+    the same instructions then compare equal even though their Python differs, and so does a program
+    read back from JAX's persistent compilation cache, whose debug tables come back in another order.
+    """
+    lines, in_table = [], False
+    for line in compiled.as_text().splitlines():
+        if line.startswith("HloModule"):
+            continue
+        if line.strip() in _DEBUG_TABLES:
+            in_table = True
+            continue
+        if in_table:
+            in_table = bool(line.strip())
+            continue
+        lines.append(_METADATA.sub("", line))
+    return "\n".join(lines)
 
 
 def _time(fn: Callable[[], Any]) -> float:

@@ -75,3 +75,24 @@ def test_cli_writes_reports_and_tour_section(tmp_path, monkeypatch):
     assert section.plots == ["activation_memory.png"] and (tmp_path / "activation_memory.png").is_file()
     assert section.summary[0][0] == "gelu_mlp split residuals, nested vs autodiff"
     assert "cores, load average" in section.markdown
+
+
+def test_program_text_ignores_where_the_source_is_but_not_what_it_computes():
+    import jax
+    import jax.numpy as jnp
+
+    from frugal.scripts.systems.activation_memory.experiment import _program_text
+
+    def compiled(fn):
+        return jax.jit(jax.grad(fn)).lower(jnp.ones(4)).compile()
+
+    def first(x):
+        return jnp.sum(jnp.tanh(x) * 2)
+
+    def second(x):  # the same computation, written elsewhere under another name
+        return jnp.sum(jnp.tanh(x) * 2)
+
+    text = _program_text(compiled(first))
+    assert "metadata=" not in text and "FileLocations" not in text and "ENTRY" in text
+    assert text == _program_text(compiled(second))
+    assert text != _program_text(compiled(lambda x: jnp.sum(jnp.sin(x) * 2)))
