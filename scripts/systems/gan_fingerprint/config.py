@@ -1,6 +1,6 @@
 """Settings of `frugal ganfp zoo | train | eval` (flags derived from these fields by `frugal.scripts.configs`).
 
-`quick` is the tests' size (seconds, numbers meaningless), `tour` a few-minute run (a 4-family zoo
+`quick` is the tests' size (seconds, numbers meaningless), `tour` a short run, not timed (a 4-family zoo
 trained briefly, one seed; `frugal tour` itself only points to the command, since the zoo alone
 takes longer than the tour's budget), `full` the command's default (the measured table in this
 folder's README).
@@ -170,7 +170,7 @@ PRESETS = check_presets(
             outdir=None,
             progress=False,
         ),
-        # A few-minute look: a 4-family zoo trained briefly, one seed, the paper's comparison (no aug,
+        # A short look (not timed): a 4-family zoo trained briefly, one seed, the paper's comparison (no aug,
         # blur+JPEG, fingerprint).
         "tour": GanfpConfig(
             patch_short_side=288,
