@@ -18,14 +18,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from frugal.models.layers import make_norm, resolve_activation
+from frugal.transforms.initializers import Conv, Embed, Linear, lecun_normal
 
 
 class FeedForward(nnx.Module):
     """Linear -> activation -> Linear, the transformer MLP."""
 
     def __init__(self, dim: int, hidden: int, *, activation, rngs: nnx.Rngs):
-        self.up = nnx.Linear(dim, hidden, rngs=rngs)
-        self.down = nnx.Linear(hidden, dim, rngs=rngs)
+        self.up = Linear(dim, hidden, rngs=rngs)
+        self.down = Linear(hidden, dim, rngs=rngs)
         self.activation = resolve_activation(activation)
 
     def __call__(self, x):
@@ -38,7 +39,9 @@ class EncoderLayer(nnx.Module):
     def __init__(self, dim: int, heads: int, hidden: int, *, activation, rngs: nnx.Rngs):
         if dim % heads:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}")
-        self.attention = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, decode=False, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(
+            num_heads=heads, in_features=dim, decode=False, kernel_init=lecun_normal(), rngs=rngs
+        )
         self.attention_norm = nnx.LayerNorm(dim, epsilon=1e-12, rngs=rngs)
         self.feed_forward = FeedForward(dim, hidden, activation=activation, rngs=rngs)
         self.output_norm = nnx.LayerNorm(dim, epsilon=1e-12, rngs=rngs)
@@ -72,13 +75,13 @@ class BertEncoder(nnx.Module):
         if num_layers < 1:
             raise ValueError(f"num_layers={num_layers} must be >= 1")
         self.max_len = max_len
-        self.token_embed = nnx.Embed(vocab_size, dim, rngs=rngs)
-        self.position_embed = nnx.Embed(max_len, dim, rngs=rngs)
+        self.token_embed = Embed(vocab_size, dim, rngs=rngs)
+        self.position_embed = Embed(max_len, dim, rngs=rngs)
         self.embed_norm = nnx.LayerNorm(dim, epsilon=1e-12, rngs=rngs)
         self.layers = nnx.List(
             [EncoderLayer(dim, heads, hidden, activation=activation, rngs=rngs) for _ in range(num_layers)]
         )
-        self.head = nnx.Linear(dim, num_classes, rngs=rngs)
+        self.head = Linear(dim, num_classes, rngs=rngs)
 
     def __call__(self, tokens):
         if tokens.ndim != 2:
@@ -97,13 +100,13 @@ class InvertedResidual(nnx.Module):
 
     def __init__(self, in_ch: int, out_ch: int, *, expand: int, stride: int, activation, norm, rngs: nnx.Rngs):
         mid = in_ch * expand
-        self.expand_conv = nnx.Conv(in_ch, mid, (1, 1), use_bias=False, rngs=rngs)
+        self.expand_conv = Conv(in_ch, mid, (1, 1), use_bias=False, rngs=rngs)
         self.expand_norm = make_norm(norm, mid, rngs=rngs)
-        self.depthwise = nnx.Conv(
+        self.depthwise = Conv(
             mid, mid, (3, 3), strides=(stride, stride), feature_group_count=mid, use_bias=False, rngs=rngs
         )
         self.depthwise_norm = make_norm(norm, mid, rngs=rngs)
-        self.project = nnx.Conv(mid, out_ch, (1, 1), use_bias=False, rngs=rngs)
+        self.project = Conv(mid, out_ch, (1, 1), use_bias=False, rngs=rngs)
         self.project_norm = make_norm(norm, out_ch, rngs=rngs)
         self.activation = resolve_activation(activation)
         self.residual = stride == 1 and in_ch == out_ch
@@ -134,7 +137,7 @@ class MobileNetSiLU(nnx.Module):
         norm: str = "batch",
         rngs: nnx.Rngs,
     ):
-        self.stem_conv = nnx.Conv(in_channels, stem, (3, 3), use_bias=False, rngs=rngs)
+        self.stem_conv = Conv(in_channels, stem, (3, 3), use_bias=False, rngs=rngs)
         self.stem_norm = make_norm(norm, stem, rngs=rngs)
         self.activation = resolve_activation(activation)
         blocks, ch = [], stem
@@ -153,7 +156,7 @@ class MobileNetSiLU(nnx.Module):
                 )
                 ch = out_ch
         self.blocks = nnx.List(blocks)
-        self.head = nnx.Linear(ch, num_classes, rngs=rngs)
+        self.head = Linear(ch, num_classes, rngs=rngs)
 
     def __call__(self, x):
         if x.ndim != 4:
@@ -166,7 +169,7 @@ class MobileNetSiLU(nnx.Module):
 
 class ConvActivation(nnx.Module):
     def __init__(self, in_ch: int, out_ch: int, *, stride: int, activation, norm, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(in_ch, out_ch, (3, 3), strides=(stride, stride), use_bias=norm == "none", rngs=rngs)
+        self.conv = Conv(in_ch, out_ch, (3, 3), strides=(stride, stride), use_bias=norm == "none", rngs=rngs)
         self.norm = make_norm(norm, out_ch, rngs=rngs)
         self.activation = resolve_activation(activation)
 
@@ -199,7 +202,7 @@ class MishCNN(nnx.Module):
                 layers.append(ConvActivation(ch, width, stride=stride, activation=activation, norm=norm, rngs=rngs))
                 ch = width
         self.layers = nnx.List(layers)
-        self.head = nnx.Linear(ch, num_classes, rngs=rngs)
+        self.head = Linear(ch, num_classes, rngs=rngs)
 
     def __call__(self, x):
         if x.ndim != 4:
@@ -230,7 +233,7 @@ class GeluMLP(nnx.Module):
             raise ValueError(f"num_layers={num_layers} must be >= 1")
         self.dim = dim
         self.layers = nnx.List([FeedForward(dim, hidden, activation=activation, rngs=rngs) for _ in range(num_layers)])
-        self.head = nnx.Linear(dim, num_classes, rngs=rngs)
+        self.head = Linear(dim, num_classes, rngs=rngs)
 
     def __call__(self, x):
         if x.shape[-1] != self.dim:

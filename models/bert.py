@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from frugal.models.layers import resolve_activation
+from frugal.transforms.initializers import Embed, Linear
 
 # Hugging Face spells activations its own way; these are the ones BERT-family configs use.
 _HF_ACTIVATIONS = {
@@ -86,9 +87,9 @@ class BertConfig:
 
 class BertEmbeddings(nnx.Module):
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
-        self.word = nnx.Embed(config.vocab_size, config.hidden_size, rngs=rngs)
-        self.position = nnx.Embed(config.max_position_embeddings, config.hidden_size, rngs=rngs)
-        self.token_type = nnx.Embed(config.type_vocab_size, config.hidden_size, rngs=rngs)
+        self.word = Embed(config.vocab_size, config.hidden_size, rngs=rngs)
+        self.position = Embed(config.max_position_embeddings, config.hidden_size, rngs=rngs)
+        self.token_type = Embed(config.type_vocab_size, config.hidden_size, rngs=rngs)
         self.norm = nnx.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps, rngs=rngs)
 
     def __call__(self, input_ids, token_type_ids):
@@ -103,13 +104,13 @@ class BertLayer(nnx.Module):
     def __init__(self, config: BertConfig, *, activation: Callable, rngs: nnx.Rngs):
         h, f = config.hidden_size, config.intermediate_size
         self.num_heads = config.num_attention_heads
-        self.query = nnx.Linear(h, h, rngs=rngs)
-        self.key = nnx.Linear(h, h, rngs=rngs)
-        self.value = nnx.Linear(h, h, rngs=rngs)
-        self.attention_output = nnx.Linear(h, h, rngs=rngs)
+        self.query = Linear(h, h, rngs=rngs)
+        self.key = Linear(h, h, rngs=rngs)
+        self.value = Linear(h, h, rngs=rngs)
+        self.attention_output = Linear(h, h, rngs=rngs)
         self.attention_norm = nnx.LayerNorm(h, epsilon=config.layer_norm_eps, rngs=rngs)
-        self.intermediate = nnx.Linear(h, f, rngs=rngs)
-        self.output = nnx.Linear(f, h, rngs=rngs)
+        self.intermediate = Linear(h, f, rngs=rngs)
+        self.output = Linear(f, h, rngs=rngs)
         self.output_norm = nnx.LayerNorm(h, epsilon=config.layer_norm_eps, rngs=rngs)
         self.activation = activation
 

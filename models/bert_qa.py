@@ -1,6 +1,6 @@
 """Extractive question answering on a BERT-family encoder: span head, span decoding, SQuAD EM/F1.
 
-`BertForQuestionAnswering` is the encoder plus one `nnx.Linear(hidden, 2)` giving start and end
+`BertForQuestionAnswering` is the encoder plus one `Linear(hidden, 2)` giving start and end
 logits per token (the Hugging Face `qa_outputs` head). Its parts follow a small protocol that
 `frugal.transforms.block_skim` drives layer by layer without importing this module:
 
@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from frugal.models.bert import BertConfig, BertEncoder, load_bert, minilm_dir
+from frugal.transforms.initializers import Linear
 
 
 def attention_bias(attention_mask: jax.Array) -> jax.Array:
@@ -39,7 +40,7 @@ class BertForQuestionAnswering(nnx.Module):
     def __init__(self, encoder: BertEncoder, *, rngs: nnx.Rngs):
         self.encoder = encoder
         self.config: BertConfig = encoder.config
-        self.qa_outputs = nnx.Linear(encoder.config.hidden_size, 2, rngs=rngs)
+        self.qa_outputs = Linear(encoder.config.hidden_size, 2, rngs=rngs)
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, return_attention: bool = False):
         """(start_logits, end_logits), each (B, S); with return_attention, also the per-layer probabilities."""

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from frugal.models.resnet import ResNet
+from frugal.transforms.initializers import Linear, normal
 
 MAX_VA = 1.5  # the reference bounds its output to (0, 1.5) decimal VA
 CTT_TOKENS = ("feature_h", "va_h", "feature_v", "va_v", "global")
@@ -68,8 +69,8 @@ class TokenAttention(nnx.Module):
             raise ValueError(f"attention scale={scale!r}: use 'dim' (reference) or 'head'")
         self.heads = heads
         self.scale = dim**-0.5 if scale == "dim" else (inner_dim // heads) ** -0.5
-        self.qkv = nnx.Linear(dim, 3 * inner_dim, use_bias=False, rngs=rngs)
-        self.out = nnx.Linear(inner_dim, dim, rngs=rngs)
+        self.qkv = Linear(dim, 3 * inner_dim, use_bias=False, rngs=rngs)
+        self.out = Linear(inner_dim, dim, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x):
@@ -89,8 +90,8 @@ class TokenBlock(nnx.Module):
         self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
         self.attention = TokenAttention(dim, heads=heads, inner_dim=inner_dim, dropout=dropout, scale=scale, rngs=rngs)
         self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
-        self.mlp_in = nnx.Linear(dim, mlp_dim, rngs=rngs)
-        self.mlp_out = nnx.Linear(mlp_dim, dim, rngs=rngs)
+        self.mlp_in = Linear(dim, mlp_dim, rngs=rngs)
+        self.mlp_out = Linear(mlp_dim, dim, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x):
@@ -128,8 +129,8 @@ class _Readout(nnx.Module):
 
     def __init__(self, dim, *, rngs: nnx.Rngs):
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
-        self.fc = nnx.Linear(dim, dim, rngs=rngs)
-        self.top = nnx.Linear(dim, 1, rngs=rngs)
+        self.fc = Linear(dim, dim, rngs=rngs)
+        self.top = Linear(dim, 1, rngs=rngs)
 
     def __call__(self, pooled):
         return self.top(jax.nn.relu(self.fc(self.norm(pooled))))[:, 0]
@@ -141,9 +142,9 @@ class _VaTokens(nnx.Module):
     def __init__(self, dim, *, from_va: bool, rngs: nnx.Rngs):
         self.from_va = from_va
         if from_va:
-            self.encoders = nnx.List([nnx.Linear(1, dim, rngs=rngs) for _ in range(3)])
+            self.encoders = nnx.List([Linear(1, dim, rngs=rngs) for _ in range(3)])
         else:
-            self.constants = nnx.Param(0.02 * jax.random.normal(rngs.params(), (3, dim)))
+            self.constants = nnx.Param(normal(0.02)(rngs.params(), (3, dim)))
 
     def __call__(self, pre):
         if self.from_va:
@@ -188,8 +189,8 @@ class CrossTokenHead(nnx.Module):
             raise ValueError(f"output={output!r}: use 'bounded' (sigmoid(delta + z) * 1.5) or 'residual' (delta + z)")
         self.variant, self.rounds, self.swap, self.output = variant, rounds, swap, output
         kw = dict(heads=heads, inner_dim=inner_dim, mlp_dim=4 * dim, dropout=dropout, scale=attention_scale, rngs=rngs)
-        self.proj_h = nnx.Linear(feature_dim, dim, rngs=rngs)
-        self.proj_v = nnx.Linear(feature_dim, dim, rngs=rngs)
+        self.proj_h = Linear(feature_dim, dim, rngs=rngs)
+        self.proj_v = Linear(feature_dim, dim, rngs=rngs)
         self.va = _VaTokens(dim, from_va=va_tokens, rngs=rngs)
         self.stage_h = TokenTransformer(dim, 2, **kw)
         self.stage_v = TokenTransformer(dim, 2, **kw)
@@ -271,10 +272,10 @@ class FullAttentionHead(nnx.Module):
         rngs: nnx.Rngs,
     ):
         kw = dict(heads=heads, inner_dim=inner_dim, mlp_dim=4 * dim, dropout=dropout, scale=attention_scale, rngs=rngs)
-        self.proj_h = nnx.Linear(feature_dim, dim, rngs=rngs)
-        self.proj_v = nnx.Linear(feature_dim, dim, rngs=rngs)
+        self.proj_h = Linear(feature_dim, dim, rngs=rngs)
+        self.proj_v = Linear(feature_dim, dim, rngs=rngs)
         self.va = _VaTokens(dim, from_va=True, rngs=rngs)
-        self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (5, dim)))
+        self.position = nnx.Param(normal(0.02)(rngs.params(), (5, dim)))
         self.transformer = TokenTransformer(dim, depth, **kw)
         self.readout = _Readout(dim, rngs=rngs)
 
@@ -301,11 +302,11 @@ class LateFusionHead(nnx.Module):
 
     def __init__(self, feature_dim: int, *, dim: int = 128, use_pre: bool = True, dropout: float = 0.1, rngs):
         self.uses_pre = use_pre
-        self.proj_h = nnx.Linear(feature_dim, dim, rngs=rngs)
-        self.proj_v = nnx.Linear(feature_dim, dim, rngs=rngs)
-        self.va = nnx.Linear(1, dim, rngs=rngs) if use_pre else None
-        self.hidden = nnx.Linear((3 if use_pre else 2) * dim, dim, rngs=rngs)
-        self.top = nnx.Linear(dim, 1, rngs=rngs)
+        self.proj_h = Linear(feature_dim, dim, rngs=rngs)
+        self.proj_v = Linear(feature_dim, dim, rngs=rngs)
+        self.va = Linear(1, dim, rngs=rngs) if use_pre else None
+        self.hidden = Linear((3 if use_pre else 2) * dim, dim, rngs=rngs)
+        self.top = Linear(dim, 1, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, feat_h, feat_v, pre):
@@ -326,10 +327,10 @@ class SingleViewHead(nnx.Module):
         if view not in ("h", "v"):
             raise ValueError(f"view={view!r}: use 'h' (horizontal) or 'v' (vertical)")
         self.view, self.uses_pre = view, use_pre
-        self.proj = nnx.Linear(feature_dim, dim, rngs=rngs)
-        self.va = nnx.Linear(1, dim, rngs=rngs) if use_pre else None
-        self.hidden = nnx.Linear((2 if use_pre else 1) * dim, dim, rngs=rngs)
-        self.top = nnx.Linear(dim, 1, rngs=rngs)
+        self.proj = Linear(feature_dim, dim, rngs=rngs)
+        self.va = Linear(1, dim, rngs=rngs) if use_pre else None
+        self.hidden = Linear((2 if use_pre else 1) * dim, dim, rngs=rngs)
+        self.top = Linear(dim, 1, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, feat_h, feat_v, pre):

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from frugal.transforms.initializers import Conv, ConvTranspose, Linear
+
 
 def step_embedding(t: jax.Array, dim: int, scale: float = 1.0) -> jax.Array:
     """Sinusoidal embedding of (scaled) step indices, `[batch] -> [batch, dim]` (Transformer positions)."""
@@ -54,12 +56,12 @@ def _check_inputs(x_t, t, cond, mask, n_mels):
 
 class _ResidualLayer(nnx.Module):
     def __init__(self, channels: int, dilation: int, kernel_size: int, *, rngs: nnx.Rngs):
-        self.step_proj = nnx.Linear(channels, channels, rngs=rngs)
-        self.conv = nnx.Conv(
+        self.step_proj = Linear(channels, channels, rngs=rngs)
+        self.conv = Conv(
             channels, 2 * channels, kernel_size=(kernel_size,), kernel_dilation=(dilation,), padding="SAME", rngs=rngs
         )
-        self.cond_proj = nnx.Conv(channels, 2 * channels, kernel_size=(1,), rngs=rngs)
-        self.out = nnx.Conv(channels, 2 * channels, kernel_size=(1,), rngs=rngs)
+        self.cond_proj = Conv(channels, 2 * channels, kernel_size=(1,), rngs=rngs)
+        self.out = Conv(channels, 2 * channels, kernel_size=(1,), rngs=rngs)
 
     def __call__(self, x, step, cond, m):
         h = x + self.step_proj(step)[:, None, :]
@@ -93,15 +95,15 @@ class WaveNetDenoiser(nnx.Module):
         if dilation_cycle < 1 or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"need dilation_cycle >= 1 and an odd kernel_size, got {dilation_cycle} and {kernel_size}")
         self.n_mels, self.channels = n_mels, channels
-        self.input_proj = nnx.Conv(n_mels, channels, kernel_size=(1,), rngs=rngs)
-        self.cond_in = nnx.Conv(n_mels, channels, kernel_size=(1,), rngs=rngs)
-        self.mlp_in = nnx.Linear(channels, 4 * channels, rngs=rngs)
-        self.mlp_out = nnx.Linear(4 * channels, channels, rngs=rngs)
+        self.input_proj = Conv(n_mels, channels, kernel_size=(1,), rngs=rngs)
+        self.cond_in = Conv(n_mels, channels, kernel_size=(1,), rngs=rngs)
+        self.mlp_in = Linear(channels, 4 * channels, rngs=rngs)
+        self.mlp_out = Linear(4 * channels, channels, rngs=rngs)
         self.layers = nnx.List(
             [_ResidualLayer(channels, 2 ** (i % dilation_cycle), kernel_size, rngs=rngs) for i in range(layers)]
         )
-        self.skip_proj = nnx.Conv(channels, channels, kernel_size=(1,), rngs=rngs)
-        self.output_proj = nnx.Conv(channels, n_mels, kernel_size=(1,), kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.skip_proj = Conv(channels, channels, kernel_size=(1,), rngs=rngs)
+        self.output_proj = Conv(channels, n_mels, kernel_size=(1,), kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     def __call__(self, x_t, t, cond, mask=None):
         _check_inputs(x_t, t, cond, mask, self.n_mels)
@@ -120,12 +122,12 @@ class WaveNetDenoiser(nnx.Module):
 
 class _ResBlock2D(nnx.Module):
     def __init__(self, cin: int, cout: int, step_dim: int, groups: int, *, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(cin, cout, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+        self.conv1 = Conv(cin, cout, kernel_size=(3, 3), padding="SAME", rngs=rngs)
         self.norm1 = nnx.GroupNorm(cout, num_groups=groups, rngs=rngs)
-        self.step = nnx.Linear(step_dim, cout, rngs=rngs)
-        self.conv2 = nnx.Conv(cout, cout, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+        self.step = Linear(step_dim, cout, rngs=rngs)
+        self.conv2 = Conv(cout, cout, kernel_size=(3, 3), padding="SAME", rngs=rngs)
         self.norm2 = nnx.GroupNorm(cout, num_groups=groups, rngs=rngs)
-        self.skip = nnx.Conv(cin, cout, kernel_size=(1, 1), rngs=rngs) if cin != cout else None
+        self.skip = Conv(cin, cout, kernel_size=(1, 1), rngs=rngs) if cin != cout else None
 
     def __call__(self, x, step, m):
         h = _mish(self.norm1(self.conv1(x * m))) * m
@@ -145,8 +147,8 @@ class UNet2DDenoiser(nnx.Module):
         self.n_mels, self.dim, self.levels = n_mels, dim, len(mults)
         if n_mels % 2 ** (self.levels - 1):
             raise ValueError(f"n_mels={n_mels} must be divisible by 2^(levels-1) = {2 ** (self.levels - 1)}")
-        self.mlp_in = nnx.Linear(dim, 4 * dim, rngs=rngs)
-        self.mlp_out = nnx.Linear(4 * dim, dim, rngs=rngs)
+        self.mlp_in = Linear(dim, 4 * dim, rngs=rngs)
+        self.mlp_out = Linear(4 * dim, dim, rngs=rngs)
         chans = [2] + [dim * k for k in mults]
         self.downs = nnx.List()
         for i in range(self.levels):
@@ -158,7 +160,7 @@ class UNet2DDenoiser(nnx.Module):
                         _ResBlock2D(chans[i + 1], chans[i + 1], dim, groups, rngs=rngs),
                         None
                         if last
-                        else nnx.Conv(chans[i + 1], chans[i + 1], kernel_size=(3, 3), strides=2, padding=1, rngs=rngs),
+                        else Conv(chans[i + 1], chans[i + 1], kernel_size=(3, 3), strides=2, padding=1, rngs=rngs),
                     ]
                 )
             )
@@ -172,14 +174,14 @@ class UNet2DDenoiser(nnx.Module):
                     [
                         _ResBlock2D(2 * chans[i + 1], chans[i], dim, groups, rngs=rngs),
                         _ResBlock2D(chans[i], chans[i], dim, groups, rngs=rngs),
-                        nnx.ConvTranspose(
+                        ConvTranspose(
                             chans[i], chans[i], kernel_size=(4, 4), strides=(2, 2), padding="SAME", rngs=rngs
                         ),
                     ]
                 )
             )
-        self.final_block = nnx.Conv(chans[1], dim, kernel_size=(3, 3), padding="SAME", rngs=rngs)
-        self.final = nnx.Conv(dim, 1, kernel_size=(1, 1), kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.final_block = Conv(chans[1], dim, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+        self.final = Conv(dim, 1, kernel_size=(1, 1), kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     def __call__(self, x_t, t, cond, mask=None):
         _check_inputs(x_t, t, cond, mask, self.n_mels)

@@ -45,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from frugal.transforms.initializers import Conv, Embed, Linear
+
 _LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as ming024 uses it
 
 
@@ -189,7 +191,7 @@ def length_regulate(hidden: jax.Array, durations: jax.Array, max_frames: int) ->
 
 
 def _conv1d(in_ch: int, out_ch: int, kernel: int, *, rngs: nnx.Rngs) -> nnx.Conv:
-    return nnx.Conv(in_ch, out_ch, kernel_size=(kernel,), padding="SAME", rngs=rngs)
+    return Conv(in_ch, out_ch, kernel_size=(kernel,), padding="SAME", rngs=rngs)
 
 
 def _zero_pad(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -201,10 +203,10 @@ class MultiHeadSelfAttention(nnx.Module):
 
     def __init__(self, d_model: int, heads: int, dropout: float, *, rngs: nnx.Rngs):
         self.heads = heads
-        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
-        self.key = nnx.Linear(d_model, d_model, rngs=rngs)
-        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
-        self.output = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.query = Linear(d_model, d_model, rngs=rngs)
+        self.key = Linear(d_model, d_model, rngs=rngs)
+        self.value = Linear(d_model, d_model, rngs=rngs)
+        self.output = Linear(d_model, d_model, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.norm = nnx.LayerNorm(d_model, epsilon=_LN_EPS, rngs=rngs)
 
@@ -270,7 +272,7 @@ class VariancePredictor(nnx.Module):
         self.conv2 = _conv1d(c.variance_filter, c.variance_filter, c.variance_kernel, rngs=rngs)
         self.norm2 = nnx.LayerNorm(c.variance_filter, epsilon=_LN_EPS, rngs=rngs)
         self.dropout = nnx.Dropout(c.variance_dropout, rngs=rngs)
-        self.linear = nnx.Linear(c.variance_filter, 1, rngs=rngs)
+        self.linear = Linear(c.variance_filter, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         x = _zero_pad(self.dropout(self.norm1(jax.nn.relu(self.conv1(x)))), mask)
@@ -309,15 +311,15 @@ class FastSpeech2(nnx.Module):
     def __init__(self, config: FastSpeech2Config, *, rngs: nnx.Rngs):
         c = config
         self.config = c
-        self.embedding = nnx.Embed(c.vocab_size, c.d_model, rngs=rngs)
+        self.embedding = Embed(c.vocab_size, c.d_model, rngs=rngs)
         self.encoder = FFTStack(c, c.encoder_layers, rngs=rngs)
         self.duration_predictor = VariancePredictor(c, rngs=rngs)
         self.pitch_predictor = VariancePredictor(c, rngs=rngs)
         self.energy_predictor = VariancePredictor(c, rngs=rngs)
-        self.pitch_embedding = nnx.Embed(c.n_bins, c.d_model, rngs=rngs)
-        self.energy_embedding = nnx.Embed(c.n_bins, c.d_model, rngs=rngs)
+        self.pitch_embedding = Embed(c.n_bins, c.d_model, rngs=rngs)
+        self.energy_embedding = Embed(c.n_bins, c.d_model, rngs=rngs)
         self.decoder = FFTStack(c, c.decoder_layers, rngs=rngs)
-        self.mel_linear = nnx.Linear(c.d_model, c.n_mels, rngs=rngs)
+        self.mel_linear = Linear(c.d_model, c.n_mels, rngs=rngs)
         self.postnet = PostNet(c.n_mels, rngs=rngs) if c.postnet else None
 
     def _check(self, phonemes, phoneme_mask, max_frames, durations, pitch, energy):

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from frugal.models.layers import NORMS, make_norm
+from frugal.transforms.initializers import Conv, ConvTranspose, Linear, lecun_normal
 
 UPSAMPLERS = ("tconv", "nearest", "bilinear", "shuffle")
 LEAKY_SLOPE = 0.2  # DCGAN's discriminator activation
@@ -93,10 +94,10 @@ class Upsample(nnx.Module):
             raise ValueError(f"upsample={mode!r} is not known; use one of {UPSAMPLERS}")
         self.mode = mode
         if mode == "tconv":
-            self.conv = nnx.ConvTranspose(in_ch, out_ch, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
+            self.conv = ConvTranspose(in_ch, out_ch, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
         else:
             channels = 4 * out_ch if mode == "shuffle" else out_ch
-            self.conv = nnx.Conv(in_ch, channels, (3, 3), padding="SAME", rngs=rngs)
+            self.conv = Conv(in_ch, channels, (3, 3), padding="SAME", rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.mode == "tconv":
@@ -138,7 +139,7 @@ class Generator(nnx.Module):
         self.latent_dim, self.image_size = latent_dim, image_size
         channels = [width * 2 ** (stages - 1 - i) for i in range(stages)] + [3]
         self.base_channels = channels[0]
-        self.project = nnx.Linear(latent_dim, 16 * channels[0], rngs=rngs)
+        self.project = Linear(latent_dim, 16 * channels[0], rngs=rngs)
         self.project_norm = make_norm(norm, channels[0], rngs=rngs)
         self.stages = nnx.List([Upsample(channels[i], channels[i + 1], upsample, rngs=rngs) for i in range(stages)])
         self.norms = nnx.List([make_norm(norm, c, rngs=rngs) for c in channels[1:-1]])
@@ -185,7 +186,7 @@ class SpectralConv(nnx.Module):
         if n_power_iterations < 1:
             raise ValueError(f"n_power_iterations={n_power_iterations} must be >= 1")
         shape = (kernel_size, kernel_size, in_ch, out_ch)
-        self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), shape))
+        self.kernel = nnx.Param(lecun_normal()(rngs.params(), shape))
         self.bias = nnx.Param(jnp.zeros((out_ch,)))
         self.u = nnx.BatchStat(_l2_normalize(jax.random.normal(rngs.params(), (out_ch,))))
         self.stride, self.padding = stride, padding
@@ -222,7 +223,7 @@ class SpectralConv(nnx.Module):
 def _d_conv(in_ch, out_ch, kernel, stride, padding, spectral_norm: bool, n_power_iterations: int, rngs):
     if spectral_norm:
         return SpectralConv(in_ch, out_ch, kernel, stride, padding, n_power_iterations=n_power_iterations, rngs=rngs)
-    return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=padding, rngs=rngs)
+    return Conv(in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=padding, rngs=rngs)
 
 
 class Discriminator(nnx.Module):
@@ -275,10 +276,10 @@ class _Encoder(nnx.Module):
     def __init__(self, width: int, bottleneck: int, *, rngs: nnx.Rngs):
         _check_width(width)
         _check_width(bottleneck, "bottleneck")
-        self.conv_in = nnx.Conv(3, width, (3, 3), padding="SAME", rngs=rngs)
-        self.down1 = nnx.Conv(width, 2 * width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), rngs=rngs)
-        self.down2 = nnx.Conv(2 * width, 2 * width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), rngs=rngs)
-        self.code = nnx.Conv(2 * width, bottleneck, (1, 1), rngs=rngs)
+        self.conv_in = Conv(3, width, (3, 3), padding="SAME", rngs=rngs)
+        self.down1 = Conv(width, 2 * width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.down2 = Conv(2 * width, 2 * width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.code = Conv(2 * width, bottleneck, (1, 1), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jax.nn.relu(self.conv_in(x))
@@ -297,7 +298,7 @@ class Resynthesizer(nnx.Module):
 
     def __init__(self, width: int = 32, upsample: str = "tconv", *, bottleneck: int = 16, rngs: nnx.Rngs):
         self.encoder = _Encoder(width, bottleneck, rngs=rngs)
-        self.decode_in = nnx.Conv(bottleneck, 2 * width, (3, 3), padding="SAME", rngs=rngs)
+        self.decode_in = Conv(bottleneck, 2 * width, (3, 3), padding="SAME", rngs=rngs)
         self.up1 = Upsample(2 * width, width, upsample, rngs=rngs)
         self.up2 = Upsample(width, 3, upsample, rngs=rngs)
 
@@ -323,10 +324,10 @@ class FingerprintAE(nnx.Module):
 
     def __init__(self, width: int = 32, *, bottleneck: int = 16, rngs: nnx.Rngs):
         self.encoder = _Encoder(width, bottleneck, rngs=rngs)
-        self.decode_in = nnx.Conv(bottleneck, 2 * width, (3, 3), padding="SAME", rngs=rngs)
+        self.decode_in = Conv(bottleneck, 2 * width, (3, 3), padding="SAME", rngs=rngs)
         self.up1 = Upsample(2 * width, width, "bilinear", rngs=rngs)
         self.up2 = Upsample(width, width, "bilinear", rngs=rngs)
-        self.conv_out = nnx.Conv(width, 3, (3, 3), padding="SAME", rngs=rngs)
+        self.conv_out = Conv(width, 3, (3, 3), padding="SAME", rngs=rngs)
 
     def encode(self, x: jax.Array) -> jax.Array:
         _check_images(x, "FingerprintAE", multiple=4)

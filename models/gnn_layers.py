@@ -41,6 +41,7 @@ from frugal.models.gnn import (
     spmm_per_channel,
     spmm_stacked,
 )
+from frugal.transforms.initializers import Linear, glorot_uniform
 
 __all__ = [
     "Step",
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 State = dict[str, jax.Array]
-_glorot = nnx.initializers.glorot_uniform()
+_glorot = glorot_uniform()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _scatter_x(self, graph: Graph, state: State) -> State:
 
 
 def _linear(rngs, fan_in, fan_out, bias=True):
-    return nnx.Linear(fan_in, fan_out, use_bias=bias, kernel_init=_glorot, rngs=rngs)
+    return Linear(fan_in, fan_out, use_bias=bias, kernel_init=_glorot, rngs=rngs)
 
 
 class GCNLayer(StagedLayer):
@@ -220,12 +221,12 @@ class SAGELayer(StagedLayer):
             raise ValueError(f"aggregator={aggregator!r} is not known; use 'mean' or 'lstm'")
         self.in_features, self.out_features, self.aggregator = in_features, out_features, aggregator
         self.fused_gather = aggregator == "mean"
-        self.lin_l = nnx.Linear(in_features, out_features, rngs=rngs)
-        self.lin_r = nnx.Linear(in_features, out_features, use_bias=False, rngs=rngs)
+        self.lin_l = Linear(in_features, out_features, rngs=rngs)
+        self.lin_r = Linear(in_features, out_features, use_bias=False, rngs=rngs)
         if aggregator == "lstm":
             # One matrix for the four gates (torch order i, f, g, o); hidden size = in_features.
-            self.lstm_input = nnx.Linear(in_features, 4 * in_features, rngs=rngs)
-            self.lstm_hidden = nnx.Linear(in_features, 4 * in_features, rngs=rngs)
+            self.lstm_input = Linear(in_features, 4 * in_features, rngs=rngs)
+            self.lstm_hidden = Linear(in_features, 4 * in_features, rngs=rngs)
 
     @property
     def project_first(self) -> bool:
@@ -303,8 +304,8 @@ class GINLayer(StagedLayer):
         hidden_features = hidden_features or out_features
         self.in_features, self.out_features = in_features, out_features
         self.eps = nnx.Param(jnp.asarray(eps, jnp.float32)) if train_eps else float(eps)
-        self.mlp_in = nnx.Linear(in_features, hidden_features, rngs=rngs)
-        self.mlp_out = nnx.Linear(hidden_features, out_features, rngs=rngs)
+        self.mlp_in = Linear(in_features, hidden_features, rngs=rngs)
+        self.mlp_out = Linear(hidden_features, out_features, rngs=rngs)
         self.activation = activation
 
     def steps(self, fused):
@@ -330,8 +331,8 @@ class _GRUCell(nnx.Module):
     """torch.nn.GRUCell: r, z gates and a candidate with the reset gate applied to W_hn h + b_hn."""
 
     def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs):
-        self.input = nnx.Linear(in_features, 3 * hidden, rngs=rngs)
-        self.hidden = nnx.Linear(hidden, 3 * hidden, rngs=rngs)
+        self.input = Linear(in_features, 3 * hidden, rngs=rngs)
+        self.hidden = Linear(hidden, 3 * hidden, rngs=rngs)
 
     def __call__(self, x, h):
         xr, xz, xn = jnp.split(self.input(x), 3, axis=-1)
@@ -508,9 +509,9 @@ class GNNClassifier(nnx.Module):
         widths = [in_features] + [hidden] * (num_layers - 1) + [num_classes]
         layers = []
         if kind == "ggnn":
-            self.input = nnx.data(nnx.Linear(in_features, hidden, rngs=rngs))
+            self.input = nnx.data(Linear(in_features, hidden, rngs=rngs))
             layers.append(GGNNLayer(hidden, hidden, num_steps=num_layers, rngs=rngs))
-            self.output = nnx.data(nnx.Linear(hidden, num_classes, rngs=rngs))
+            self.output = nnx.data(Linear(hidden, num_classes, rngs=rngs))
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
             last = i == num_layers - 1
             if kind == "gcn":

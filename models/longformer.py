@@ -21,13 +21,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from frugal.models.layers import resolve_activation
 from frugal.transforms.attention import AttentionPattern, hybrid_attention, masked_softmax_weights
+from frugal.transforms.initializers import Linear, normal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ class LongformerConfig:
 
 class _Embed(nnx.Module):
     def __init__(self, num: int, features: int, *, rngs: nnx.Rngs):
-        self.weight = nnx.Param(jax.random.normal(rngs.params(), (num, features)) * 0.02)
+        self.weight = nnx.Param(normal(0.02)(rngs.params(), (num, features)))
 
     def __call__(self, ids):
         return self.weight[...][ids]
@@ -112,7 +112,7 @@ class _Linear(nnx.Module):
     """A dense layer stored like torch.nn.Linear: weight (out, in), bias (out,)."""
 
     def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs):
-        self.weight = nnx.Param(jax.random.normal(rngs.params(), (fan_out, fan_in)) * 0.02)
+        self.weight = nnx.Param(normal(0.02)(rngs.params(), (fan_out, fan_in)))
         self.bias = nnx.Param(jnp.zeros((fan_out,)))
 
     def __call__(self, x):
@@ -303,7 +303,7 @@ class LongformerClassifier(nnx.Module):
 
     def __init__(self, config: LongformerConfig, num_classes: int, *, rngs: nnx.Rngs):
         self.longformer = LongformerModel(config, rngs=rngs)
-        self.classifier = nnx.Linear(config.hidden_size, num_classes, rngs=rngs)
+        self.classifier = Linear(config.hidden_size, num_classes, rngs=rngs)
 
     def __call__(self, input_ids, *, global_tokens=(0,), read_token: int = 0, impl="auto", attention_mask=None):
         hidden = self.longformer(input_ids, global_tokens=global_tokens, impl=impl, attention_mask=attention_mask)

@@ -14,17 +14,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from frugal.models.layers import make_norm, resolve_activation
+from frugal.transforms.initializers import Conv, Linear, variance_scaling
 
 
 def _conv(in_ch, out_ch, kernel, stride, *, rngs):
-    return nnx.Conv(
+    return Conv(
         in_ch,
         out_ch,
         kernel_size=(kernel, kernel),
         strides=(stride, stride),
         padding="SAME",
         use_bias=False,
-        kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        kernel_init=variance_scaling(2.0, "fan_out", "normal"),
         rngs=rngs,
     )
 
@@ -126,7 +127,7 @@ class ResNet(nnx.Module):
                 blocks.append(block_cls(in_ch, width, stride, activation=self.activation, norm=norm, rngs=rngs))
                 in_ch = width * block_cls.expansion
         self.blocks = nnx.List(blocks)
-        self.head = nnx.Linear(in_ch, num_classes, rngs=rngs)
+        self.head = Linear(in_ch, num_classes, rngs=rngs)
         self.num_features = in_ch
 
     def features(self, x: jax.Array) -> jax.Array:

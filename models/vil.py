@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from frugal.models.layers import resolve_activation
 from frugal.transforms.attention import AttentionPattern, hybrid_attention
+from frugal.transforms.initializers import Conv, Linear, normal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +91,8 @@ class ViLConfig:
 
 class WindowAttention(nnx.Module):
     def __init__(self, dim: int, heads: int, pattern: AttentionPattern, *, rngs: nnx.Rngs):
-        self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
-        self.proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.qkv = Linear(dim, 3 * dim, rngs=rngs)
+        self.proj = Linear(dim, dim, rngs=rngs)
         self.heads = heads
         self.pattern = pattern
 
@@ -105,8 +105,8 @@ class WindowAttention(nnx.Module):
 
 class Mlp(nnx.Module):
     def __init__(self, dim: int, hidden: int, activation, *, rngs: nnx.Rngs):
-        self.fc1 = nnx.Linear(dim, hidden, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, dim, rngs=rngs)
+        self.fc1 = Linear(dim, hidden, rngs=rngs)
+        self.fc2 = Linear(hidden, dim, rngs=rngs)
         self.activation = activation
 
     def __call__(self, x):
@@ -138,7 +138,7 @@ class Stage(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        self.patch = nnx.Conv(
+        self.patch = Conv(
             in_channels,
             stage.dim,
             kernel_size=(stage.patch_size,) * 2,
@@ -148,13 +148,13 @@ class Stage(nnx.Module):
         )
         self.norm = nnx.LayerNorm(stage.dim, rngs=rngs)
         if in_global_dim is None:
-            self.global_tokens = nnx.Param(jax.random.normal(rngs.params(), (1, num_global, stage.dim)) * 0.02)
+            self.global_tokens = nnx.Param(normal(0.02)(rngs.params(), (1, num_global, stage.dim)))
             self.global_proj = None
         else:
             self.global_tokens = None
-            self.global_proj = nnx.Linear(in_global_dim, stage.dim, rngs=rngs)
-        self.row_pos = nnx.Param(jax.random.normal(rngs.params(), (side, 1, stage.dim)) * 0.02)
-        self.col_pos = nnx.Param(jax.random.normal(rngs.params(), (1, side, stage.dim)) * 0.02)
+            self.global_proj = Linear(in_global_dim, stage.dim, rngs=rngs)
+        self.row_pos = nnx.Param(normal(0.02)(rngs.params(), (side, 1, stage.dim)))
+        self.col_pos = nnx.Param(normal(0.02)(rngs.params(), (1, side, stage.dim)))
         pattern = AttentionPattern.vil(side, side, window=stage.window, num_global=num_global)
         self.blocks = nnx.List(
             [Block(stage.dim, stage.heads, pattern, mlp_ratio, activation, rngs=rngs) for _ in range(stage.depth)]
@@ -189,7 +189,7 @@ class ViL(nnx.Module):
             channels = global_dim = stage.dim
         self.stages = nnx.List(stages)
         self.norm = nnx.LayerNorm(channels, rngs=rngs)
-        self.head = nnx.Linear(channels, config.num_classes, rngs=rngs)
+        self.head = Linear(channels, config.num_classes, rngs=rngs)
         self.impl = "auto"
 
     def __call__(self, images):

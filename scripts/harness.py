@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from frugal.scripts.data import BatchSampler, ImageDataset, eval_batches
+from frugal.transforms import prng
 
 PyTree = Any
 StepFn = Callable[[Any, PyTree, jax.Array], dict]
@@ -381,7 +382,7 @@ def random_translate(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.A
     """Per-example random translation by up to `max_shift` pixels (zero padding), a cheap augmentation."""
     n, h, w, _ = images.shape
     padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
-    offsets = jax.random.randint(rng, (n, 2), 0, 2 * max_shift + 1)
+    offsets = prng.randint(rng, (n, 2), 0, 2 * max_shift + 1)
     crop = lambda img, off: jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, img.shape[-1]))
     return jax.vmap(crop)(padded, offsets)
 

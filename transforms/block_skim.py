@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from frugal.transforms.initializers import Conv, Linear
+
 LABEL_RULES = ("any", "more_than_one")
 PREDICTOR_FEATURES = ("diagonal", "diagonal+question", "diagonal+question+match")
 
@@ -205,8 +207,8 @@ class MatchHead(nnx.Module):
     def __init__(self, in_features: int, hidden: int = 64, *, rngs: nnx.Rngs):
         self.mean = nnx.BatchStat(jnp.zeros(in_features))
         self.scale = nnx.BatchStat(jnp.ones(in_features))
-        self.hidden = nnx.Linear(in_features, hidden, rngs=rngs)
-        self.out = nnx.Linear(hidden, 2, rngs=rngs)
+        self.hidden = Linear(in_features, hidden, rngs=rngs)
+        self.out = Linear(hidden, 2, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = (x - self.mean[...]) / self.scale[...]
@@ -229,12 +231,12 @@ class SkimPredictor(nnx.Module):
         h = num_heads
         self.block_size = block_size
         self.features = features
-        self.conv1 = nnx.Conv(h, h, (3, 3), padding="SAME", rngs=rngs)
+        self.conv1 = Conv(h, h, (3, 3), padding="SAME", rngs=rngs)
         self.norm1 = nnx.BatchNorm(h, momentum=momentum, rngs=rngs)
-        self.conv2 = nnx.Conv(h, h, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = Conv(h, h, (3, 3), padding="SAME", rngs=rngs)
         self.norm2 = nnx.BatchNorm(h, momentum=momentum, rngs=rngs)
         extra = QUESTION_FEATURES_PER_HEAD * h if features == "diagonal+question" else 0
-        self.classifier = nnx.Linear(h * (block_size // 4) ** 2 + extra, 2, rngs=rngs)
+        self.classifier = Linear(h * (block_size // 4) ** 2 + extra, 2, rngs=rngs)
         if features == "diagonal+question+match":
             self.match_head = MatchHead(6 * match_base_width(h), rngs=rngs)
 

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from frugal.transforms import prng
+
 PARAMETERIZATIONS = ("eps", "x0")
 LOSSES = ("l1", "l2")
 SCHEDULES = ("linear", "cosine")
@@ -129,7 +131,7 @@ def diffusion_loss(
         raise ValueError(f"max_step must be in [1, {schedule.num_steps}], got {max_step}")
     t_key, n_key = jax.random.split(rng)
     t = jax.random.randint(t_key, (x0.shape[0],), 0, top)
-    noise = jax.random.normal(n_key, x0.shape, x0.dtype)
+    noise = prng.normal(n_key, x0.shape, x0.dtype)
     x_t = q_sample(schedule, x0, t, noise)
     target = noise if parameterization == "eps" else x0
     err = denoise(x_t, t) - target
@@ -261,7 +263,7 @@ def ddim_run(
             x0 = jnp.clip(x0, -clip, clip)
         sigma = eta * jnp.sqrt((1.0 - ab_s) / (1.0 - ab_t)) * jnp.sqrt(jnp.maximum(1.0 - ab_t / ab_s, 0.0))
         direction = jnp.sqrt(jnp.maximum(1.0 - ab_s - sigma**2, 0.0))
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+        noise = prng.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
         x_next = jnp.sqrt(ab_s) * x0 + direction * eps + sigma * noise
         if mask is not None:
             x_next = x_next * mask

@@ -45,6 +45,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from frugal.transforms import prng
+
 __all__ = [
     "MIX_FROM",
     "MIX_WEIGHTS",
@@ -181,21 +183,21 @@ def draw_perturbations(key: jax.Array, labels: jax.Array, shape: Sequence[int], 
     labels = _check_labels(labels, n)
     dtype = jnp.float32
     row_key, partner_key, noise_key = jax.random.split(key, 3)
-    u = jax.random.uniform(row_key, (n, 6), dtype)
+    u = prng.uniform(row_key, (n, 6), dtype)
     between = lambda column, low, high: low + (high - low) * u[:, column]
     modes = config.modes
     mode_index = jnp.minimum(jnp.floor(u[:, 1] * len(modes)).astype(jnp.int32), len(modes) - 1)
     not_none = jnp.asarray([m != "none" for m in modes])[mode_index]
     apply = (labels == FAKE) & (u[:, 0] < config.prob) & not_none
     if "noise" in modes:
-        noise = jax.random.normal(noise_key, tuple(shape), dtype)
+        noise = prng.normal(noise_key, tuple(shape), dtype)
     else:  # nothing reads it; a broadcastable zero keeps the tuple's shape contract cheap
         noise = jnp.zeros((n, 1, 1, 1), dtype)
     partner = jnp.arange(n, dtype=jnp.int32)
     if "mix" in modes:  # uniform over candidates other than the row itself; the row itself if none
         eligible = labels == FAKE if config.mix_from == "fakes" else jnp.ones((n,), bool)
         candidates = eligible[None, :] & ~jnp.eye(n, dtype=bool)
-        scores = jnp.where(candidates, jax.random.uniform(partner_key, (n, n), dtype), -1.0)
+        scores = jnp.where(candidates, prng.uniform(partner_key, (n, n), dtype), -1.0)
         partner = jnp.where(candidates.any(axis=-1), jnp.argmax(scores, axis=-1).astype(jnp.int32), partner)
     return PerturbDraws(
         apply=apply,

@@ -27,6 +27,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from frugal.transforms import prng
+
 __all__ = ["frequency_augment", "gaussian_blur", "gaussian_kernel_radius", "image_noise", "npr_residual"]
 
 NPR_SCALE = 2.0 / 3.0  # the reference feeds conv1 with NPR * 2.0 / 3.0
@@ -101,8 +103,8 @@ def image_noise(
     k_apply, k_sigma, k_noise = jax.random.split(key, 3)
     apply = _apply_mask(k_apply, images, labels, prob)
     n = images.shape[0]
-    sigma = jax.random.uniform(k_sigma, (n, 1, 1, 1), images.dtype, sigma_min, sigma_max)
-    noisy = jnp.clip(images + sigma * jax.random.normal(k_noise, images.shape, images.dtype), 0.0, 1.0)
+    sigma = prng.uniform(k_sigma, (n, 1, 1, 1), images.dtype, sigma_min, sigma_max)
+    noisy = jnp.clip(images + sigma * prng.normal(k_noise, images.shape, images.dtype), 0.0, 1.0)
     return jnp.where(apply, noisy, images)
 
 
@@ -207,9 +209,9 @@ def frequency_augment(
     n, h, w, _ = images.shape
     k_apply, k_r0, k_width, k_gain = jax.random.split(key, 4)
     apply = _apply_mask(k_apply, images, labels, prob)
-    r0 = jax.random.uniform(k_r0, (n, 1, 1, 1), jnp.float32, min_radius, 1.0)
-    width = jax.random.uniform(k_width, (n, 1, 1, 1), jnp.float32, 0.0, max_width)
-    gain = jax.random.uniform(k_gain, (n, 1, 1, 1), jnp.float32, low, high)
+    r0 = prng.uniform(k_r0, (n, 1, 1, 1), jnp.float32, min_radius, 1.0)
+    width = prng.uniform(k_width, (n, 1, 1, 1), jnp.float32, 0.0, max_width)
+    gain = prng.uniform(k_gain, (n, 1, 1, 1), jnp.float32, low, high)
     fy, fx = jnp.fft.fftfreq(h), jnp.fft.fftfreq(w)
     radius = jnp.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)[None, :, :, None] / 0.5
     in_band = (radius >= r0) & (radius < r0 + width)

@@ -47,6 +47,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from frugal.transforms import prng
 from frugal.transforms.quant.adaround import (
     hard_weight,
     init_weight_rounding,
@@ -155,7 +156,7 @@ def _block_loss(trainable, fixed, xq, xfp, target, key, beta, regularize, spec: 
             return q
         # QDrop: keep the quantized value with probability 1 - p, else the float one (for the block
         # input, the float model's input).
-        keep = jax.random.bernoulli(keys[name], 1.0 - s.drop_prob, v.shape)
+        keep = prng.bernoulli(keys[name], 1.0 - s.drop_prob, v.shape)
         return jnp.where(keep, q, xfp if name == "in" else v)
 
     pred = block_forward(spec, weights, xq, quant, activation)

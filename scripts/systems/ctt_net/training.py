@@ -22,6 +22,7 @@ from flax import nnx
 
 from frugal.models import ctt_net
 from frugal.scripts.harness import Trainer, TrainerConfig, TrainState, loss_step
+from frugal.transforms import prng
 from frugal.transforms.outcome_losses import outcome_loss
 
 # name -> (description, uses images, uses pre-op VA)
@@ -170,7 +171,7 @@ def _augment(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array:
     x = images[..., None]
     if max_shift:
         x = random_translate(x, k1, max_shift)
-    flip = jax.random.bernoulli(k2, 0.5, (x.shape[0], 1, 1, 1))
+    flip = prng.bernoulli(k2, 0.5, (x.shape[0], 1, 1, 1))
     return jnp.where(flip, x[:, :, ::-1], x)
 
 

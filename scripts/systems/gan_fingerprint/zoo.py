@@ -35,6 +35,7 @@ from frugal.models.gan_zoo import FAMILIES, FingerprintAE, Generator, Resynthesi
 from frugal.scripts.data import BatchSampler
 from frugal.scripts.harness import Trainer, TrainerConfig, TrainState, loss_step
 from frugal.transforms.gan_losses import gan_losses, mse_reconstruction
+from frugal.transforms.initializers import Conv, variance_scaling
 
 # One optimizer object each, so Trainers of equal models share one compiled step (the harness keys
 # its compile cache on the graph structure, which includes the optimizer).
@@ -286,8 +287,8 @@ class RandomFeatureNet(nnx.Module):
     fine-scale statistics (first stage) as well as coarser structure."""
 
     def __init__(self, width: int = 16, *, rngs: nnx.Rngs):
-        he = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
-        conv = lambda i, o, k, s: nnx.Conv(i, o, (k, k), strides=(s, s), padding="SAME", kernel_init=he, rngs=rngs)
+        he = variance_scaling(2.0, "fan_in", "normal")
+        conv = lambda i, o, k, s: Conv(i, o, (k, k), strides=(s, s), padding="SAME", kernel_init=he, rngs=rngs)
         self.convs = nnx.List([conv(3, width, 3, 1), conv(width, 2 * width, 4, 2), conv(2 * width, 4 * width, 4, 2)])
 
     def __call__(self, x: jax.Array) -> jax.Array:

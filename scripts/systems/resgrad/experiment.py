@@ -32,7 +32,7 @@ from frugal.scripts.report import machine_description, machine_record
 from frugal.scripts.systems.resgrad import corpus as corpus_mod
 from frugal.scripts.systems.resgrad import features, metrics, training
 from frugal.scripts.systems.resgrad.config import ResGradConfig
-from frugal.transforms import diffusion
+from frugal.transforms import diffusion, prng
 
 HOP, SAMPLE_RATE = 256, 22050
 CORPUS_FIELDS = ("corpus_dir", "train_sentences", "test_sentences", "corpus_seed", "noise_scale", "noise_w")
@@ -254,7 +254,7 @@ def refine(
         normalized += [np.zeros((0, bases[0].shape[1]), np.float32)] * (rows - len(idx))  # masked-out rows
         cond, mask = _pad_batch(normalized, frames)
         n_key, s_key = jax.random.split(jax.random.key(seed * 1_000_003 + number))
-        noise = jax.random.normal(n_key, cond.shape)
+        noise = prng.normal(n_key, cond.shape)
         if method == "shallow":
             k = config.shallow_k
             t = jnp.full((rows,), k, jnp.int32)
