@@ -156,7 +156,7 @@ def _train_cmd(workdir, json_path):
         "--dataset",
         "digits",
         "--steps",
-        "150",
+        "60",
         "--batch-size",
         "32",
         "--checkpoint-every",
@@ -201,7 +201,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed_at = max(_saved_steps(killed))
-    assert killed_at < 150
+    assert killed_at < 60
 
     resumed = subprocess.run(_train_cmd(killed, tmp_path / "k2.json"), cwd=REPO, env=env, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
@@ -209,7 +209,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     uninterrupted = subprocess.run(_train_cmd(straight, tmp_path / "s.json"), cwd=REPO, env=env, capture_output=True)
     assert uninterrupted.returncode == 0, uninterrupted.stderr.decode()[-2000:]
 
-    a, b = _final_params(killed, 150), _final_params(straight, 150)
+    a, b = _final_params(killed, 60), _final_params(straight, 60)
     assert a.keys() == b.keys() and len(a) > 10
     for key in a:
         np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=0, atol=1e-6, err_msg=str(key))

@@ -43,7 +43,7 @@ from flax import nnx
 from frugal.models.resnet import cifar_resnet8, cifar_resnet20
 from frugal.scripts.data import BatchSampler
 from frugal.scripts.harness import Trainer, TrainerConfig
-from frugal.scripts.systems.gan_fingerprint.config import METHODS
+from frugal.scripts.systems.gan_fingerprint.config import METHODS, GanfpConfig
 from frugal.scripts.systems.gan_fingerprint.jpeg import blur_jpeg
 from frugal.scripts.systems.gan_fingerprint.metrics import detection_metrics
 from frugal.scripts.systems.gan_fingerprint.zoo import map_batches
@@ -144,18 +144,24 @@ def detector_step(augment: str, prob: float, perturb: PerturbConfig | None) -> C
     return step
 
 
+_DEFAULTS = GanfpConfig()  # one source of truth: the experiment's defaults are the detector's
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectorSettings:
-    depth: int = 8
-    width: int = 16
-    steps: int = 400
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    """How one detector trains. Defaults are `GanfpConfig`'s (`experiment.detector_settings` maps the
+    config's fields here); the AdamW weight decay and warm-up have no config knob."""
+
+    depth: int = _DEFAULTS.depth
+    width: int = _DEFAULTS.det_width
+    steps: int = _DEFAULTS.det_steps
+    batch_size: int = _DEFAULTS.det_batch
+    learning_rate: float = _DEFAULTS.det_lr
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    eval_every: int = 50
-    aug_prob: float = 0.5
-    perturb: PerturbConfig = PerturbConfig(mode=("mut", "mix", "noise"))
+    eval_every: int = _DEFAULTS.eval_every
+    aug_prob: float = _DEFAULTS.aug_prob
+    perturb: PerturbConfig = _DEFAULTS.perturb_config()
 
     def __post_init__(self):
         if self.batch_size < 2 or self.batch_size % 2:

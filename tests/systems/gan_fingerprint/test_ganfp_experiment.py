@@ -181,3 +181,13 @@ def test_quick_tour_section_points_to_the_command(tmp_path):
     ((what, why),) = section.summary
     assert what == "why the tour cannot show it" and "`frugal ganfp eval`" in why
     assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_detector_defaults_are_the_configs():
+    """One source of truth: a detector built with no settings trains as the default experiment's does,
+    and a changed config knob reaches the detector."""
+    from frugal.scripts.systems.gan_fingerprint.detector import DetectorSettings
+
+    assert experiment.detector_settings(GanfpConfig()) == DetectorSettings()
+    tuned = experiment.detector_settings(GanfpConfig(det_steps=123, det_lr=0.5, depth=20))
+    assert (tuned.steps, tuned.learning_rate, tuned.depth) == (123, 0.5, 20)
