@@ -1,6 +1,6 @@
 """Extractive question answering on a BERT-family encoder: span head, span decoding, SQuAD EM/F1.
 
-`BertForQuestionAnswering` is the encoder plus one `Linear(hidden, 2)` giving start and end
+`BertForQuestionAnswering` is the encoder plus one `nnx.Linear(hidden, 2)` giving start and end
 logits per token (the Hugging Face `qa_outputs` head). Its parts follow a small protocol that
 `frugal.transforms.block_skim` drives layer by layer without importing this module:
 
