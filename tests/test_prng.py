@@ -57,3 +57,20 @@ def test_array_bounds_and_bad_shapes_are_refused_by_name():
         prng.normal(key, (2, -1))
     with pytest.raises(TypeError, match="normal: shape=3"):
         prng.normal(key, 3)
+
+
+def test_off_cpu_the_draw_goes_to_jax_random_as_is(monkeypatch):
+    """On GPU/TPU the shaped draw is kept (XLA can partition it across a mesh): same values."""
+    calls, real = [], jax.random.normal
+
+    def spy(key, shape, dtype=jnp.float32):
+        calls.append(tuple(shape))
+        return real(key, shape, dtype)
+
+    monkeypatch.setattr(prng.jax.random, "normal", spy)
+    key = jax.random.key(2)
+    on_cpu = prng.normal(key, (2, 3))
+    monkeypatch.setattr(prng.jax, "default_backend", lambda: "gpu")
+    off_cpu = prng.normal(key, (2, 3))
+    assert calls == [(6,), (2, 3)]
+    np.testing.assert_array_equal(np.asarray(on_cpu), np.asarray(off_cpu))

@@ -143,5 +143,5 @@ def Linear(*args, kernel_init: Initializer | None = None, **kwargs) -> nnx.Linea
 
 def Embed(*args, embedding_init: Initializer | None = None, **kwargs) -> nnx.Embed:
     """`nnx.Embed` with Flax's default table values (variance 1 / features, normal), initialized fast."""
-    default = variance_scaling(1.0, "fan_in", "normal", out_axis=0)
-    return nnx.Embed(*args, embedding_init=embedding_init or default, **kwargs)
+    default = embedding_init or variance_scaling(1.0, "fan_in", "normal", out_axis=0)
+    return nnx.Embed(*args, embedding_init=default, **kwargs)

@@ -13,6 +13,10 @@ is its row-major flat index, so `jax.random.normal(key, (n,)).reshape(shape)` eq
 `jax.random.normal(key, shape)` bit for bit. `tests/test_prng.py` checks each function here against
 `jax.random` on the same keys, so seeds, checkpoints and published numbers stay what they were.
 
+Only on CPU: on GPU and TPU the draw goes to `jax.random` as is, because there the compile is not slow
+and the multi-dimensional counters are what lets XLA's SPMD partitioner split a draw across a mesh
+instead of replicating it (the values are the same either way).
+
 Bounds and probabilities must be scalars here (JAX's broadcasting of array bounds against `shape` is
 not reproduced); pass arrays to `jax.random` directly.
 """
@@ -46,35 +50,42 @@ def _scalar(value, name: str, fn: str):
     return value
 
 
+def _draw(fn, key, shape: tuple[int, ...], *args, **kwargs) -> jax.Array:
+    """fn(key, shape, ...) drawn flat and reshaped on CPU, drawn as is elsewhere (same values)."""
+    if jax.default_backend() != "cpu":
+        return fn(key, shape, *args, **kwargs)
+    return fn(key, (math.prod(shape),), *args, **kwargs).reshape(shape)
+
+
 def normal(key: jax.Array, shape: Sequence[int] = (), dtype=jnp.float32) -> jax.Array:
     """`jax.random.normal(key, shape, dtype)`, same values."""
     shape = _shape(shape, "normal")
-    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+    return _draw(jax.random.normal, key, shape, dtype)
 
 
 def uniform(key: jax.Array, shape: Sequence[int] = (), dtype=jnp.float32, minval=0.0, maxval=1.0) -> jax.Array:
     """`jax.random.uniform(key, shape, dtype, minval, maxval)` for scalar bounds, same values."""
     shape = _shape(shape, "uniform")
     minval, maxval = _scalar(minval, "minval", "uniform"), _scalar(maxval, "maxval", "uniform")
-    return jax.random.uniform(key, (math.prod(shape),), dtype, minval, maxval).reshape(shape)
+    return _draw(jax.random.uniform, key, shape, dtype, minval, maxval)
 
 
 def truncated_normal(key: jax.Array, lower, upper, shape: Sequence[int] = (), dtype=jnp.float32) -> jax.Array:
     """`jax.random.truncated_normal(key, lower, upper, shape, dtype)` for scalar bounds, same values."""
     shape = _shape(shape, "truncated_normal")
     lower, upper = _scalar(lower, "lower", "truncated_normal"), _scalar(upper, "upper", "truncated_normal")
-    return jax.random.truncated_normal(key, lower, upper, (math.prod(shape),), dtype).reshape(shape)
+    return _draw(lambda k, s: jax.random.truncated_normal(k, lower, upper, s, dtype), key, shape)
 
 
 def bernoulli(key: jax.Array, p, shape: Sequence[int]) -> jax.Array:
     """`jax.random.bernoulli(key, p, shape)` for a scalar probability, same values."""
     shape = _shape(shape, "bernoulli")
     p = _scalar(p, "p", "bernoulli")
-    return jax.random.bernoulli(key, p, (math.prod(shape),)).reshape(shape)
+    return _draw(lambda k, s: jax.random.bernoulli(k, p, s), key, shape)
 
 
 def randint(key: jax.Array, shape: Sequence[int], minval, maxval, dtype=jnp.int32) -> jax.Array:
     """`jax.random.randint(key, shape, minval, maxval, dtype)` for scalar bounds, same values."""
     shape = _shape(shape, "randint")
     minval, maxval = _scalar(minval, "minval", "randint"), _scalar(maxval, "maxval", "randint")
-    return jax.random.randint(key, (math.prod(shape),), minval, maxval, dtype).reshape(shape)
+    return _draw(jax.random.randint, key, shape, minval, maxval, dtype)
