@@ -89,10 +89,10 @@ def variance_scaling(
         variance = jnp.array(scale / denominator, dtype=dtype)
         if distribution == "truncated_normal":
             stddev = jnp.sqrt(variance) / jnp.array(_TRUNCATED_STD, dtype)
-            return prng.truncated_normal(key, -2, 2, shape, dtype) * stddev
+            return prng.truncated_normal(key, -2, 2, shape, dtype, scale=stddev)
         if distribution == "normal":
-            return prng.normal(key, shape, dtype) * jnp.sqrt(variance)
-        return prng.uniform(key, shape, dtype, -1) * jnp.sqrt(3 * variance)
+            return prng.normal(key, shape, dtype, scale=jnp.sqrt(variance))
+        return prng.uniform(key, shape, dtype, -1, scale=jnp.sqrt(3 * variance))
 
     return init
 
@@ -121,7 +121,7 @@ def normal(stddev: float = 1e-2, dtype=jnp.float32) -> Initializer:
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, np.floating):
             return jax.nn.initializers.normal(stddev, dtype)(key, shape, dtype)
-        return prng.normal(key, shape, dtype) * jnp.array(stddev, dtype)
+        return prng.normal(key, shape, dtype, scale=jnp.array(stddev, dtype))
 
     return init
 

@@ -175,6 +175,13 @@ def fake_quant_activation(
     if not temperature > 0:
         raise ValueError(f"temperature={temperature} must be > 0")
     check_positive(scale, "scale")
+    # One compiled program per shape and grid: called eagerly (calibration, round-to-nearest weights),
+    # op-by-op dispatch would compile each of its ~15 operations separately for every new shape.
+    return _fake_quant(x, scale, offset, border_logits, grid=grid, channel_axis=channel_axis, temperature=temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("grid", "channel_axis", "temperature"))
+def _fake_quant(x, scale, offset, border_logits, *, grid: GridSpec, channel_axis: int, temperature: float):
     scale = jnp.maximum(scale, _MIN_SCALE)  # a traced scale that collapsed: outputs ~0, never NaN
     u = x / scale + offset
     k, lo, hi, frac = grid_position(jax.lax.stop_gradient(u), grid)

@@ -249,7 +249,7 @@ def _recon_error(block_fn, xq, target) -> float:
 
 
 def _low_grid(config: ReconConfig, bits: int, samples=None) -> GridSpec:
-    signed = True if samples is None else bool(jnp.min(samples) < 0)
+    signed = True if samples is None else bool((np.asarray(samples) < 0).any())  # on the host: no compile per shape
     return grid_spec(config.kind, bits, signed=signed)
 
 
@@ -353,6 +353,12 @@ def reconstruct_block(
         "offset": {n: a["offset"] for n, a in acts.items()},
     }
     opt_state = _optimizer(schedule).init(trainable)
+    # Activations computed with a mesh-placed model carry its layout, and so do the step's outputs; the
+    # first step's own inputs must carry it too, or the second step compiles the program a second time.
+    layouts = [getattr(a, "sharding", None) for a in (xq, xfp, target)]
+    layout = next((s for s in layouts if isinstance(s, jax.sharding.NamedSharding)), None)
+    if layout is not None:
+        trainable, opt_state, fixed = jax.device_put((trainable, opt_state, fixed), layout)
     rng = np.random.default_rng([config.seed, block_index])
     chunk = min(config.chunk, config.iterations)
     chunks = -(-config.iterations // chunk)
@@ -473,7 +479,7 @@ class BlockCache(Protocol):
 def _first_last_grid(config: ReconConfig, bits: int, samples=None) -> GridSpec:
     # The 8-bit first and last layers stay on the int grid whatever the low-bit kind is.
     kind = "int" if config.first_last_bits is not None else config.kind
-    signed = True if samples is None else bool(jnp.min(samples) < 0)
+    signed = True if samples is None else bool((np.asarray(samples) < 0).any())  # on the host: no compile per shape
     return grid_spec(kind, bits, signed=signed)
 
 

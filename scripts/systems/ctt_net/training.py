@@ -241,9 +241,19 @@ def _end_to_end_step(hinge: float, max_shift: int):
 
 
 def _batched(fn, model, arrays, batch_size: int) -> np.ndarray:
+    """`fn(model, *chunk)` over row chunks of `arrays`, each chunk zero-padded to a power of two (at most
+    `batch_size`) so that folds, validation splits and a last partial chunk share a few compiled shapes
+    instead of one program per row count. Rows are independent in eval mode; padding rows are dropped."""
     n = len(arrays[0])
-    chunks = (tuple(jnp.asarray(a[i : i + batch_size]) for a in arrays) for i in range(0, n, batch_size))
-    out = [np.asarray(fn(model, *chunk)) for chunk in chunks]
+    out = []
+    for i in range(0, n, batch_size):
+        rows = min(batch_size, n - i)
+        padded = min(batch_size, 1 << (rows - 1).bit_length())
+        chunk = []
+        for a in arrays:
+            part = np.asarray(a[i : i + rows])
+            chunk.append(jnp.asarray(np.pad(part, [(0, padded - rows)] + [(0, 0)] * (part.ndim - 1))))
+        out.append(np.asarray(fn(model, *chunk))[:rows])
     return np.concatenate(out)
 
 
