@@ -249,17 +249,17 @@ PRESETS = check_presets(
         # match predictor fitted on a few hundred windows; see the README for what it measures
         "tour": SkimConfig(
             n_train=500,
-            n_dev=100,
+            n_dev=60,
             max_seq_len=256,
             context_tokens=(228, 240),  # windows of 8 blocks: one compiled shape per batch-1 stage
-            train_steps=30,
+            train_steps=24,
             batch_size=4,
             learning_rate=4e-4,
             predictor_layers=(0,),
             refine_epochs=0,
             refine_layers=(0,),
-            question_fit_windows=400,
-            selection_windows=100,
+            question_fit_windows=240,
+            selection_windows=60,
             match_fit_steps=100,
             target_recall=0.99,
             thresholds=(0.01,),

@@ -186,7 +186,7 @@ PRESETS = check_presets(
         "tour": LeadConfig(
             packages=SMALL_PACKAGES,
             teacher_max_length=32,
-            head_steps=100,
+            head_steps=60,
             vocab_size=2000,
             width=32,
             layers=2,
@@ -194,7 +194,7 @@ PRESETS = check_presets(
             passage_max_length=32,
             num_pairs=2,
             seeds=(0,),
-            steps=40,
+            steps=24,
             outdir=None,
             progress=False,
         ),
