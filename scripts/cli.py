@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _exit_interrupted(signum=None, frame=None):
     """Ctrl-C: one line and status 130. os._exit skips interpreter teardown, where XLA's worker
     threads can otherwise crash the process after the interrupt."""
-    print("frugal: interrupted", file=sys.stderr)
+    # On a line of its own: a progress bar (or the terminal's "^C") leaves the cursor mid-line.
+    print("\nfrugal: interrupted", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)

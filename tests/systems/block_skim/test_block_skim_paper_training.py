@@ -56,7 +56,7 @@ def test_auto_steps_and_refine_epochs_resolve_by_predictor_features():
     )
     assert _parse(["--preset", "quick", "--refine-epochs", "none", "--predictor-features", "diagonal"]).refine == 0
     # the presets keep their explicit values, whatever the predictor
-    for name, steps, refine in (("quick", 2, 1), ("tour", 30, 0)):
+    for name, steps, refine in (("quick", 2, 1), ("tour", 24, 0)):
         for features in ([], ["--predictor-features", "diagonal"]):
             config = _parse(["--preset", name, *features])
             assert (config.train_steps, config.refine_epochs, config.steps, config.refine) == (
