@@ -355,10 +355,10 @@ def reconstruct_block(
     opt_state = _optimizer(schedule).init(trainable)
     # Activations computed with a mesh-placed model carry its layout, and so do the step's outputs; the
     # first step's own inputs must carry it too, or the second step compiles the program a second time.
-    layouts = [getattr(a, "sharding", None) for a in (xq, xfp, target)]
-    layout = next((s for s in layouts if isinstance(s, jax.sharding.NamedSharding)), None)
-    if layout is not None:
-        trainable, opt_state, fixed = jax.device_put((trainable, opt_state, fixed), layout)
+    meshes = [a.sharding.mesh for a in (xq, xfp, target) if isinstance(a.sharding, jax.sharding.NamedSharding)]
+    if meshes:
+        replicated = jax.sharding.NamedSharding(meshes[0], jax.sharding.PartitionSpec())
+        trainable, opt_state, fixed = jax.device_put((trainable, opt_state, fixed), replicated)
     rng = np.random.default_rng([config.seed, block_index])
     chunk = min(config.chunk, config.iterations)
     chunks = -(-config.iterations // chunk)
