@@ -201,7 +201,7 @@ PRESETS = check_presets(
             progress=False,
         ),
         # The tour: a small simulator at half resolution, 2 folds, CTT-Net against pre-op VA alone and
-        # late fusion (~40 s). At this size the scans' features are too weak to beat pre-op VA alone
+        # late fusion (~35 s). At this size the scans' features are too weak to beat pre-op VA alone
         # (the tour says so); the comparison is the full preset.
         "tour": CttConfig(
             sim=_TOUR_SIM,
