@@ -248,8 +248,14 @@ def _recon_error(block_fn, xq, target) -> float:
     return float(jnp.mean(jnp.sum((_batched(block_fn, xq) - target) ** 2, axis=-1)))
 
 
+def _signed(samples) -> bool:
+    """Whether a grid must hold negative values: true without samples, else whether any is negative
+    (checked on the host, so no program is compiled per activation shape)."""
+    return True if samples is None else bool((np.asarray(samples) < 0).any())
+
+
 def _low_grid(config: ReconConfig, bits: int, samples=None) -> GridSpec:
-    signed = True if samples is None else bool((np.asarray(samples) < 0).any())  # on the host: no compile per shape
+    signed = _signed(samples)
     return grid_spec(config.kind, bits, signed=signed)
 
 
@@ -479,7 +485,7 @@ class BlockCache(Protocol):
 def _first_last_grid(config: ReconConfig, bits: int, samples=None) -> GridSpec:
     # The 8-bit first and last layers stay on the int grid whatever the low-bit kind is.
     kind = "int" if config.first_last_bits is not None else config.kind
-    signed = True if samples is None else bool((np.asarray(samples) < 0).any())  # on the host: no compile per shape
+    signed = _signed(samples)
     return grid_spec(kind, bits, signed=signed)
 
 
