@@ -265,3 +265,25 @@ def test_undecided_fraction_is_logged_per_chunk_and_matches_the_end(runs):
             assert len(fractions) == TINY["iterations"] // TINY["chunk"]
             assert all(0.0 <= f <= 1.0 for f in fractions)
             assert fractions[-1] == pytest.approx(block["undecided_weights"])
+
+
+def test_a_mesh_placed_model_compiles_each_block_program_once(caplog):
+    """A model fitted by the Trainer carries NamedSharding on its 1-device mesh; the activations inherit
+    it, so the reconstruction state must start on that mesh too, or step 2 compiles the program again."""
+    import logging
+
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from frugal.scripts.harness import data_parallel_mesh
+
+    placed = _randomize_batch_stats(
+        ResNet(block="basic", stage_sizes=(1,), stage_widths=(4,), stem="cifar", num_classes=10, rngs=nnx.Rngs(0))
+    )
+    nnx.update(placed, jax.device_put(nnx.state(placed), NamedSharding(data_parallel_mesh(1), PartitionSpec())))
+    # one block, at weight/act bits no other test uses: its program is compiled here, exactly once
+    config = ReconConfig(method="aquant", **{**TINY, "weight_bits": 4, "act_bits": 4, "iterations": 4, "chunk": 2})
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        quantize_resnet(placed, IMAGES, config)
+    compiles = [r.getMessage() for r in caplog.records if "_train_step" in r.getMessage()]
+    compiles = [m for m in compiles if m.startswith("Compiling")]
+    assert len(compiles) == 1, compiles

@@ -74,7 +74,10 @@ class CttConfig:
     hinge_weight: float = knob(2.0, "weight of the gain-threshold hinge (reference: 2; ctt_no_hinge uses 0)")
     eval_every: int = knob(100, "steps between validation checks (the best one is kept)")
     end_to_end: tuple[str, ...] = knob(
-        (), "models also trained end to end (backbones + head) on every fold and seed", choices=tuple(MODELS)
+        (),
+        "models also trained end to end (backbones + head) on every fold and seed (no value: none)",
+        choices=tuple(MODELS),
+        allow_empty=True,
     )
     e2e_steps: int = knob(1200, "end-to-end training steps (reference: 1,200 iterations)")
     e2e_batch: int = knob(16, "end-to-end batch size (reference: 8)")

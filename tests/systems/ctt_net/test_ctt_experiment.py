@@ -233,3 +233,17 @@ def test_batched_prediction_pads_chunks_to_a_few_shapes_and_drops_the_padding():
     assert seen == [64, 64, 64, 16]  # 203 = 3 x 64 + 11, the last chunk padded to 16
     seen.clear()
     assert training._batched(fn, 1.0, (a[:5], b[:5]), batch_size=64).shape == (5,) and seen == [8]
+
+
+def test_end_to_end_flag_with_no_value_turns_the_presets_end_to_end_runs_off():
+    import argparse
+
+    from frugal.scripts.configs import add_config_flags, config_from_flags
+    from frugal.scripts.systems.ctt_net.config import PRESETS, CttConfig
+
+    assert PRESETS["full"].end_to_end == ("ctt", "late_pre")
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, CttConfig)
+    for argv, expected in ((["--end-to-end"], ()), (["--end-to-end", "ctt"], ("ctt",)), ([], ("ctt", "late_pre"))):
+        config = config_from_flags(parser.parse_args(argv), CttConfig, PRESETS)
+        assert config.end_to_end == expected
