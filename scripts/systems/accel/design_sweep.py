@@ -45,9 +45,11 @@ def run_sweep(config: SweepConfig = SweepConfig()) -> dict:
     # gradient check: d latency / d (rows, cols, buffer) through the relaxed model is finite
     layers = cost.layer_arrays(workload)
     base = designs.make_design(rows=32, cols=32)
-    grad = jax.grad(
-        lambda r, c, b: cost.evaluate(base.replace(rows=r, cols=c, wbuf_kib=b), layers, relaxed=True)["latency_s"],
-        argnums=(0, 1, 2),
+    grad = jax.jit(  # one program; run eagerly, the gradient compiles each of its ops on its own
+        jax.grad(
+            lambda r, c, b: cost.evaluate(base.replace(rows=r, cols=c, wbuf_kib=b), layers, relaxed=True)["latency_s"],
+            argnums=(0, 1, 2),
+        )
     )(32.0, 32.0, 128.0)
     search = sweep.grad_design_search(workload, config.search)
     return {

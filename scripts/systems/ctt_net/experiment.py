@@ -372,7 +372,7 @@ def attention_flow(heads: dict, feat_h, feat_v, pre, index) -> dict:
     out = {}
     for name in ("ctt", "full_attention"):
         if name in heads:
-            flow = np.asarray(heads[name].attention_maps(feat_h[index], feat_v[index], pre[index]))
+            flow = training.attention_maps(heads[name], feat_h[index], feat_v[index], pre[index])
             out[name] = {"tokens": list(CTT_TOKENS), "matrix": flow.round(4).tolist()}
     return out
 

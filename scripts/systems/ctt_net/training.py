@@ -227,6 +227,18 @@ def _predict(model, h, v, p):
     return model(h, v, p)
 
 
+@nnx.jit
+def _attention_maps(model, h, v, p):
+    model.eval()
+    return model.attention_maps(h, v, p)
+
+
+def attention_maps(head: nnx.Module, feat_h, feat_v, pre) -> np.ndarray:
+    """`head.attention_maps` (token-to-token attention flow) in eval mode as one compiled program; called
+    eagerly it dispatches a few hundred small ops, each compiled on its own."""
+    return np.asarray(_attention_maps(head, jnp.asarray(feat_h), jnp.asarray(feat_v), jnp.asarray(pre)))
+
+
 @functools.lru_cache(maxsize=8)
 def _end_to_end_step(hinge: float, max_shift: int):
     def loss_fn(m, batch, rng, c):

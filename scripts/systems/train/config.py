@@ -75,7 +75,7 @@ PRESETS = check_presets(
         # the tests' size: a thin ResNet-8, a few steps
         "quick": TrainConfig(model="cifar_resnet8", width=4, steps=2, batch_size=16, progress=False),
         # the tour's section: ResNet-8 on the 8x8 digits, checkpointed half way
-        "tour": TrainConfig(model="cifar_resnet8", steps=400, batch_size=64, checkpoint_every=200),
+        "tour": TrainConfig(model="cifar_resnet8", steps=250, batch_size=64, checkpoint_every=125),
         # the command's default
         "full": TrainConfig(),
     },

@@ -247,3 +247,17 @@ def test_end_to_end_flag_with_no_value_turns_the_presets_end_to_end_runs_off():
     for argv, expected in ((["--end-to-end"], ()), (["--end-to-end", "ctt"], ("ctt",)), ([], ("ctt", "late_pre"))):
         config = config_from_flags(parser.parse_args(argv), CttConfig, PRESETS)
         assert config.end_to_end == expected
+
+
+def test_compiled_attention_maps_equal_the_eager_ones_in_eval_mode():
+    from flax import nnx
+
+    rng = np.random.default_rng(0)
+    h, v = rng.normal(size=(2, 6, 12)).astype(np.float32)
+    pre = rng.uniform(0.05, 1.2, 6).astype(np.float32)
+    for name in ("ctt", "full_attention"):
+        head = training.make_head(name, 12, training.HeadSettings(dim=16, rounds=2), nnx.Rngs(0))
+        head.eval()
+        eager = np.asarray(head.attention_maps(h, v, pre))
+        head.train()  # the compiled path switches to eval itself (dropout off)
+        np.testing.assert_allclose(training.attention_maps(head, h, v, pre), eager, rtol=1e-5, atol=1e-6)
