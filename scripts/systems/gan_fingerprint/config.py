@@ -19,6 +19,7 @@ from pathlib import Path
 from frugal.models.gan_zoo import FAMILIES
 from frugal.scripts.configs import check_presets, knob
 from frugal.scripts.data import cache_folder
+from frugal.scripts.systems.gan_fingerprint.photos import PHOTO_GROUPS, PHOTOS, expand_photo_names, photo_record
 from frugal.transforms.fingerprint import MIX_FROM, MIX_WEIGHTS, MODES, PerturbConfig
 
 # What a detector sees and how its training batches are augmented (see `detector.METHODS`).
@@ -31,6 +32,13 @@ class GanfpConfig:
 
     # Real images
     size: int = knob(32, "patch side in pixels", choices=(32, 64))
+    photos: tuple[str, ...] = knob(
+        ("bundled",),
+        "real photographs, split by photo into train / val / test: names or the groups bundled (7 colour photos "
+        "in the scikit-image / scikit-learn wheels) and debian (21 colour wallpapers: apt install "
+        "mate-backgrounds plasma-workspace-wallpapers; needs --patch-short-side, e.g. 400)",
+        choices=(*PHOTO_GROUPS, *(p.name for p in PHOTOS)),
+    )
     patch_short_side: int | None = knob(
         None, "resize each photo to this short side before cutting patches (none: native resolution)"
     )
@@ -121,7 +129,18 @@ class GanfpConfig:
             raise ValueError(f"det_lr={self.det_lr} must be > 0")
         if self.patch_stride < 1:
             raise ValueError(f"patch_stride={self.patch_stride} must be >= 1")
+        large = [n for n in expand_photo_names(self.photos) if min(photo_record(n).height, photo_record(n).width) > 800]
+        if large and (self.patch_short_side is None or self.patch_short_side > 800):
+            raise ValueError(
+                f"photos {large[:3]}{'...' if len(large) > 3 else ''} are over 800 px on the short side: at "
+                f"patch_short_side={self.patch_short_side} they give hundreds of thousands of patches each; "
+                "pass --patch-short-side (e.g. 400)"
+            )
         self.perturb_config()  # validates the perturbation knobs
+
+    def photo_names(self) -> tuple[str, ...]:
+        """The real photographs, groups expanded (`photos.expand_photo_names`)."""
+        return expand_photo_names(self.photos)
 
     def test_families(self) -> tuple[str, ...]:
         """The unseen families: neither trained on nor used for model selection."""

@@ -1,16 +1,22 @@
-"""The built-in real class: photographs that ship inside PyPI wheels, cut into textured patches.
+"""The built-in real class: photographs that ship inside PyPI wheels or Debian packages, cut into patches.
 
 GAN-image detectors learn real-vs-fake from the statistics of real camera images (Wang et al., CVPR 2020,
 https://github.com/PeterWang512/CNNDetection; Wang et al., arXiv 2212.13466). With nothing downloaded at
 run time, the real images here are the natural photographs bundled in scikit-image's wheel
-(`skimage.data`) and scikit-learn's (`sklearn.datasets.load_sample_image`). `PHOTOS` lists each with its
-source package, native size and licence as the package states it; `EXCLUDED` says why the other bundled
-images are not used.
+(`skimage.data`) and scikit-learn's (`sklearn.datasets.load_sample_image`), always installed, and,
+optionally, the photographic wallpapers of two Debian main packages (`apt install mate-backgrounds
+plasma-workspace-wallpapers`): 21 more colour scenes of 1280-2560 px (and two grey ones), so that a
+photo-disjoint split can hold several test photos instead of one. `PHOTOS` lists each with its source
+package, native size and licence as the package states it; `EXCLUDED` says why the other images are
+not used; `PHOTO_GROUPS` names the two sets ("bundled", "debian").
 
 Choices (each a parameter of `load_photo_patches`):
+- `names=` takes photo names and group names (`expand_photo_names`). A Debian photo whose package is not
+  installed fails with the `apt install` line that provides it.
 - Grey photographs are opt-in. Replicated to three channels they have R = G = B exactly, which no
   generator reproduces, so a detector could call every grey patch real without looking at fingerprints.
-  `DEFAULT_PHOTOS` is the seven colour photographs; name a grey one in `names=` to add it (replicated).
+  `DEFAULT_PHOTOS` is the seven colour photographs in wheels; name a grey one in `names=` to add it
+  (replicated; the Debian wallpapers `coldripple` and `grey` are stored as RGB with R = G = B).
 - Every photo is shrunk (antialiased bicubic, Pillow) so its shorter side is `short_side` (default 288,
   just below the smallest colour photo's 300, so every default photo goes through the same single
   downscale and none is ever upscaled: upscaling would print an interpolation fingerprint on the real
@@ -41,18 +47,23 @@ TEXTURE_THRESHOLD = 0.008
 _FORMAT = 1  # bump when the cached arrays change meaning
 
 
+_MATE_LICENCE = "GPL-2+ (/usr/share/doc/mate-backgrounds/copyright)"
+_PLASMA_LICENCE = "LGPL-3 (the wallpaper's metadata.json; the package's copyright file says GPL-2+)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Photo:
-    """One bundled photograph: where it comes from and under what terms."""
+    """One photograph of the real class: where it comes from and under what terms."""
 
     name: str
-    package: str  # the PyPI distribution that ships it
-    loader: str  # the public call that returns it
+    package: str  # the PyPI distribution or Debian package that ships it
+    loader: str  # the public call that returns it ("Pillow": the Debian file, read with Pillow)
     height: int  # native size in pixels
     width: int
-    grey: bool  # stored as one channel (replicated to three when used)
+    grey: bool  # R = G = B: stored as one channel (replicated to three when used) or as equal channels
     licence: str  # as stated by the package (docstring or README next to the file)
     credit: str
+    file: str | None = None  # Debian photos: the installed file, relative to `DEBIAN_ROOT`
 
 
 PHOTOS: tuple[Photo, ...] = (
@@ -82,11 +93,66 @@ PHOTOS: tuple[Photo, ...] = (
           "CC0 (skimage.data.brick docstring)", "CC0Textures Bricks25, perspective-warped and made grey"),
     Photo("coins", "scikit-image", "skimage.data.coins()", 303, 384, True,
           "no known copyright restrictions (skimage.data.coins docstring)", "Brooklyn Museum collection"),
+    # Debian main, bookworm (mate-backgrounds 1.26.0-1, plasma-workspace-wallpapers 4:5.27.5-2)
+    Photo("aqua", "mate-backgrounds", "Pillow", 1600, 2560, False,
+          _MATE_LICENCE, "Charles Barbin", "usr/share/backgrounds/mate/nature/Aqua.jpg"),
+    Photo("blinds", "mate-backgrounds", "Pillow", 1200, 1920, False,
+          _MATE_LICENCE, "Lennart Poettering, Andrea Cimitan", "usr/share/backgrounds/mate/nature/Blinds.jpg"),
+    Photo("dune", "mate-backgrounds", "Pillow", 1050, 1680, False,
+          _MATE_LICENCE, "Marco Cogoni, Hylke Bons", "usr/share/backgrounds/mate/nature/Dune.jpg"),
+    Photo("freshflower", "mate-backgrounds", "Pillow", 1203, 1600, False,
+          _MATE_LICENCE, "Jens Ansorg", "usr/share/backgrounds/mate/nature/FreshFlower.jpg"),
+    Photo("garden", "mate-backgrounds", "Pillow", 1600, 2560, False,
+          _MATE_LICENCE, "Charles Barbin", "usr/share/backgrounds/mate/nature/Garden.jpg"),
+    Photo("greenmeadow", "mate-backgrounds", "Pillow", 1024, 1280, False,
+          _MATE_LICENCE, "Timothy Schellhase, Lapo Calamandrei", "usr/share/backgrounds/mate/nature/GreenMeadow.jpg"),
+    Photo("ladybird", "mate-backgrounds", "Pillow", 1600, 2560, False,
+          _MATE_LICENCE, "Charles Barbin", "usr/share/backgrounds/mate/nature/LadyBird.jpg"),
+    Photo("raindrops", "mate-backgrounds", "Pillow", 1200, 1920, False,
+          _MATE_LICENCE, "blackcombwhistler07", "usr/share/backgrounds/mate/nature/RainDrops.jpg"),
+    Photo("storm", "mate-backgrounds", "Pillow", 1280, 1920, False,
+          _MATE_LICENCE, "Sergey Nazarov", "usr/share/backgrounds/mate/nature/Storm.jpg"),
+    Photo("twowings", "mate-backgrounds", "Pillow", 1600, 2560, False,
+          _MATE_LICENCE, "Charles Barbin, Hylke Bons", "usr/share/backgrounds/mate/nature/TwoWings.jpg"),
+    Photo("wood", "mate-backgrounds", "Pillow", 1920, 2560, False,
+          _MATE_LICENCE, "Jean-Francois Fortin Tam", "usr/share/backgrounds/mate/nature/Wood.jpg"),
+    Photo("yellowflower", "mate-backgrounds", "Pillow", 1600, 2560, False,
+          _MATE_LICENCE, "Charles Barbin", "usr/share/backgrounds/mate/nature/YellowFlower.jpg"),
+    Photo("bythewater", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Maciej Wiklo", "usr/share/wallpapers/BytheWater/contents/images/2560x1600.jpg"),
+    Photo("coldripple", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, True,
+          _PLASMA_LICENCE, "Risto Saukonpaa", "usr/share/wallpapers/ColdRipple/contents/images/2560x1600.jpg"),
+    Photo("colorfulcups", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Dmitri Popov", "usr/share/wallpapers/ColorfulCups/contents/images/2560x1600.jpg"),
+    Photo("darkesthour", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Risto Saukonpaa", "usr/share/wallpapers/DarkestHour/contents/images/2560x1600.jpg"),
+    Photo("eveningglow", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Ian Hex", "usr/share/wallpapers/EveningGlow/contents/images/2560x1600.jpg"),
+    Photo("fallenleaf", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Martin Klapetek", "usr/share/wallpapers/FallenLeaf/contents/images/2560x1600.jpg"),
+    Photo("grey", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, True,
+          _PLASMA_LICENCE, "Sigi Sagi", "usr/share/wallpapers/Grey/contents/images/2560x1600.jpg"),
+    Photo("kite", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Risto Saukonpaa", "usr/share/wallpapers/Kite/contents/images/2560x1600.jpg"),
+    Photo("onestandsout", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Risto Saukonpaa", "usr/share/wallpapers/OneStandsOut/contents/images/2560x1600.jpg"),
+    Photo("path", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Risto Saukonpaa", "usr/share/wallpapers/Path/contents/images/2560x1600.jpg"),
+    Photo("summer_1am", "plasma-workspace-wallpapers", "Pillow", 1600, 2560, False,
+          _PLASMA_LICENCE, "Risto Saukonpaa", "usr/share/wallpapers/summer_1am/contents/images/2560x1600.jpg"),
 )  # fmt: skip
 
-DEFAULT_PHOTOS: tuple[str, ...] = tuple(p.name for p in PHOTOS if not p.grey)
+BUNDLED_PHOTOS: tuple[str, ...] = tuple(p.name for p in PHOTOS if not p.grey and p.file is None)
+DEBIAN_PHOTOS: tuple[str, ...] = tuple(p.name for p in PHOTOS if not p.grey and p.file is not None)
+PHOTO_GROUPS: dict[str, tuple[str, ...]] = {"bundled": BUNDLED_PHOTOS, "debian": DEBIAN_PHOTOS}
+DEFAULT_PHOTOS = BUNDLED_PHOTOS  # always installed: the default of every loader
+DEBIAN_ROOT = Path("/")  # where Debian installs its files (a test points it elsewhere)
 
 EXCLUDED: dict[str, str] = {
+    "mate-backgrounds abstract/, desktop/": "drawn or rendered art, not photographs",
+    "plasma-workspace-wallpapers Autumn": "a painting",
+    "the other plasma-workspace-wallpapers": "rendered art (Altai, Canopee, Flow, Honeywave, Kay, ...)",
+    "ukui-wallpapers, gnome-backgrounds": "digital art and patterns",
     "checkerboard, colorwheel, logo, text, horse, shepp_logan_phantom": "drawn or synthetic, not photographs",
     "stereo_motorcycle right view": "the same scene as `motorcycle` a few centimetres to the side",
     "clock": "deliberately motion-blurred over the whole frame: almost no texture survives",
@@ -105,13 +171,51 @@ def photo_record(name: str) -> Photo:
     for photo in PHOTOS:
         if photo.name == name:
             return photo
-    raise ValueError(f"photo name {name!r} is not known; choose from {[p.name for p in PHOTOS]}")
+    raise ValueError(
+        f"photo name {name!r} is not known; choose from {[p.name for p in PHOTOS]} or the groups {list(PHOTO_GROUPS)}"
+    )
+
+
+def expand_photo_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Photo names with each group name (`PHOTO_GROUPS`) replaced by its photos, in order, without repeats.
+
+    Every name is checked against `PHOTOS`; whether a Debian photo is installed is checked when it is read.
+    """
+    if isinstance(names, str) or not names:
+        raise ValueError(f"names={names!r} must be a non-empty sequence of photo or group names")
+    out: list[str] = []
+    for name in names:
+        for member in PHOTO_GROUPS.get(name, (name,)):
+            photo_record(member)
+            if member not in out:
+                out.append(member)
+    return tuple(out)
+
+
+def photo_file(name: str) -> Path | None:
+    """The installed file of a Debian photo (None for a wheel photo); a clear error when it is missing."""
+    photo = photo_record(name)
+    if photo.file is None:
+        return None
+    path = Path(DEBIAN_ROOT) / photo.file
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"photo {name!r} comes from the Debian package {photo.package}, which is not installed ({path} is "
+            f"missing): run `apt install {photo.package}` (Debian/Ubuntu), or leave the 'debian' photos out"
+        )
+    return path
 
 
 def _native_photo(name: str) -> np.ndarray:
     """The photo as its package returns it: uint8 (H, W, 3) (grey replicated to three channels)."""
     photo = photo_record(name)
-    if photo.package == "scikit-learn":
+    path = photo_file(name)
+    if path is not None:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    elif photo.package == "scikit-learn":
         from sklearn.datasets import load_sample_image
 
         image = load_sample_image(f"{name}.jpg")
@@ -247,10 +351,11 @@ def load_photo_patches(
 ) -> PhotoPatches:
     """Real-class patches from the bundled photographs (see the module docstring for each choice).
 
-    size: patch side, 32 or 64. names: photos from `PHOTOS` (default `DEFAULT_PHOTOS`, the colour
-    ones). stride: window step (default size // 2). max_per_split: keep at most this many patches per
-    split, a seeded sample. cache_dir: a folder (e.g. `frugal.scripts.data.cache_folder(cache_dir,
-    "gan_fingerprint")`) for an .npz keyed by every setting; None caches nothing.
+    size: patch side, 32 or 64. names: photos from `PHOTOS` and groups from `PHOTO_GROUPS` (default
+    `DEFAULT_PHOTOS`, the colour ones in wheels). stride: window step (default size // 2).
+    max_per_split: keep at most this many patches per split, a seeded sample. cache_dir: a folder (e.g.
+    `frugal.scripts.data.cache_folder(cache_dir, "gan_fingerprint")`) for an .npz keyed by every setting
+    (Debian photos by their files' size and time too); None caches nothing.
     """
     if size not in (32, 64):
         raise ValueError(f"size={size} must be 32 or 64")
@@ -260,11 +365,9 @@ def load_photo_patches(
     _check_short_side(short_side)
     if short_side is not None and short_side < size:
         raise ValueError(f"short_side={short_side} is smaller than the patch size {size}")
-    names = DEFAULT_PHOTOS if names is None else tuple(names)
-    if isinstance(names, str) or not names or len(set(names)) != len(names):
-        raise ValueError(f"names={names!r} must be a non-empty sequence of distinct photo names")
-    for name in names:
-        photo_record(name)
+    if names is not None and (isinstance(names, str) or len(set(names)) != len(tuple(names))):
+        raise ValueError(f"names={names!r} must be a non-empty sequence of distinct photo or group names")
+    names = expand_photo_names(DEFAULT_PHOTOS if names is None else tuple(names))
     if not texture_threshold >= 0:
         raise ValueError(f"texture_threshold={texture_threshold} must be >= 0")
     if max_per_split is not None and max_per_split < 1:
@@ -282,6 +385,8 @@ def load_photo_patches(
         "max_per_split": max_per_split,
         "packages": _package_versions(),
     }
+    if any(photo_record(n).file is not None for n in names):
+        settings["files"] = _file_stamps(names)
     path = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -370,6 +475,17 @@ def _package_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {p: version(p) for p in ("scikit-image", "scikit-learn", "pillow")}
+
+
+def _file_stamps(names: Sequence[str]) -> dict[str, list[int]]:
+    """Size and modification time of each Debian photo's file: a package upgrade may replace it."""
+    stamps = {}
+    for name in names:
+        path = photo_file(name)
+        if path is not None:
+            stat = path.stat()
+            stamps[name] = [stat.st_size, stat.st_mtime_ns]
+    return stamps
 
 
 def _check_short_side(short_side) -> None:

@@ -3,7 +3,7 @@
 Everything a detector run needs is produced here once and cached by recipe (a hash of every setting
 that changes it), so `train` and `eval` start from the same zoo:
 
-- real patches from the bundled photos, split by photo (`photos.load_photo_patches`);
+- real patches from the photos (`--photos`: the wheels' by default), split by photo (`photos.load_photo_patches`);
 - each family trained through `Trainer` (`zoo.train_family`; a killed run resumes from its last
   checkpoint) and the fingerprint AE (`zoo.train_fingerprint_ae`) on the real training patches;
 - samples of every family for the train / val / test splits, stored as 8-bit images, as generated
@@ -29,7 +29,7 @@ import numpy as np
 
 from frugal.models.gan_zoo import FAMILIES
 from frugal.scripts.systems.gan_fingerprint.config import GanfpConfig
-from frugal.scripts.systems.gan_fingerprint.photos import SPLITS, load_photo_patches
+from frugal.scripts.systems.gan_fingerprint.photos import DEFAULT_PHOTOS, SPLITS, load_photo_patches
 from frugal.scripts.systems.gan_fingerprint.spectra import mean_spectrum, peak_contrast
 from frugal.scripts.systems.gan_fingerprint.zoo import (
     feature_network,
@@ -64,6 +64,8 @@ def zoo_settings(config: GanfpConfig, family: str | None = None) -> dict:
         "zoo_batch": config.zoo_batch,
         "zoo_seed": config.zoo_seed,
     }
+    if config.photo_names() != DEFAULT_PHOTOS:  # the default keeps the keys of zoos cached before this knob
+        base["photos"] = list(config.photo_names())
     if family is None:
         return {
             **base,
@@ -114,7 +116,11 @@ def load_real(config: GanfpConfig) -> dict[str, np.ndarray]:
     """The real patches of each split; val and test keep a seeded sample of at most `eval_fakes`."""
     cache = config.cache_root()
     patches = load_photo_patches(
-        config.size, short_side=config.patch_short_side, stride=config.patch_stride, cache_dir=cache
+        config.size,
+        names=config.photo_names(),
+        short_side=config.patch_short_side,
+        stride=config.patch_stride,
+        cache_dir=cache,
     )
     real = {}
     for split in SPLITS:

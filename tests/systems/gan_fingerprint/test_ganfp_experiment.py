@@ -25,11 +25,28 @@ QUICK = PRESETS["quick"]
         ({"perturb_modes": ()}, "perturb_modes must name"),
         ({"aug_prob": 1.5}, "aug_prob=1.5"),
         ({"families": ("tconv", "tconv", "nearest")}, "names a family twice"),
+        ({"photos": ("bundled", "lena")}, "photo name 'lena' is not known"),
+        ({"photos": ("bundled", "debian"), "patch_short_side": None}, r"over 800 px.*--patch-short-side"),
     ],
 )
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(QUICK, **kwargs)
+
+
+def test_the_real_class_follows_the_photos_setting():
+    from frugal.scripts.systems.gan_fingerprint.photos import load_photo_patches
+    from frugal.scripts.systems.gan_fingerprint.zoo_run import load_real, zoo_settings
+
+    three = dataclasses.replace(QUICK, photos=("rocket", "chelsea", "coffee"))
+    real = load_real(three)
+    expected = load_photo_patches(32, names=("rocket", "chelsea", "coffee"), short_side=96, stride=16)
+    np.testing.assert_array_equal(real["train"], expected.train)
+    assert not np.array_equal(load_real(QUICK)["train"][:10], real["train"][:10])
+    # Another real class is another zoo (its cache key changes); the default keeps the older caches' key.
+    assert "photos" not in zoo_settings(QUICK, "tconv")
+    assert zoo_settings(three, "tconv")["photos"] == ["rocket", "chelsea", "coffee"]
+    assert zoo_settings(dataclasses.replace(QUICK, photos=("bundled",))) == zoo_settings(QUICK)
 
 
 def test_test_families_exclude_training_and_validation():

@@ -5,11 +5,14 @@ import pytest
 
 from frugal.scripts.systems.gan_fingerprint import photos
 from frugal.scripts.systems.gan_fingerprint.photos import (
+    BUNDLED_PHOTOS,
+    DEBIAN_PHOTOS,
     DEFAULT_PHOTOS,
     PHOTOS,
     SPLITS,
     TEXTURE_THRESHOLD,
     cut_patches,
+    expand_photo_names,
     load_photo,
     load_photo_patches,
     split_photos,
@@ -19,15 +22,90 @@ from frugal.scripts.systems.gan_fingerprint.photos import (
 THREE = ("chelsea", "coffee", "rocket")
 
 
+def _check_record(p):
+    native = photos._native_photo(p.name)
+    assert native.shape == (p.height, p.width, 3) and native.dtype == np.uint8, p.name
+    # grey photos have three equal channels (replicated, or so stored); colour ones do not
+    assert np.array_equal(native[..., 0], native[..., 2]) == p.grey, p.name
+    assert p.licence and p.credit
+
+
 def test_table_matches_what_the_packages_ship():
     assert len({p.name for p in PHOTOS}) == len(PHOTOS)
-    assert set(DEFAULT_PHOTOS) == {p.name for p in PHOTOS if not p.grey}
+    assert DEFAULT_PHOTOS == BUNDLED_PHOTOS
+    assert set(BUNDLED_PHOTOS) == {p.name for p in PHOTOS if not p.grey and p.file is None}
+    assert len(BUNDLED_PHOTOS) == 7 and len(DEBIAN_PHOTOS) == 21
     for p in PHOTOS:
-        native = photos._native_photo(p.name)
-        assert native.shape == (p.height, p.width, 3) and native.dtype == np.uint8, p.name
-        # grey photos are replicated to three equal channels; colour ones are not
-        assert np.array_equal(native[..., 0], native[..., 2]) == p.grey, p.name
-        assert p.licence and p.package in ("scikit-image", "scikit-learn")
+        if p.file is None:
+            assert p.package in ("scikit-image", "scikit-learn")
+            _check_record(p)
+        else:
+            assert p.package in ("mate-backgrounds", "plasma-workspace-wallpapers")
+
+
+@pytest.mark.parametrize("package", ["mate-backgrounds", "plasma-workspace-wallpapers"])
+def test_debian_records_match_the_installed_files(package):
+    records = [p for p in PHOTOS if p.package == package]
+    if not (photos.DEBIAN_ROOT / records[0].file).is_file():
+        pytest.skip(f"the Debian package {package} is not installed (apt install {package})")
+    for p in records:
+        _check_record(p)
+
+
+def test_groups_expand_in_order_without_repeats():
+    assert expand_photo_names(["bundled"]) == BUNDLED_PHOTOS
+    both = expand_photo_names(["chelsea", "bundled", "debian", "aqua"])
+    assert both[0] == "chelsea" and both[1:] == tuple(n for n in BUNDLED_PHOTOS if n != "chelsea") + DEBIAN_PHOTOS
+    assert expand_photo_names(["grey", "camera"]) == ("grey", "camera")  # grey photos only by name
+    with pytest.raises(ValueError, match=r"photo name 'lena' is not known.*groups \['bundled', 'debian'\]"):
+        expand_photo_names(["bundled", "lena"])
+    with pytest.raises(ValueError, match="non-empty"):
+        expand_photo_names([])
+
+
+def _fake_debian_root(tmp_path, monkeypatch, names):
+    """Writes a textured JPEG where each Debian photo's package would install it; DEBIAN_ROOT points there."""
+    from PIL import Image
+
+    monkeypatch.setattr(photos, "DEBIAN_ROOT", tmp_path)
+    for k, name in enumerate(names):
+        path = tmp_path / photos.photo_record(name).file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(k).integers(0, 256, (120, 180, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path, quality=95)
+    return tmp_path
+
+
+def test_a_missing_debian_photo_names_the_apt_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(photos, "DEBIAN_ROOT", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"Debian package mate-backgrounds.*apt install mate-backgrounds"):
+        load_photo_patches(32, names=("chelsea", "coffee", "aqua"))
+    with pytest.raises(FileNotFoundError, match="apt install plasma-workspace-wallpapers"):
+        load_photo("path")
+    assert load_photo("chelsea").shape == (288, 433, 3)  # wheel photos need no Debian package
+
+
+def test_debian_photos_are_read_from_their_files_and_keyed_by_them(tmp_path, monkeypatch):
+    root = _fake_debian_root(tmp_path / "root", monkeypatch, ["aqua", "kite"])
+    from PIL import Image
+
+    with Image.open(root / photos.photo_record("kite").file) as im:
+        expected = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(load_photo("kite", short_side=None), expected)
+    names = ("chelsea", "aqua", "kite")
+    cache = tmp_path / "cache"
+    first = load_photo_patches(32, names=names, short_side=None, fractions=(1 / 3, 1 / 3, 1 / 3), cache_dir=cache)
+    assert sorted(n for s in SPLITS for n in first.split_table[s]) == sorted(names)
+    split = next(s for s in SPLITS if first.split_table[s] == ("kite",))
+    top, left = first.origins[split][0]
+    np.testing.assert_array_equal(first.split(split)[0], expected[top : top + 32, left : left + 32] / np.float32(255))
+    assert set(first.settings["files"]) == {"aqua", "kite"}
+    # A package upgrade that replaces a file changes the cache key: the patches are rebuilt, not reused.
+    path = root / photos.photo_record("kite").file
+    Image.fromarray(expected[::-1].copy()).save(path, quality=90)
+    second = load_photo_patches(32, names=names, short_side=None, fractions=(1 / 3, 1 / 3, 1 / 3), cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 2
+    assert not np.array_equal(second.split(split), first.split(split))
 
 
 def test_shrink_sets_the_short_side_and_never_upscales():
