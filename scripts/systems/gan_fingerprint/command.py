@@ -118,9 +118,10 @@ def tour_section(quick: bool, outdir: Path):
             summary=[
                 (
                     "why the tour cannot show it",
-                    "the 8-family generator zoo trains for about 50 min on 2 cores and 21 detectors for about 30 more; "
-                    "`frugal ganfp eval` runs it (cached, resumable), its table in "
-                    "scripts/systems/gan_fingerprint/README.md",
+                    "the 8-family generator zoo trains for about 40-50 min on 2 cores and 21 detectors for about 25 "
+                    "more; `frugal ganfp eval --preset debian` runs it with 28 real photos (after `apt install "
+                    "mate-backgrounds plasma-workspace-wallpapers`; `frugal ganfp eval` with the wheels' 7), cached "
+                    "and resumable, its table in scripts/systems/gan_fingerprint/README.md",
                 )
             ],
         )

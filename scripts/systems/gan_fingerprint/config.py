@@ -2,8 +2,9 @@
 
 `quick` is the tests' size (seconds, numbers meaningless), `tour` a short run, not timed (a 4-family zoo
 trained briefly, one seed; `frugal tour` itself only points to the command, since the zoo alone
-takes longer than the tour's budget), `full` the command's default (the measured table in this
-folder's README).
+takes longer than the tour's budget), `full` the command's default (the wheels' photos only), `debian`
+the full study with 21 more real photos from two Debian packages (the headline table in this folder's
+README; `photos.py` says which and why).
 
 The protocol follows the paper's (Wang et al., arXiv 2212.13466) in the roles of its parts: the
 detector trains on one generator family (ProGAN's role; 2 and 4 families for the 2/4-class analogue),
@@ -210,6 +211,9 @@ PRESETS = check_presets(
             progress=False,
         ),
         "full": GanfpConfig(),
+        # The full study with the larger real class: the wheels' 7 photos and 21 Debian wallpapers (apt install
+        # mate-backgrounds plasma-workspace-wallpapers), shrunk to a 400 px short side: 5 test photos, not 1.
+        "debian": GanfpConfig(photos=("bundled", "debian"), patch_short_side=400),
     },
 )
 

@@ -196,7 +196,7 @@ def test_quick_tour_section_points_to_the_command(tmp_path):
 
     section = command.tour_section(True, tmp_path)
     ((what, why),) = section.summary
-    assert what == "why the tour cannot show it" and "`frugal ganfp eval`" in why
+    assert what == "why the tour cannot show it" and "`frugal ganfp eval --preset debian`" in why
     assert not list(tmp_path.iterdir())  # nothing trained, nothing written
 
 
