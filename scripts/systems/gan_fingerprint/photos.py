@@ -207,14 +207,20 @@ def photo_file(name: str) -> Path | None:
 
 
 def _native_photo(name: str) -> np.ndarray:
-    """The photo as its package returns it: uint8 (H, W, 3) (grey replicated to three channels)."""
+    """The photo as its package ships it: uint8 (H, W, 3) (one-channel grey replicated to three)."""
     photo = photo_record(name)
     path = photo_file(name)
     if path is not None:
         from PIL import Image
 
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"photo {name!r}: cannot read {path} ({err}); "
+                f"reinstall it with `apt install --reinstall {photo.package}`"
+            ) from None
     elif photo.package == "scikit-learn":
         from sklearn.datasets import load_sample_image
 
@@ -349,7 +355,7 @@ def load_photo_patches(
     max_per_split: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> PhotoPatches:
-    """Real-class patches from the bundled photographs (see the module docstring for each choice).
+    """Real-class patches from the photographs in `names` (see the module docstring for each choice).
 
     size: patch side, 32 or 64. names: photos from `PHOTOS` and groups from `PHOTO_GROUPS` (default
     `DEFAULT_PHOTOS`, the colour ones in wheels). stride: window step (default size // 2).

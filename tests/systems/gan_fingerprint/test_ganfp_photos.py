@@ -83,6 +83,11 @@ def test_a_missing_debian_photo_names_the_apt_package(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="apt install plasma-workspace-wallpapers"):
         load_photo("path")
     assert load_photo("chelsea").shape == (288, 433, 3)  # wheel photos need no Debian package
+    damaged = tmp_path / photos.photo_record("kite").file
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a JPEG")
+    with pytest.raises(ValueError, match=r"photo 'kite': cannot read .*apt install --reinstall plasma-workspace"):
+        load_photo("kite")
 
 
 def test_debian_photos_are_read_from_their_files_and_keyed_by_them(tmp_path, monkeypatch):
