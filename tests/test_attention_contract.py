@@ -34,8 +34,8 @@ def problems(draw):
 
 
 # Each example compiles the three implementations (Pallas in interpret mode) for a new shape, about
-# 5 s on a 2-core CPU (more beside a second test worker); 4 random examples per run, different in
-# each run, keep this test near 40 s of the CI budget.
+# 5 s on a 2-core CPU (more beside a second test worker); 4 examples (the same ones every run, see
+# tests/conftest.py) keep this test near 30 s of the CI budget.
 @settings(max_examples=4, deadline=None)
 @given(problems())
 def test_implementations_agree_and_share_nan_semantics(problem):
